@@ -1,0 +1,7 @@
+"""nn.Modules only, one family per file, each registered with timm on import.
+
+Importing this package registers every family (``import zoo`` does it for you). This package never imports ``zoo``.
+"""
+
+# Each family module registers its variants with timm's registry when imported.
+# (helpers: add one import line per family here, keep alphabetical)

@@ -1,0 +1,58 @@
+"""Which implementation an op runs: the Triton kernel or the plain-torch reference.
+
+Rule: CUDA tensors and an importable Triton -> "triton"; anything else -> "reference".
+``ZOO_KERNELS=reference|triton`` forces a path (tests force "triton" on the CPU together with
+``TRITON_INTERPRET=1``, which runs the kernels in Triton's interpreter).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+BACKENDS = ("reference", "triton")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def forced_backend() -> str | None:
+    value = os.environ.get("ZOO_KERNELS", "").strip().lower()
+    if not value:
+        return None
+    if value not in BACKENDS:
+        raise ValueError(f"ZOO_KERNELS={value!r} is not one of {BACKENDS}; unset it or pick one of those")
+    return value
+
+
+def choose_backend(*tensors: torch.Tensor) -> str:
+    forced = forced_backend()
+    if forced == "triton":
+        if not triton_available():
+            raise RuntimeError("ZOO_KERNELS=triton but triton cannot be imported; install triton or unset ZOO_KERNELS")
+        on_cuda = all(t.is_cuda for t in tensors)
+        if not on_cuda and not interpreting():
+            raise RuntimeError(
+                "ZOO_KERNELS=triton with CPU tensors needs TRITON_INTERPRET=1 (set before importing triton); "
+                "or move the tensors to CUDA"
+            )
+        return "triton"
+    if forced == "reference":
+        return "reference"
+    if tensors and all(t.is_cuda for t in tensors) and triton_available():
+        return "triton"
+    return "reference"

@@ -1,0 +1,45 @@
+"""Shared test helpers: the parity fixtures (copied from ../shared/parity into tests/fixtures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class ParityCase:
+    """One official-code fixture: ``state_dict`` (official key names), ``inputs``, ``outputs`` and the JSON ``meta``."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.meta = json.loads((FIXTURES / f"{name}.json").read_text())
+        tensors = load_file(str(FIXTURES / f"{name}.safetensors"))
+        self.state_dict = {k[len("state_dict."):]: v for k, v in tensors.items() if k.startswith("state_dict.")}
+        for key, value in self.meta.get("non_float_state", {}).items():
+            self.state_dict[key] = torch.as_tensor(value["data"] if isinstance(value, dict) else value)
+        self.inputs = {k[len("input."):]: v for k, v in tensors.items() if k.startswith("input.")}
+        self.outputs = {k[len("output."):]: v for k, v in tensors.items() if k.startswith("output.")}
+
+
+@pytest.fixture(scope="session")
+def parity():
+    """``parity("biformer_cls_224")`` -> ParityCase."""
+    cache: dict[str, ParityCase] = {}
+
+    def load(name: str) -> ParityCase:
+        if name not in cache:
+            cache[name] = ParityCase(name)
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def official_manifests():
+    """{variant: {key: shape}} of the full-size official checkpoints."""
+    return json.loads((FIXTURES / "official_manifests.json").read_text())

@@ -1,0 +1,25 @@
+"""attnzoo's public face: create and list models, model cards, safe checkpoints, hub-style folders, the `zoo` CLI.
+
+``import zoo`` registers every family with timm, so ``timm.create_model("biformer_tiny")`` works afterwards.
+"""
+
+import backbones  # noqa: F401  (registers every family with timm)
+
+from .cards import Card, get_card, list_cards, render_card
+from .checkpoint import CheckpointError, convert_checkpoint, load_checkpoint, sha256_file
+from .hub import create_model, save_pretrained
+from .registry import list_models
+
+__all__ = [
+    "Card",
+    "CheckpointError",
+    "convert_checkpoint",
+    "create_model",
+    "get_card",
+    "list_cards",
+    "list_models",
+    "load_checkpoint",
+    "render_card",
+    "save_pretrained",
+    "sha256_file",
+]
