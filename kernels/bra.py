@@ -35,6 +35,8 @@ __all__ = [
     "bra_attention",
     "bra_attention_reference",
     "bra_attention_gather",
+    "bra_attention_triton",
+    "BraAttentionFunction",
 ]
 
 
@@ -169,6 +171,418 @@ def bra_attention_gather(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Triton kernels: block-sparse attention driven by the routing index
+# ----------------------------------------------------------------------------------------------------------------------
+#
+# Every program sees the routed keys of one query region as one virtual sequence of ``topk * Tk`` tokens: key row ``n``
+# is token ``n % Tk`` of region ``r_idx[b, r, n // Tk]``, loaded by per-row pointers straight from the un-gathered k/v.
+# A key tile may therefore span several small routed regions (BiFormer-T stage 3 has 4-token regions and topk 16: one
+# 64-row tile instead of sixteen quarter-filled ones), and nothing topk-fold is written.
+#
+# Backward: dQ walks the same virtual key sequence. dK/dV use a *transposed routing list* (CSR: for each key region, the
+# query regions that routed to it, built with one argsort) rather than atomics: each dK/dV program owns one key tile,
+# walks the virtual sequence of incoming query tokens, accumulates in fp32 registers and writes once in the input dtype.
+# That is deterministic, needs no fp32 scratch copy of dK/dV plus a cast pass, and has no atomic contention on "hot"
+# key regions (many query regions route to the same few regions); the cost is one argsort of B*R*topk integers.
+# Softmax statistics (running max, row sum, logsumexp, delta) are fp32 whatever the input dtype; logits are kept in
+# the log2 domain (scale * log2(e) folded in) so the kernels use exp2.
+
+try:  # Triton is optional: without it (or without a GPU and TRITON_INTERPRET=1) the reference runs.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where triton is missing
+    triton = None
+    tl = None
+
+_LOG2E = 1.4426950408889634
+
+if triton is not None:
+
+    @triton.jit
+    def _dot(a, b, UPCAST: tl.constexpr, FP32_PRECISION: tl.constexpr):
+        # UPCAST: the Triton interpreter computes tl.dot on bf16 operands wrongly (fp16/fp32 are right), so interpreted
+        # bf16 runs multiply in fp32. FP32_PRECISION follows torch.backends.cuda.matmul.allow_tf32 for fp32 inputs.
+        if UPCAST:
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=FP32_PRECISION)
+        if a.dtype == tl.float32:
+            return tl.dot(a, b, input_precision=FP32_PRECISION)
+        return tl.dot(a, b)
+
+    @triton.jit
+    def _bra_fwd_kernel(
+        Q, K, V, RIDX, OUT, LSE,
+        stride_qb, stride_qr, stride_qt,
+        stride_kb, stride_kr, stride_kt,
+        stride_vb, stride_vr, stride_vt,
+        stride_ob, stride_or, stride_ot,
+        query_regions, query_tokens, key_tokens, topk, num_heads,
+        qk_scale_log2,
+        HEAD_DIM_QK: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+        UPCAST: tl.constexpr, FP32_PRECISION: tl.constexpr,
+    ):
+        block_m = tl.program_id(0)
+        batch_region = tl.program_id(1)
+        head = tl.program_id(2)
+        batch = (batch_region // query_regions).to(tl.int64)
+        region = (batch_region % query_regions).to(tl.int64)
+
+        offs_m = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_dqk = tl.arange(0, BLOCK_DQK)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        valid_m = offs_m < query_tokens
+        valid_dqk = offs_dqk < HEAD_DIM_QK
+        valid_dv = offs_dv < HEAD_DIM_V
+
+        q_ptrs = (Q + batch * stride_qb + region * stride_qr + offs_m[:, None] * stride_qt
+                  + head * HEAD_DIM_QK + offs_dqk[None, :])
+        q = tl.load(q_ptrs, mask=valid_m[:, None] & valid_dqk[None, :], other=0.0)
+        routes = RIDX + (batch * query_regions + region) * topk
+
+        row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+        routed_tokens = topk * key_tokens
+        for start_n in range(0, routed_tokens, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            valid_n = offs_n < routed_tokens
+            slot = offs_n // key_tokens
+            token = (offs_n - slot * key_tokens).to(tl.int64)
+            key_region = tl.load(routes + slot, mask=valid_n, other=0).to(tl.int64)
+            kt_ptrs = (K + batch * stride_kb + key_region[None, :] * stride_kr + token[None, :] * stride_kt
+                       + head * HEAD_DIM_QK + offs_dqk[:, None])
+            kt = tl.load(kt_ptrs, mask=valid_n[None, :] & valid_dqk[:, None], other=0.0)
+            logits = _dot(q, kt, UPCAST, FP32_PRECISION) * qk_scale_log2
+            logits = tl.where(valid_n[None, :], logits, float("-inf"))
+            new_max = tl.maximum(row_max, tl.max(logits, 1))
+            correction = tl.exp2(row_max - new_max)
+            probs = tl.exp2(logits - new_max[:, None])
+            row_sum = row_sum * correction + tl.sum(probs, 1)
+            v_ptrs = (V + batch * stride_vb + key_region[:, None] * stride_vr + token[:, None] * stride_vt
+                      + head * HEAD_DIM_V + offs_dv[None, :])
+            v = tl.load(v_ptrs, mask=valid_n[:, None] & valid_dv[None, :], other=0.0)
+            acc = acc * correction[:, None] + _dot(probs.to(v.dtype), v, UPCAST, FP32_PRECISION)
+            row_max = new_max
+
+        acc = acc / row_sum[:, None]
+        o_ptrs = (OUT + batch * stride_ob + region * stride_or + offs_m[:, None] * stride_ot
+                  + head * HEAD_DIM_V + offs_dv[None, :])
+        tl.store(o_ptrs, acc.to(OUT.dtype.element_ty), mask=valid_m[:, None] & valid_dv[None, :])
+        # logsumexp in the log2 domain, (B, h, Rq, Tq) fp32
+        lse_ptrs = LSE + ((batch * num_heads + head) * query_regions + region) * query_tokens + offs_m
+        tl.store(lse_ptrs, row_max + tl.log2(row_sum), mask=valid_m)
+
+    @triton.jit
+    def _bra_bwd_dq_kernel(
+        Q, K, V, RIDX, DOUT, LSE, DELTA, DQ,
+        stride_qb, stride_qr, stride_qt,
+        stride_kb, stride_kr, stride_kt,
+        stride_vb, stride_vr, stride_vt,
+        stride_ob, stride_or, stride_ot,
+        query_regions, query_tokens, key_tokens, topk, num_heads,
+        qk_scale_log2, scale,
+        HEAD_DIM_QK: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+        UPCAST: tl.constexpr, FP32_PRECISION: tl.constexpr,
+    ):
+        # dQ and dOUT share q's / out's (contiguous) layouts: DQ uses the q strides, DOUT the out strides.
+        block_m = tl.program_id(0)
+        batch_region = tl.program_id(1)
+        head = tl.program_id(2)
+        batch = (batch_region // query_regions).to(tl.int64)
+        region = (batch_region % query_regions).to(tl.int64)
+
+        offs_m = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_dqk = tl.arange(0, BLOCK_DQK)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        valid_m = offs_m < query_tokens
+        valid_dqk = offs_dqk < HEAD_DIM_QK
+        valid_dv = offs_dv < HEAD_DIM_V
+
+        q_offsets = batch * stride_qb + region * stride_qr + offs_m[:, None] * stride_qt + head * HEAD_DIM_QK
+        q = tl.load(Q + q_offsets + offs_dqk[None, :], mask=valid_m[:, None] & valid_dqk[None, :], other=0.0)
+        do_ptrs = (DOUT + batch * stride_ob + region * stride_or + offs_m[:, None] * stride_ot
+                   + head * HEAD_DIM_V + offs_dv[None, :])
+        do = tl.load(do_ptrs, mask=valid_m[:, None] & valid_dv[None, :], other=0.0)
+        stat_offsets = ((batch * num_heads + head) * query_regions + region) * query_tokens + offs_m
+        lse = tl.load(LSE + stat_offsets, mask=valid_m, other=0.0)
+        delta = tl.load(DELTA + stat_offsets, mask=valid_m, other=0.0)
+        routes = RIDX + (batch * query_regions + region) * topk
+
+        dq = tl.zeros([BLOCK_M, BLOCK_DQK], dtype=tl.float32)
+        routed_tokens = topk * key_tokens
+        for start_n in range(0, routed_tokens, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            valid_n = offs_n < routed_tokens
+            slot = offs_n // key_tokens
+            token = (offs_n - slot * key_tokens).to(tl.int64)
+            key_region = tl.load(routes + slot, mask=valid_n, other=0).to(tl.int64)
+            k_ptrs = (K + batch * stride_kb + key_region[:, None] * stride_kr + token[:, None] * stride_kt
+                      + head * HEAD_DIM_QK + offs_dqk[None, :])
+            k = tl.load(k_ptrs, mask=valid_n[:, None] & valid_dqk[None, :], other=0.0)
+            vt_ptrs = (V + batch * stride_vb + key_region[None, :] * stride_vr + token[None, :] * stride_vt
+                       + head * HEAD_DIM_V + offs_dv[:, None])
+            vt = tl.load(vt_ptrs, mask=valid_n[None, :] & valid_dv[:, None], other=0.0)
+            logits = _dot(q, tl.trans(k), UPCAST, FP32_PRECISION) * qk_scale_log2
+            probs = tl.exp2(logits - lse[:, None])
+            probs = tl.where(valid_n[None, :], probs, 0.0)
+            dprobs = _dot(do, vt, UPCAST, FP32_PRECISION)
+            dlogits = probs * (dprobs - delta[:, None])
+            dq += _dot(dlogits.to(k.dtype), k, UPCAST, FP32_PRECISION)
+
+        tl.store(DQ + q_offsets + offs_dqk[None, :], (dq * scale).to(DQ.dtype.element_ty),
+                 mask=valid_m[:, None] & valid_dqk[None, :])
+
+    @triton.jit
+    def _bra_bwd_dkv_kernel(
+        Q, K, V, DOUT, LSE, DELTA, DK, DV, INCOMING_START, INCOMING_QUERY_REGION,
+        stride_qb, stride_qr, stride_qt,
+        stride_kb, stride_kr, stride_kt,
+        stride_vb, stride_vr, stride_vt,
+        stride_ob, stride_or, stride_ot,
+        query_regions, key_regions, query_tokens, key_tokens, num_heads,
+        qk_scale_log2, scale,
+        HEAD_DIM_QK: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
+        UPCAST: tl.constexpr, FP32_PRECISION: tl.constexpr,
+    ):
+        # One program: BLOCK_N tokens of one key region, one head. The query side is the virtual sequence of all query
+        # tokens whose region routed here (transposed routing list, CSR over batch * key_regions buckets).
+        block_n = tl.program_id(0)
+        batch_region = tl.program_id(1)
+        head = tl.program_id(2)
+        batch = (batch_region // key_regions).to(tl.int64)
+        region = (batch_region % key_regions).to(tl.int64)
+
+        offs_n = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_dqk = tl.arange(0, BLOCK_DQK)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        valid_n = offs_n < key_tokens
+        valid_dqk = offs_dqk < HEAD_DIM_QK
+        valid_dv = offs_dv < HEAD_DIM_V
+
+        k_offsets = batch * stride_kb + region * stride_kr + offs_n[:, None] * stride_kt + head * HEAD_DIM_QK
+        k = tl.load(K + k_offsets + offs_dqk[None, :], mask=valid_n[:, None] & valid_dqk[None, :], other=0.0)
+        v_offsets = batch * stride_vb + region * stride_vr + offs_n[:, None] * stride_vt + head * HEAD_DIM_V
+        v = tl.load(V + v_offsets + offs_dv[None, :], mask=valid_n[:, None] & valid_dv[None, :], other=0.0)
+
+        first = tl.load(INCOMING_START + batch_region).to(tl.int64)
+        count = tl.load(INCOMING_START + batch_region + 1).to(tl.int64) - first
+        incoming_tokens = count * query_tokens
+
+        dk = tl.zeros([BLOCK_N, BLOCK_DQK], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+        for start_m in range(0, incoming_tokens, BLOCK_M):
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            valid_m = offs_m < incoming_tokens
+            entry = offs_m // query_tokens
+            token = offs_m - entry * query_tokens
+            query_region = tl.load(INCOMING_QUERY_REGION + first + entry, mask=valid_m, other=0).to(tl.int64)
+            q_ptrs = (Q + batch * stride_qb + query_region[:, None] * stride_qr + token[:, None] * stride_qt
+                      + head * HEAD_DIM_QK + offs_dqk[None, :])
+            q = tl.load(q_ptrs, mask=valid_m[:, None] & valid_dqk[None, :], other=0.0)
+            do_ptrs = (DOUT + batch * stride_ob + query_region[:, None] * stride_or + token[:, None] * stride_ot
+                       + head * HEAD_DIM_V + offs_dv[None, :])
+            do = tl.load(do_ptrs, mask=valid_m[:, None] & valid_dv[None, :], other=0.0)
+            stat_offsets = ((batch * num_heads + head) * query_regions + query_region) * query_tokens + token
+            # masked query rows get lse = +inf, so their probabilities are exactly 0
+            lse = tl.load(LSE + stat_offsets, mask=valid_m, other=float("inf"))
+            delta = tl.load(DELTA + stat_offsets, mask=valid_m, other=0.0)
+
+            logits_t = _dot(k, tl.trans(q), UPCAST, FP32_PRECISION) * qk_scale_log2  # (BLOCK_N, BLOCK_M)
+            probs_t = tl.exp2(logits_t - lse[None, :])
+            dv += _dot(probs_t.to(do.dtype), do, UPCAST, FP32_PRECISION)
+            dprobs_t = _dot(v, tl.trans(do), UPCAST, FP32_PRECISION)
+            dlogits_t = probs_t * (dprobs_t - delta[None, :])
+            dk += _dot(dlogits_t.to(q.dtype), q, UPCAST, FP32_PRECISION)
+
+        tl.store(DK + k_offsets + offs_dqk[None, :], (dk * scale).to(DK.dtype.element_ty),
+                 mask=valid_n[:, None] & valid_dqk[None, :])
+        tl.store(DV + v_offsets + offs_dv[None, :], dv.to(DV.dtype.element_ty),
+                 mask=valid_n[:, None] & valid_dv[None, :])
+
+
+def _launch_config(query_tokens: int, routed_tokens: int, head_dim_qk: int, head_dim_v: int, dtype: torch.dtype):
+    """Tile sizes: tl.dot needs every dim >= 16; wide fp32 heads get smaller tiles to stay in registers."""
+    block_dqk = max(16, triton.next_power_of_2(head_dim_qk))
+    block_dv = max(16, triton.next_power_of_2(head_dim_v))
+    widest = max(block_dqk, block_dv)
+    big = 64 if (widest <= 64 or dtype != torch.float32) else 32
+    block_m = min(big, max(16, triton.next_power_of_2(query_tokens)))
+    block_n = min(big, max(16, triton.next_power_of_2(routed_tokens)))
+    num_warps = 4 if block_m * widest <= 64 * 64 else 8
+    return block_m, block_n, block_dqk, block_dv, num_warps
+
+
+def _kernel_flags(dtype: torch.dtype) -> tuple[bool, str]:
+    from .backend import interpreting
+
+    upcast = interpreting() and dtype == torch.bfloat16
+    fp32_precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return upcast, fp32_precision
+
+
+def _bra_forward_triton(q, k, v, r_idx, num_heads: int, scale: float):
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    routes = r_idx.to(torch.int32).contiguous()
+    batch, query_regions, query_tokens, qk_channels = q.shape
+    _, _, key_tokens, v_channels = v.shape
+    topk = routes.shape[-1]
+    head_dim_qk, head_dim_v = qk_channels // num_heads, v_channels // num_heads
+    out = torch.empty((batch, query_regions, query_tokens, v_channels), device=q.device, dtype=q.dtype)
+    lse = torch.empty((batch, num_heads, query_regions, query_tokens), device=q.device, dtype=torch.float32)
+    block_m, block_n, block_dqk, block_dv, num_warps = _launch_config(
+        query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype
+    )
+    upcast, fp32_precision = _kernel_flags(q.dtype)
+    grid = (triton.cdiv(query_tokens, block_m), batch * query_regions, num_heads)
+    _bra_fwd_kernel[grid](
+        q, k, v, routes, out, lse,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        query_regions, query_tokens, key_tokens, topk, num_heads,
+        scale * _LOG2E,
+        HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv,
+        UPCAST=upcast, FP32_PRECISION=fp32_precision, num_warps=num_warps,
+    )  # fmt: skip
+    return out, lse
+
+
+def _transposed_routing(r_idx: torch.Tensor, key_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR of the routing: for bucket ``b * key_regions + kr``, the query regions (with multiplicity) routed to ``kr``.
+
+    Returns ``start`` (B*Rk + 1,) int32 and ``query_region`` (B*Rq*topk,) int32, sorted by bucket.
+    """
+    batch, query_regions, topk = r_idx.shape
+    bucket = (r_idx.long() + torch.arange(batch, device=r_idx.device).view(batch, 1, 1) * key_regions).flatten()
+    order = torch.argsort(bucket, stable=True)
+    query_region = ((order % (query_regions * topk)) // topk).to(torch.int32)
+    counts = torch.bincount(bucket, minlength=batch * key_regions)
+    start = torch.zeros(batch * key_regions + 1, device=r_idx.device, dtype=torch.int32)
+    start[1:] = torch.cumsum(counts, 0)
+    return start, query_region
+
+
+def _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads: int, scale: float):
+    q, k, v, out = q.contiguous(), k.contiguous(), v.contiguous(), out.contiguous()
+    grad_out = grad_out.contiguous()
+    routes = r_idx.to(torch.int32).contiguous()
+    batch, query_regions, query_tokens, qk_channels = q.shape
+    _, key_regions, key_tokens, v_channels = v.shape
+    topk = routes.shape[-1]
+    head_dim_qk, head_dim_v = qk_channels // num_heads, v_channels // num_heads
+    # delta = rowsum(dO * O) per head, fp32, laid out like lse: (B, h, Rq, Tq)
+    delta = (grad_out.float() * out.float()).view(batch, query_regions, query_tokens, num_heads, head_dim_v).sum(-1)
+    delta = delta.permute(0, 3, 1, 2).contiguous()
+    grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    upcast, fp32_precision = _kernel_flags(q.dtype)
+    strides = (
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+    )  # fmt: skip
+
+    block_m, block_n, block_dqk, block_dv, num_warps = _launch_config(
+        query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype
+    )
+    _bra_bwd_dq_kernel[(triton.cdiv(query_tokens, block_m), batch * query_regions, num_heads)](
+        q, k, v, routes, grad_out, lse, delta, grad_q, *strides,
+        query_regions, query_tokens, key_tokens, topk, num_heads,
+        scale * _LOG2E, scale,
+        HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv,
+        UPCAST=upcast, FP32_PRECISION=fp32_precision, num_warps=num_warps,
+    )  # fmt: skip
+
+    start, incoming = _transposed_routing(routes, key_regions)
+    # key tile: one key region; query side: all incoming query tokens (typically topk * Tq on average)
+    block_n, block_m, block_dqk, block_dv, num_warps = _launch_config(
+        key_tokens, topk * query_tokens, head_dim_qk, head_dim_v, q.dtype
+    )
+    _bra_bwd_dkv_kernel[(triton.cdiv(key_tokens, block_n), batch * key_regions, num_heads)](
+        q, k, v, grad_out, lse, delta, grad_k, grad_v, start, incoming, *strides,
+        query_regions, key_regions, query_tokens, key_tokens, num_heads,
+        scale * _LOG2E, scale,
+        HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv,
+        UPCAST=upcast, FP32_PRECISION=fp32_precision, num_warps=num_warps,
+    )  # fmt: skip
+    return grad_q, grad_k, grad_v
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# autograd + torch.compile: the kernels run inside torch.library custom ops (opaque to the compiler, with fake
+# implementations for tracing), called from an autograd.Function that dynamo traces without graph breaks.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("attnzoo::bra_forward", mutates_args=())
+def _bra_forward_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.Tensor, num_heads: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _bra_forward_triton(q, k, v, r_idx, num_heads, scale)
+
+
+@_bra_forward_op.register_fake
+def _(q, k, v, r_idx, num_heads, scale):
+    batch, query_regions, query_tokens, _ = q.shape
+    out = q.new_empty((batch, query_regions, query_tokens, v.shape[-1]))
+    lse = q.new_empty((batch, num_heads, query_regions, query_tokens), dtype=torch.float32)
+    return out, lse
+
+
+@torch.library.custom_op("attnzoo::bra_backward", mutates_args=())
+def _bra_backward_op(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    r_idx: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    num_heads: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads, scale)
+
+
+@_bra_backward_op.register_fake
+def _(grad_out, q, k, v, r_idx, out, lse, num_heads, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+class BraAttentionFunction(torch.autograd.Function):
+    """Fused BRA: forward saves q, k, v, r_idx, out and the fp32 logsumexp; backward recomputes the probabilities."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, r_idx, num_heads: int, scale: float):
+        out, lse = _bra_forward_op(q, k, v, r_idx, num_heads, scale)
+        ctx.save_for_backward(q, k, v, r_idx, out, lse)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, r_idx, out, lse = ctx.saved_tensors
+        grad_q, grad_k, grad_v = _bra_backward_op(grad_out, q, k, v, r_idx, out, lse, ctx.num_heads, ctx.scale)
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+def bra_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.Tensor, num_heads: int, scale: float
+) -> torch.Tensor:
+    """The fused kernel path (forward + backward), whatever the device; needs CUDA tensors or TRITON_INTERPRET=1."""
+    if triton is None:
+        raise RuntimeError("bra_attention_triton needs triton; install it or use bra_attention_reference")
+    _check_inputs(q, k, v, r_idx, num_heads)
+    return BraAttentionFunction.apply(q, k, v, r_idx, num_heads, float(scale))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Public entry point
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -180,9 +594,6 @@ def bra_attention(
 
     Runs the Triton kernel for CUDA tensors (or when ``ZOO_KERNELS=triton``), the reference otherwise.
     """
-    backend = choose_backend(q, k, v)
-    if backend == "triton":
-        # The Triton kernel lands in the next commit (issue 4); until then the spec runs everywhere.
-        return bra_attention_reference(q, k, v, r_idx, num_heads, scale)
+    if choose_backend(q, k, v) == "triton":
+        return bra_attention_triton(q, k, v, r_idx, num_heads, scale)
     return bra_attention_reference(q, k, v, r_idx, num_heads, scale)
-
