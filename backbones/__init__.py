@@ -5,3 +5,4 @@ Importing this package registers every family (``import zoo`` does it for you). 
 
 # Each family module registers its variants with timm's registry when imported.
 # (helpers: add one import line per family here, keep alphabetical)
+from . import flowformer  # noqa: F401
