@@ -5,4 +5,5 @@ Importing this package registers every family (``import zoo`` does it for you). 
 
 # Each family module registers its variants with timm's registry when imported.
 # (helpers: add one import line per family here, keep alphabetical)
+from . import agent  # noqa: F401
 from . import flowformer  # noqa: F401
