@@ -131,7 +131,8 @@ def bra_attention_reference(
     logits = torch.cat(
         [query @ _routed_regions(key, r_idx[:, :, slot]).transpose(-2, -1) for slot in range(topk)], dim=-1
     )  # (B, h, Rq, Tq, topk * Tk), slot-major like the official (k w2) flattening
-    probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
+    # softmax statistics at least in fp32 (float64 stays float64 for exact checks)
+    probs = torch.softmax(logits, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
     out = None
     for slot in range(topk):
         slot_probs = probs[..., slot * key_tokens : (slot + 1) * key_tokens]
