@@ -7,3 +7,4 @@ Importing this package registers every family (``import zoo`` does it for you). 
 # (helpers: add one import line per family here, keep alphabetical)
 from . import agent  # noqa: F401
 from . import flowformer  # noqa: F401
+from . import poolformer_official  # noqa: F401

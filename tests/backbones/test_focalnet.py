@@ -1,0 +1,62 @@
+"""FocalNet fidelity: timm's FocalNet with the official microsoft/FocalNet checkpoint layout and outputs.
+
+The fixtures ``focalnet_srf_cls_224`` / ``focalnet_lrf_cls_224`` are the official ``focalnet.FocalNet``
+(classification/focalnet.py) with seeded weights, outputs computed in float64. This project does not re-implement
+FocalNet: timm's model and its checkpoint_filter_fn must reproduce them as they are.
+"""
+
+import pytest
+import timm
+import torch
+from timm.models import focalnet as timm_focalnet
+
+
+def _load_official(case) -> timm_focalnet.FocalNet:
+    # The official constructor's arguments used here (embed_dim, depths, focal_levels, focal_windows, num_classes)
+    # have the same names and meaning in timm's FocalNet; the rest are left at both sides' defaults.
+    model = timm_focalnet.FocalNet(**case.meta["official_kwargs"])
+    model.load_state_dict(timm_focalnet.checkpoint_filter_fn(case.state_dict, model), strict=True)
+    return model.double().eval()
+
+
+@pytest.mark.parametrize("name", ["focalnet_srf_cls_224", "focalnet_lrf_cls_224"])
+def test_official_logits(parity, name):
+    case = parity(name)
+    model = _load_official(case)
+    with torch.no_grad():
+        logits = model(case.inputs["x"].double())
+    torch.testing.assert_close(logits, case.outputs["logits"].double(), rtol=1e-5, atol=1e-6)
+
+
+def test_focal_level_mismatch_is_refused(parity):
+    """The check above can fail: an SRF model does not take the LRF checkpoint."""
+    case = parity("focalnet_lrf_cls_224")
+    model = timm_focalnet.FocalNet(**dict(case.meta["official_kwargs"], focal_levels=[2, 2, 2, 2]))
+    with pytest.raises(RuntimeError, match="focal_layers"):
+        model.load_state_dict(timm_focalnet.checkpoint_filter_fn(case.state_dict, model), strict=True)
+
+
+# The shared manifests for the two LRF variants were made by calling the official focalnet_tiny_lrf() /
+# focalnet_base_lrf() without arguments. Those functions (microsoft/FocalNet classification/focalnet.py) do not set
+# focal_levels - the training code passes FOCAL_LEVELS [3, 3, 3, 3] from configs/focalnet_*_lrf.yaml - so the
+# manifests describe focal level 2, i.e. the SRF layout (28.43M / 88.15M values, no focal_layers.2, f: 2C+3 rows),
+# not the released LRF checkpoints (28.6M / 88.7M in the official README). Built as the official YAML configures it,
+# the official LRF model loads strictly into timm's focalnet_*_lrf (checked by hand; the small LRF parity case above
+# covers the same layout). Strict xfail: this turns red once the manifests are regenerated, so the marks go then.
+_LRF_MANIFEST_BUG = pytest.mark.xfail(
+    strict=True, raises=RuntimeError,
+    reason="official_manifests.json LRF entries were generated with focal_levels=2 (official *_lrf() omits it)")
+
+
+@pytest.mark.parametrize("variant", [
+    "focalnet_tiny_srf",
+    pytest.param("focalnet_tiny_lrf", marks=_LRF_MANIFEST_BUG),
+    pytest.param("focalnet_base_lrf", marks=_LRF_MANIFEST_BUG),
+])
+def test_official_manifest_loads_strictly(official_manifests, variant):
+    """Every key/shape of the full-size official checkpoint maps onto timm's model, none left over, none missing."""
+    model = timm.create_model(variant, device="meta")
+    zeros = {key: torch.zeros(shape) for key, shape in official_manifests[variant].items()}
+    filtered = timm_focalnet.checkpoint_filter_fn(zeros, model)
+    assert len(filtered) == len(zeros)
+    model.load_state_dict(filtered, strict=True, assign=True)
