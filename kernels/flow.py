@@ -45,7 +45,7 @@ the feature map anyway), so the interpreter's bf16 ``tl.dot`` pitfall never aris
 import torch
 import torch.nn.functional as F
 
-from .backend import choose_backend, forced_backend
+from .backend import choose_backend, forced_backend, interpreting
 
 try:
     import triton
@@ -710,6 +710,9 @@ def _padded(dim: int) -> int:
 
 
 def _block_l(block_d: int, block_dv: int, causal: bool) -> int:
+    if interpreting():
+        # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
+        return 128
     # the causal kernels hold (block x block) scores and several (block x d) prefix tiles: smaller blocks for big d
     if causal:
         return 32 if max(block_d, block_dv) > 64 else 64
