@@ -1,0 +1,118 @@
+"""The ``zoo`` command: list models, print a model card, convert checkpoints, run the demo.
+
+User mistakes (an unknown model, a missing or corrupt file, a bad card) end with one line on stderr and exit code 2,
+never a traceback; bugs still raise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+
+
+def _live_params_m(name: str, model_kwargs: dict) -> float:
+    import timm
+
+    # The meta device allocates nothing, so counting a large model's parameters is instant.
+    with torch.device("meta"):
+        model = timm.create_model(name, **model_kwargs)
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .cards import get_card, has_card
+    from .demo import wide_console
+    from .registry import family_of, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"zoo: no model matches '{args.pattern}' (`zoo list` shows every model)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    table = Table(title=f"attnzoo models matching '{args.pattern}'")
+    table.add_column("name", no_wrap=True, min_width=max(map(len, names)))
+    table.add_column("family", no_wrap=True)
+    for column in ("params (M)", "GFLOPs (card)", "top-1 (card)"):
+        table.add_column(column, justify="right")
+    for name in names:
+        card = get_card(name) if has_card(name) else None
+        params = _live_params_m(name, card.model_kwargs if card else {})
+        gflops = f"{card.gflops:g}" if card else "-"
+        top1 = f"{card.top1:g}" if card and card.top1 is not None else "-"
+        table.add_row(name, family_of(name), f"{params:.2f}", gflops, top1)
+    wide_console().print(table)
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .cards import render_card
+
+    print(render_card(args.name))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert_checkpoint
+
+    sha256 = convert_checkpoint(args.src, args.dst, args.model, trust_pickle=args.trust_pickle, use_ema=args.use_ema)
+    print(f"{sha256}  {args.dst}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(pattern=args.pattern)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="attnzoo: models, model cards and safe checkpoints.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="table of the zoo's models (name, family, params, GFLOPs, top-1)")
+    listing.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'focalnet*'")
+    listing.set_defaults(run=cmd_list)
+
+    card = commands.add_parser("card", help="print a model card as Markdown")
+    card.add_argument("name", help="model name, e.g. poolformer_s12")
+    card.set_defaults(run=cmd_card)
+
+    convert = commands.add_parser("convert", help="write a checkpoint as a cleaned .safetensors; prints its sha256")
+    convert.add_argument("src", help="a .safetensors/.pth/.pt/.bin checkpoint")
+    convert.add_argument("dst", help="the .safetensors file to write")
+    convert.add_argument("--model", help="timm name: map the official layout to it and check that it fits exactly")
+    convert.add_argument("--trust-pickle", action="store_true",
+                         help="read a pickle that needs code to load (this RUNS that code: only for files you trust)")
+    convert.add_argument("--use-ema", action="store_true", help="take the EMA weights of a training checkpoint")
+    convert.set_defaults(run=cmd_convert)
+
+    demo = commands.add_parser("demo", help="build every model, classify an image, print params/GFLOPs/CPU latency")
+    demo.add_argument("--pattern", default="*", help="only the models matching this pattern")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zoo`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from .cards import CardError, UnknownModelError
+    from .checkpoint import CheckpointError
+
+    try:
+        return args.run(args)
+    except (UnknownModelError, CheckpointError, CardError, FileNotFoundError) as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
