@@ -150,7 +150,8 @@ class Flowformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_embed_grid[0] * self.pos_embed_grid[1], embed_dim[0]))
         self.pos_drop = nn.Dropout(p=drop_rate)  # built but unused, as officially (see _stage)
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depth))]  # stochastic depth decay rule
+        # stochastic depth decay rule (on the CPU, so the model also builds under torch.device("meta"))
+        dpr = torch.linspace(0, drop_path_rate, sum(depth), device="cpu").tolist()
         self.blocks = nn.ModuleList()
         self.feature_info = []
         cur = 0
