@@ -459,11 +459,11 @@ def _transposed_routing(r_idx: torch.Tensor, key_regions: int) -> tuple[torch.Te
     """
     batch, query_regions, topk = r_idx.shape
     bucket = (r_idx.long() + torch.arange(batch, device=r_idx.device).view(batch, 1, 1) * key_regions).flatten()
-    order = torch.argsort(bucket, stable=True)
+    sorted_bucket, order = torch.sort(bucket, stable=True)
     query_region = ((order % (query_regions * topk)) // topk).to(torch.int32)
-    counts = torch.bincount(bucket, minlength=batch * key_regions)
-    start = torch.zeros(batch * key_regions + 1, device=r_idx.device, dtype=torch.int32)
-    start[1:] = torch.cumsum(counts, 0)
+    # bucket boundaries by binary search (deterministic, unlike bincount's atomics under use_deterministic_algorithms)
+    boundaries = torch.arange(batch * key_regions + 1, device=r_idx.device, dtype=sorted_bucket.dtype)
+    start = torch.searchsorted(sorted_bucket, boundaries).to(torch.int32)
     return start, query_region
 
 
