@@ -258,10 +258,10 @@ def compare_state_dicts(
     """(missing, unexpected, mismatched (key, checkpoint shape, model shape)) of ``checkpoint`` against ``expected``."""
     missing = [k for k in expected if k not in checkpoint]
     unexpected = [k for k in checkpoint if k not in expected]
-    mismatched = [
-        (k, tuple(v.shape), tuple(expected[k].shape))
-        for k, v in checkpoint.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    mismatched = [  # in the model's order, which reads top-down like the architecture
+        (k, tuple(checkpoint[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in checkpoint and tuple(checkpoint[k].shape) != tuple(v.shape)
     ]
     return missing, unexpected, mismatched
 
