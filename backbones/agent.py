@@ -21,7 +21,6 @@ official ones, and any input size works.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -284,7 +283,7 @@ class AgentPVT(nn.Module):
         self.num_features = self.head_hidden_size = embed_dims[num_stages - 1]
         self.feature_info = []
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         cur = 0
         for i in range(num_stages):
             patch_embed = PvtPatchEmbed(
@@ -666,8 +665,8 @@ class AgentSwinTransformer(nn.Module):
     'AAAB' (T), 'AABB' (S), 'AAMB2' (B: stage 3 has agent attention in its first 2 blocks).
     Downstream options: ``downstream_agent_shapes`` (e.g. [(9, 9), (12, 12), (14, 14), (7, 7)]), ``kernel_size``,
     ``scale``, ``always_partition`` (True: window blocks keep window and shift at any size, as the official downstream
-    backbones do) and ``out_norms`` (per-stage LayerNorms ``norm0..norm3`` applied to the intermediates, as in the
-    official downstream backbones, so their checkpoints load).
+    backbones do) and ``out_norms`` (the official downstream backbone layout: per-stage LayerNorms ``norm0..norm3`` on
+    the intermediates and no final norm or classifier, so detection / segmentation checkpoints load strictly).
     """
 
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96, depths=(2, 2, 6, 2),
@@ -691,7 +690,7 @@ class AgentSwinTransformer(nn.Module):
 
         self.patch_embed = SwinPatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None)
         self.pos_drop = nn.Dropout(p=drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
         self.feature_info = []
         for i in range(self.num_layers):
@@ -708,9 +707,11 @@ class AgentSwinTransformer(nn.Module):
                                           module=f"layers.{i}"))
         self.out_norms = out_norms
         if out_norms:
+            # The official downstream backbone: per-stage output norms, and neither final norm nor classifier.
             for i in range(self.num_layers):
                 self.add_module(f"norm{i}", norm_layer(int(embed_dim * 2 ** i)))
-        self.norm = norm_layer(self.num_features)
+            num_classes = self.num_classes = 0
+        self.norm = nn.Identity() if out_norms else norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
@@ -882,7 +883,7 @@ class AgentDeiT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(p=drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.Sequential(*[
             DeitAgentBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
                            attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer, act_layer=act_layer,
@@ -1068,19 +1069,19 @@ default_cfgs = generate_default_cfgs({
 @register_model
 def agent_deit_tiny(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, agent_num=(49, 49, 49, 49))
-    return _create(AgentDeiT, "agent_deit_tiny", pretrained, hierarchical=False, **dict(args, **kwargs))
+    return _create(AgentDeiT, "agent_deit_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
 
 
 @register_model
 def agent_deit_small(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, agent_num=(49, 49, 49, 49))
-    return _create(AgentDeiT, "agent_deit_small", pretrained, hierarchical=False, **dict(args, **kwargs))
+    return _create(AgentDeiT, "agent_deit_small", pretrained, hierarchical=False, **{**args, **kwargs})
 
 
 @register_model
 def agent_deit_base(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, agent_layer=4, agent_num=(81, 81, 81, 81))
-    return _create(AgentDeiT, "agent_deit_base", pretrained, hierarchical=False, **dict(args, **kwargs))
+    return _create(AgentDeiT, "agent_deit_base", pretrained, hierarchical=False, **{**args, **kwargs})
 
 
 # Agent-PVT: agent_pvt.py registrations + cfgs/agent_pvt_{t,s,m,b}.yaml (attn 'AAAA', agents 9-16-49-49).
@@ -1090,22 +1091,22 @@ _PVT_COMMON = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2
 
 @register_model
 def agent_pvt_tiny(pretrained=False, **kwargs):
-    return _create(AgentPVT, "agent_pvt_tiny", pretrained, **dict(_PVT_COMMON, depths=(2, 2, 2, 2), **kwargs))
+    return _create(AgentPVT, "agent_pvt_tiny", pretrained, **{**_PVT_COMMON, "depths": (2, 2, 2, 2), **kwargs})
 
 
 @register_model
 def agent_pvt_small(pretrained=False, **kwargs):
-    return _create(AgentPVT, "agent_pvt_small", pretrained, **dict(_PVT_COMMON, depths=(3, 4, 6, 3), **kwargs))
+    return _create(AgentPVT, "agent_pvt_small", pretrained, **{**_PVT_COMMON, "depths": (3, 4, 6, 3), **kwargs})
 
 
 @register_model
 def agent_pvt_medium(pretrained=False, **kwargs):
-    return _create(AgentPVT, "agent_pvt_medium", pretrained, **dict(_PVT_COMMON, depths=(3, 4, 18, 3), **kwargs))
+    return _create(AgentPVT, "agent_pvt_medium", pretrained, **{**_PVT_COMMON, "depths": (3, 4, 18, 3), **kwargs})
 
 
 @register_model
 def agent_pvt_large(pretrained=False, **kwargs):
-    return _create(AgentPVT, "agent_pvt_large", pretrained, **dict(_PVT_COMMON, depths=(3, 8, 27, 3), **kwargs))
+    return _create(AgentPVT, "agent_pvt_large", pretrained, **{**_PVT_COMMON, "depths": (3, 8, 27, 3), **kwargs})
 
 
 # Agent-Swin: cfgs/agent_swin_{t,s,b}.yaml (window 56, agents 9-16-49-49).
@@ -1113,18 +1114,18 @@ def agent_pvt_large(pretrained=False, **kwargs):
 def agent_swin_tiny(pretrained=False, **kwargs):
     args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="AAAB",
                 agent_num=(9, 16, 49, 49))
-    return _create(AgentSwinTransformer, "agent_swin_tiny", pretrained, **dict(args, **kwargs))
+    return _create(AgentSwinTransformer, "agent_swin_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_swin_small(pretrained=False, **kwargs):
     args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="AABB",
                 agent_num=(9, 16, 49, 49))
-    return _create(AgentSwinTransformer, "agent_swin_small", pretrained, **dict(args, **kwargs))
+    return _create(AgentSwinTransformer, "agent_swin_small", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_swin_base(pretrained=False, **kwargs):
     args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=56, attn_type="AAMB2",
                 agent_num=(9, 16, 49, 49))
-    return _create(AgentSwinTransformer, "agent_swin_base", pretrained, **dict(args, **kwargs))
+    return _create(AgentSwinTransformer, "agent_swin_base", pretrained, **{**args, **kwargs})

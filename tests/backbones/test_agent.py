@@ -1,0 +1,212 @@
+"""Agent-DeiT / Agent-PVT / Agent-Swin: official parity, official checkpoint layouts, downstream options, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import backbones.agent as agent
+from backbones.agent import AgentDeiT, AgentPVT, AgentSwinTransformer, checkpoint_filter_fn
+
+PARITY = {
+    "agent_pvt_cls_224": AgentPVT,
+    "agent_swin_cls_224": AgentSwinTransformer,
+    "agent_deit_cls_224": AgentDeiT,
+}
+
+# official_manifests.json variant -> our timm name
+MANIFEST_MODELS = {
+    "agent_pvt_tiny": "agent_pvt_tiny",
+    "agent_pvt_small": "agent_pvt_small",
+    "agent_pvt_medium": "agent_pvt_medium",
+    "agent_pvt_large": "agent_pvt_large",
+    "agent_swin_t": "agent_swin_tiny",
+    "agent_swin_s": "agent_swin_small",
+}
+
+# Parameters (millions) from LeapLabTHU/Agent-Attention agent_transformer/README.md.
+README_PARAMS_M = {
+    "agent_deit_tiny": 6.0, "agent_deit_small": 22.7, "agent_deit_base": 87.2,
+    "agent_pvt_tiny": 11.6, "agent_pvt_small": 20.6, "agent_pvt_medium": 35.9, "agent_pvt_large": 48.7,
+    "agent_swin_tiny": 29, "agent_swin_small": 50, "agent_swin_base": 88,
+}
+
+
+def _official_model(case):
+    kwargs = dict(case.meta["official_kwargs"])
+    kwargs.pop("norm_layer", None)  # "LayerNorm(eps=1e-6)": Agent-PVT's default here too
+    return PARITY[case.name](**kwargs)
+
+
+def _meta_model(name, **kwargs):
+    with torch.device("meta"):
+        return timm.create_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("name", list(PARITY))
+def test_official_logits(parity, name, backend, monkeypatch):
+    """Float64 logits equal the official code's on its seeded weights, through both kernel paths."""
+    monkeypatch.setenv("ZOO_KERNELS", backend)
+    case = parity(name)
+    model = _official_model(case)
+    model.load_state_dict(checkpoint_filter_fn(case.state_dict, model), strict=True)
+    model = model.double().eval()
+    with torch.no_grad():
+        logits = model(case.inputs["x"].double())
+    torch.testing.assert_close(logits.float(), case.outputs["logits"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", list(MANIFEST_MODELS))
+def test_official_checkpoint_layout_loads_strictly(official_manifests, variant):
+    """Every key and shape of the full-size official checkpoint, through checkpoint_filter_fn, strict=True."""
+    manifest = official_manifests[variant]
+    model = _meta_model(MANIFEST_MODELS[variant])
+    state = {k: torch.zeros(shape, device="meta") for k, shape in manifest.items()}
+    result = model.load_state_dict(checkpoint_filter_fn({"model": state}, model), strict=True, assign=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.parametrize("name", list(README_PARAMS_M))
+def test_param_counts_match_readme(name):
+    model = _meta_model(name)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    assert params_m == pytest.approx(README_PARAMS_M[name], rel=0.02)
+
+
+def test_stage_layouts():
+    """Swin-B 'AAMB2': agent attention in the first 2 blocks of stage 3; DeiT-B: agents (81) in its first 4 blocks."""
+    swin = _meta_model("agent_swin_base")
+    stage3 = [type(b.attn).__name__ for b in swin.layers[2].blocks]
+    assert stage3 == ["SwinAgentAttention"] * 2 + ["WindowAttention"] * 16
+    assert [b.window_size for b in swin.layers[2].blocks[2:4]] == [7, 7]
+    assert [b.shift_size for b in swin.layers[2].blocks[2:4]] == [0, 3]
+    assert type(swin.layers[3].blocks[1].attn).__name__ == "WindowAttention"
+    assert swin.layers[3].blocks[1].shift_size == 0  # 7x7 grid, window 7: not shifted (classification)
+    deit = _meta_model("agent_deit_base")
+    kinds = [type(b).__name__ for b in deit.blocks]
+    assert kinds == ["DeitAgentBlock"] * 4 + ["Block"] * 8
+    assert deit.blocks[0].attn.agent_num == 81
+
+
+def _official_downstream_biases(attn, hw, agent_shape):
+    """The official downstream formulas, written out: each of the four tables resized on its own, then summed."""
+    heads, a0 = attn.an_bias.shape[:2]
+    pool = int(a0 ** 0.5)
+    n, n_agents = hw[0] * hw[1], agent_shape[0] * agent_shape[1]
+
+    def across_agents(t):  # (heads, a0, H, W) -> (heads, HW, ah, aw)
+        t = t.reshape(heads, pool, pool, n).permute(0, 3, 1, 2)
+        return F.interpolate(t, size=agent_shape, mode="bilinear")
+
+    pb1 = across_agents(F.interpolate(attn.an_bias, size=hw, mode="bilinear"))
+    pb2 = across_agents(F.interpolate((attn.ah_bias + attn.aw_bias).squeeze(0), size=hw, mode="bilinear"))
+    position = (pb1.reshape(heads, n, n_agents).permute(0, 2, 1) + pb2.reshape(heads, n, n_agents).permute(0, 2, 1))
+    ab1 = across_agents(F.interpolate(attn.na_bias, size=hw, mode="bilinear"))
+    ab2 = across_agents(F.interpolate((attn.ha_bias + attn.wa_bias).squeeze(0).permute(0, 3, 1, 2), size=hw,
+                                      mode="bilinear"))
+    token = ab1.reshape(heads, n, n_agents) + ab2.reshape(heads, n, n_agents)
+    return position.unsqueeze(0), token.unsqueeze(0)
+
+
+@pytest.mark.parametrize("hw,agent_shape", [((14, 14), (7, 7)), ((19, 25), (12, 12)), ((9, 6), (9, 9))])
+def test_downstream_bias_interpolation(hw, agent_shape):
+    """Spatial and agent-grid interpolation of the biases = the official downstream formulas."""
+    attn = agent.SwinAgentAttention(32, (14, 14), 2, agent_num=49, downstream_agent_shape=agent_shape).double()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_()
+    got = attn.agent_biases(hw, hw, agent_shape)
+    expected = _official_downstream_biases(attn, hw, agent_shape)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def _small_swin(**kwargs):
+    return timm.create_model("agent_swin_tiny", embed_dim=16, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4), **kwargs)
+
+
+def _small_pvt(**kwargs):
+    return timm.create_model("agent_pvt_tiny", embed_dims=(16, 32, 32, 64), num_heads=(1, 2, 2, 4),
+                             depths=(1, 1, 1, 1), **kwargs)
+
+
+@pytest.mark.parametrize("size", [(128, 128), (94, 126)])
+def test_features_only_downstream_any_size(size):
+    """features_only with the official detection/segmentation agent counts, on a non-square odd-sized input."""
+    swin = _small_swin(features_only=True, downstream_agent_shapes=[(9, 9), (12, 12), (14, 14), (7, 7)],
+                       always_partition=True, out_norms=True).eval()
+    pvt = _small_pvt(features_only=True, downstream_agent_shapes=[(12, 12), (16, 16), (28, 28), (28, 28)]).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        swin_feats, pvt_feats = swin(x), pvt(x)
+    h, w = -(-size[0] // 4), -(-size[1] // 4)  # Swin pads to the patch size and odd grids when merging
+    expected = []
+    for chs in [16, 32, 64, 128]:
+        expected.append((1, chs, h, w))
+        h, w = -(-h // 2), -(-w // 2)
+    assert [tuple(f.shape) for f in swin_feats] == expected
+    assert [f.shape[1] for f in pvt_feats] == [16, 32, 32, 64]
+    assert tuple(pvt_feats[0].shape[2:]) == (size[0] // 4, size[1] // 4)
+    assert swin.feature_info.reduction() == [4, 8, 16, 32]
+    assert all(torch.isfinite(f).all() for f in swin_feats + pvt_feats)
+
+
+def test_forward_intermediates_match_forward():
+    model = _small_swin().eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        torch.testing.assert_close(model.forward_head(final), model(x))
+    assert len(intermediates) == 4
+    pvt = _small_pvt().eval()
+    with torch.no_grad():
+        final, intermediates = pvt.forward_intermediates(x)
+        torch.testing.assert_close(pvt.forward_head(final), pvt(x))
+        assert pvt.prune_intermediate_layers([1]) == [1]
+        assert [tuple(f.shape) for f in pvt.forward_intermediates(x, indices=[1], intermediates_only=True)] == [(2, 32, 8, 12)]
+
+
+def test_downstream_swin_checkpoint_loads_with_out_norms():
+    """A downstream checkpoint ({'state_dict': {'backbone.*', 'neck.*'}}) loads into out_norms=True."""
+    model = _meta_model("agent_swin_tiny", out_norms=True, always_partition=True, num_classes=0)
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items() if not k.startswith(("norm.", "head"))}
+    state["neck.lateral_convs.0.conv.weight"] = torch.zeros(1)
+    filtered = checkpoint_filter_fn({"state_dict": state}, model)
+    assert "norm0.weight" in filtered and not any(k.startswith("neck") for k in filtered)
+
+
+def test_non_square_agent_num_is_a_clear_error():
+    with pytest.raises(ValueError, match="perfect square"):
+        agent.PvtAgentAttention(32, 49, 2, agent_num=50)
+    with pytest.raises(ValueError, match="perfect square"):
+        _meta_model("agent_swin_tiny", agent_num=(9, 16, 48, 49))
+
+
+def test_token_count_not_the_told_grid_is_a_clear_error():
+    pvt_attn = agent.PvtAgentAttention(32, 49, 2, agent_num=9)
+    with pytest.raises(ValueError, match="told the grid is 7x7"):
+        pvt_attn(torch.randn(1, 48, 32), 7, 7)
+    swin_attn = agent.SwinAgentAttention(32, (7, 7), 2, agent_num=9)
+    with pytest.raises(ValueError, match="told the grid is 6x8"):
+        swin_attn(torch.randn(1, 49, 32), (6, 8))
+    with pytest.raises(ValueError, match="1 \\+ 14x14 tokens"):
+        agent.DeitAgentAttention(32, 2, window=14)(torch.randn(1, 196, 32))
+
+
+@pytest.mark.parametrize("ckpt_name,model_name", [
+    ("agent_pvt_small", "agent_pvt_tiny"),
+    ("agent_swin_small", "agent_swin_tiny"),
+    ("agent_deit_small", "agent_deit_tiny"),
+])
+def test_checkpoint_of_another_variant_is_a_clear_error(ckpt_name, model_name):
+    state = _meta_model(ckpt_name).state_dict()
+    with pytest.raises(ValueError, match="does not match"):
+        checkpoint_filter_fn({"model": state}, _meta_model(model_name))
+
+
+def test_agent_blocks_must_be_global():
+    with pytest.raises(ValueError, match="global"):
+        _meta_model("agent_swin_tiny", window_size=7)
