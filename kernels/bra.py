@@ -106,10 +106,13 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def _routed_regions(x: torch.Tensor, region_index: torch.Tensor) -> torch.Tensor:
-    """x: (B, h, Rk, T, d), region_index: (B, Rq) -> the routed region of each query region, (B, h, Rq, T, d)."""
-    batch, heads, _, tokens, dim = x.shape
-    index = region_index.view(batch, 1, -1, 1, 1).expand(batch, heads, -1, tokens, dim)
-    return torch.gather(x, 2, index)
+    """x: (B, Rk, T, C), region_index: (B, Rq) -> the routed region of each query region, (B, Rq, T, C).
+
+    Advanced indexing copies whole (T, C) regions (its backward accumulates into a 1-fold gradient); torch.gather over
+    an expanded view, as the official code does, would allocate an Rq-fold gradient in the backward.
+    """
+    batch_index = torch.arange(x.shape[0], device=x.device).view(-1, 1)
+    return x[batch_index, region_index]
 
 
 def bra_attention_reference(
@@ -124,19 +127,21 @@ def bra_attention_reference(
     """
     _check_inputs(q, k, v, r_idx, num_heads)
     topk = r_idx.shape[-1]
+    key_tokens = k.shape[2]
     query = _split_heads(q, num_heads) * scale  # (B, h, Rq, Tq, dqk)
-    key = _split_heads(k, num_heads)  # (B, h, Rk, Tk, dqk)
-    value = _split_heads(v, num_heads)  # (B, h, Rk, Tk, dv)
-    key_tokens = key.shape[3]
     logits = torch.cat(
-        [query @ _routed_regions(key, r_idx[:, :, slot]).transpose(-2, -1) for slot in range(topk)], dim=-1
+        [
+            query @ _split_heads(_routed_regions(k, r_idx[:, :, slot]), num_heads).transpose(-2, -1)
+            for slot in range(topk)
+        ],
+        dim=-1,
     )  # (B, h, Rq, Tq, topk * Tk), slot-major like the official (k w2) flattening
     # softmax statistics at least in fp32 (float64 stays float64 for exact checks)
     probs = torch.softmax(logits, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
     out = None
     for slot in range(topk):
         slot_probs = probs[..., slot * key_tokens : (slot + 1) * key_tokens]
-        contribution = slot_probs @ _routed_regions(value, r_idx[:, :, slot])
+        contribution = slot_probs @ _split_heads(_routed_regions(v, r_idx[:, :, slot]), num_heads)
         out = contribution if out is None else out + contribution
     return _merge_heads(out)
 

@@ -1,0 +1,187 @@
+"""Whole-model throughput: our BiFormer (kernel path and reference path) next to timm peers, in one run.
+
+Training step = forward + cross-entropy on random labels + backward + SGD step; inference = eval forward without grad.
+On CUDA both run under bf16 autocast (the setting of issue 4's targets). A model whose name starts with ``biformer``
+is measured once per kernel path (``ZOO_KERNELS=reference`` and ``=triton``; only the reference on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .harness import MIB, _fmt, plot_bars, synchronize, time_call
+
+DEFAULT_MODELS = [
+    "biformer_tiny",
+    "biformer_small",
+    "swin_tiny_patch4_window7_224",
+    "convnext_tiny",
+    "poolformer_s12",
+]
+KERNEL_PATH_PREFIXES = ("biformer",)
+
+
+def kernel_paths(model_name: str, device: str, paths: list[str]) -> list[str | None]:
+    if not model_name.startswith(KERNEL_PATH_PREFIXES):
+        return [None]
+    if not device.startswith("cuda"):
+        return ["reference"]
+    return list(paths)
+
+
+@contextlib.contextmanager
+def zoo_kernels(path: str | None):
+    previous = os.environ.get("ZOO_KERNELS")
+    if path is not None:
+        os.environ["ZOO_KERNELS"] = path
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("ZOO_KERNELS", None)
+        else:
+            os.environ["ZOO_KERNELS"] = previous
+
+
+def _measure_peak(step, device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None  # CPU whole-model peaks through the profiler would take longer than the run itself
+    synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated() - before) / MIB
+
+
+def run_model_benchmark(
+    model_names: list[str],
+    device: str,
+    batch_size: int,
+    img_size: int,
+    modes: list[str],
+    paths: list[str],
+    warmup: int,
+    repeats: int,
+    log=print,
+) -> list[dict[str, Any]]:
+    try:
+        import backbones  # noqa: F401  (registers biformer_* and the other families with timm)
+    except Exception as error:  # the peers still run; the missing family shows up as an error row
+        log(f"  (import backbones failed: {type(error).__name__}: {error})")
+
+    records = []
+    for name in model_names:
+        for path in kernel_paths(name, device, paths):
+            label = name if path is None else f"{name}[{path}]"
+            for mode in modes:
+                record: dict[str, Any] = {"model": name, "path": path or "-", "label": label, "mode": mode,
+                                          "batch": batch_size, "img_size": img_size}
+                try:
+                    with zoo_kernels(path):
+                        record.update(measure_model(name, mode, device, batch_size, img_size, warmup, repeats))
+                except Exception as error:  # an OOM or a model that is not registered is a result, not a crash
+                    record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+                finally:
+                    if device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                records.append(record)
+                if "error" in record:
+                    log(f"  {label:<40} {mode:<5} {record['error']}")
+                else:
+                    peak = "" if record["peak_mib"] is None else f" {record['peak_mib']:9.1f} MiB"
+                    log(f"  {label:<40} {mode:<5} {record['img_per_s']:9.1f} img/s {record['ms_per_iter']:9.2f} ms{peak}")
+    _add_ratios(records)
+    return records
+
+
+def measure_model(name: str, mode: str, device: str, batch_size: int, img_size: int, warmup: int, repeats: int):
+    import timm
+
+    model = timm.create_model(name, pretrained=False, num_classes=1000).to(device)
+    images = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    labels = torch.randint(0, 1000, (batch_size,), device=device)
+
+    def autocast():
+        if device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    if mode == "train":
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+
+    elif mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad(), autocast():
+                model(images)
+
+    else:
+        raise ValueError(f"mode {mode!r} is not one of train, infer")
+    milliseconds = time_call(step, device, warmup, repeats)
+    return {
+        "ms_per_iter": milliseconds,
+        "img_per_s": batch_size / (milliseconds / 1e3),
+        "peak_mib": _measure_peak(step, device),
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def _add_ratios(records: list[dict[str, Any]]) -> None:
+    """vs_reference: img/s over the same model's reference path (kernel-path models only)."""
+    base = {(r["model"], r["mode"]): r for r in records if r["path"] == "reference" and "img_per_s" in r}
+    for record in records:
+        reference = base.get((record["model"], record["mode"]))
+        if reference is not None and "img_per_s" in record and record["path"] not in ("-", "reference"):
+            record["speedup_vs_reference"] = record["img_per_s"] / reference["img_per_s"]
+            if record.get("peak_mib") and reference.get("peak_mib"):
+                record["memory_vs_reference"] = record["peak_mib"] / reference["peak_mib"]
+
+
+def models_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "## models: training and inference throughput",
+        "",
+        f"Device: {meta['device_label']}; batch {meta['batch_size']}, {meta['img_size']}x{meta['img_size']}"
+        + (", bf16 autocast" if meta["device"].startswith("cuda") else ", fp32")
+        + f"; median of {meta['repeats']} steps after {meta['warmup']} warm-up. Train step = fwd + CE + bwd + SGD.",
+        "",
+        "| model | kernel path | mode | img/s | ms/step | peak MiB | params (M) | x reference img/s | x reference peak |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['path']} | {r['mode']} | {r['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| {r['model']} | {r['path']} | {r['mode']} | {_fmt(r['img_per_s'], 1)} | {_fmt(r['ms_per_iter'], 2)}"
+            f" | {_fmt(r.get('peak_mib'), 0)} | {_fmt(r['params_m'], 1)} | {_fmt(r.get('speedup_vs_reference'), 2)}"
+            f" | {_fmt(r.get('memory_vs_reference'), 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_models(path: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    groups = list(dict.fromkeys(r["label"] for r in records))
+    series: dict[str, dict[str, float]] = {}
+    for r in records:
+        if "img_per_s" in r:
+            series.setdefault(r["mode"], {})[f"img_per_s@{r['label']}"] = r["img_per_s"]
+    plot_bars(path, f"models, {meta['device_label']}, batch {meta['batch_size']}", groups, series,
+              [("img_per_s", "images / s")])
