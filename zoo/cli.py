@@ -35,7 +35,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print(f"zoo: no model matches '{args.pattern}' (`zoo list` shows every model)", file=sys.stderr)
+        print(f"zoo: error: no model matches '{args.pattern}' (`zoo list` shows every model)", file=sys.stderr)
         return EXIT_USER_ERROR
     table = Table(title=f"attnzoo models matching '{args.pattern}'")
     table.add_column("name", no_wrap=True, min_width=max(map(len, names)))

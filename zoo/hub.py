@@ -14,7 +14,7 @@ from typing import Any
 import timm
 import torch
 from timm.models import get_pretrained_cfg_value, split_model_name_tag
-from timm.models._hub import save_config_for_hf
+from timm.models._hub import load_model_config_from_path, save_config_for_hf
 
 from .cards import get_card, has_card, render_card
 from .checkpoint import CheckpointError, _verify_sha256, cached_download, load_checkpoint, save_safetensors
@@ -95,18 +95,21 @@ def _create_from_folder(folder: Path, **kwargs: Any) -> torch.nn.Module:
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: not a model folder (no {CONFIG_NAME}); save one with zoo.save_pretrained.")
     try:
-        config = json.loads(config_path.read_text())
-        architecture = config["architecture"]
+        # timm's own reader of local-dir folders, so both ways in agree on what a folder means.
+        pretrained_cfg, architecture, model_args = load_model_config_from_path(folder)
     except (json.JSONDecodeError, KeyError) as err:
         raise CheckpointError(f"{config_path}: unreadable model config ({err!r}).") from err
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} next to {CONFIG_NAME}.")
     require_model(architecture)
-    pretrained_cfg = dict(config.get("pretrained_cfg", {}), architecture=architecture)
-    pretrained_cfg.pop("source", None)
-    args = {"num_classes": config.get("num_classes"), **config.get("model_args", {}), **kwargs}
-    if _adapts_weights(kwargs, config.get("num_classes")):
+    # JSON has no tuples; timm's default configs use them (input_size, mean, std, ...).
+    pretrained_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in pretrained_cfg.items()
+                      if k not in ("source", "file")}
+    pretrained_cfg["architecture"] = architecture
+    saved_num_classes = pretrained_cfg.get("num_classes")
+    args = {"num_classes": saved_num_classes, **model_args, **kwargs}
+    if _adapts_weights(kwargs, saved_num_classes):
         # timm drops a classifier of another size and wraps features_only models while it loads the file.
         return timm.create_model(
             architecture, pretrained=True, pretrained_cfg=dict(pretrained_cfg, file=str(weights)), **args
