@@ -968,15 +968,23 @@ def _describe_layout(keys: Sequence[str], shapes: dict[str, tuple]) -> str:
     return f"depths {tuple(depths)}, widths {tuple(widths)}, {layout} attention"
 
 
-def checkpoint_filter_fn(state_dict: dict, model: _BiFormerBase) -> dict:
-    """Official checkpoints -> this model.
+def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
+    """Official checkpoints -> this model (or its timm ``features_only`` wrapper).
 
     Accepts the released ``{'model': state_dict}`` files (and ``state_dict`` / ``module.``-prefixed variants), and the
     official detection/segmentation checkpoints (``backbone.*`` keys, with ``extra_norms``). Official key names are
-    already ours, so nothing is renamed. Raises a ValueError naming both layouts when the checkpoint belongs to another
-    variant. When the model has ``extra_norms`` and the checkpoint does not (an ImageNet checkpoint), they keep their
+    already ours, so nothing is renamed. Keys of parts the model has pruned (later stages, final norm, classifier) are
+    dropped. When the model has ``extra_norms`` and the checkpoint does not (an ImageNet checkpoint), they keep their
     initial values, as the official downstream code leaves them.
+
+    Raises a ValueError naming both layouts when the checkpoint belongs to another variant (its keys or shapes differ
+    beyond the classifier): that is never a partial fit worth loading. To load such a file partially anyway, skip this
+    filter (the keys are official already), e.g. ``zoo.load_checkpoint(model, path, filter_fn=None, strict=False)``.
     """
+    prefix = ""
+    if not isinstance(model, _BiFormerBase) and isinstance(getattr(model, "model", None), _BiFormerBase):
+        model, prefix = model.model, "model."  # timm's FeatureGetterNet (features_only) keeps the model as .model
+
     for wrapper_key in ("model", "state_dict"):
         if wrapper_key in state_dict and isinstance(state_dict[wrapper_key], dict):
             state_dict = state_dict[wrapper_key]
@@ -987,18 +995,27 @@ def checkpoint_filter_fn(state_dict: dict, model: _BiFormerBase) -> dict:
 
     model_state = model.state_dict()
     has_extra_norms = any(k.startswith("extra_norms.") for k in state_dict)
-    if has_extra_norms and getattr(model, "extra_norms", None) is None:
+    if has_extra_norms and model.extra_norms is None:
         raise ValueError(
             "This checkpoint is an official detection/segmentation backbone (it has per-stage extra_norms.* keys); "
             "create the model with extra_norms=True (e.g. timm.create_model(name, extra_norms=True, features_only=True))"
         )
     state_dict = dict(state_dict)
-    if getattr(model, "extra_norms", None) is not None and not has_extra_norms:
+    if model.extra_norms is not None and not has_extra_norms:
         # ImageNet checkpoint into the dense-prediction layout: the extra norms keep their init values (as official)
         state_dict.update({k: v.clone() for k, v in model_state.items() if k.startswith("extra_norms.")})
     if has_extra_norms and not any(k.startswith("norm.") for k in state_dict):
         # downstream checkpoint (official BiFormer_mm deletes norm and head): keep the model's own, unused ones
         state_dict.update({k: v.clone() for k, v in model_state.items() if k.startswith(("norm.", "head."))})
+
+    def pruned(key: str) -> bool:  # parts prune_intermediate_layers removed (features_only, out_indices)
+        parts = key.split(".")
+        if parts[0] in ("stages", "downsample_layers", "extra_norms") and int(parts[1]) >= len(model.stages):
+            return True
+        return (parts[0] == "norm" and isinstance(model.norm, nn.Identity)) or \
+            (parts[0] == "head" and isinstance(model.head, nn.Identity))
+
+    state_dict = {k: v for k, v in state_dict.items() if not pruned(k)}
 
     def comparable(key: str) -> bool:  # the classifier may be resized or dropped by timm after this filter
         return not key.startswith("head.")
@@ -1021,14 +1038,14 @@ def checkpoint_filter_fn(state_dict: dict, model: _BiFormerBase) -> dict:
             key = mismatched[0]
             details.append(f"{len(mismatched)} with other shapes (e.g. {key}: checkpoint {ckpt_shapes[key]}, "
                            f"model {model_shapes[key]})")
-        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
         raise ValueError(
             f"This checkpoint is not a {name} checkpoint: {'; '.join(details)} keys. "
             f"Checkpoint: {_describe_layout(list(state_dict), ckpt_shapes)}; "
             f"model: {_describe_layout(list(model_state), model_shapes)}. "
             f"Create the model variant the checkpoint was trained as (timm.list_models('biformer*'))."
         )
-    return state_dict
+    return {prefix + k: v for k, v in state_dict.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Fixtures (tests/fixtures, made by rayleizhu/BiFormer with seeded weights, outputs computed in float64 and stored as
 float32): biformer_cls_224, biformer_backbone_autopad, bra_c32_k1 / bra_c64_k4 / bra_c64_k16 / bra_c64_k4_pad, and
-official_manifests.json (every key/shape of the five released checkpoints). Full-size models are built on the meta
+official_manifests.json (every key/shape of the five released checkpoints), from ../shared/parity; plus
+biformer_stl_cls_112 and biformer_stl_nchw_cls_128x144, made the same way by this family's helper (JSON notes). Full-size models are built on the meta
 device (no memory, no forward); forwards run on small configurations only.
 """
 
@@ -83,19 +84,49 @@ def test_classification_logits_match_official_through_timm_pretrained(parity, tm
     _assert_close(logits, fixture.outputs["logits"], "logits after timm pretrained load")
 
 
+def test_official_checkpoint_file_loads_through_zoo_load_checkpoint(parity, tmp_path):
+    zoo = pytest.importorskip("zoo")
+    fixture = parity("biformer_cls_224")
+    path = tmp_path / "biformer_official.pth"
+    torch.save({"model": fixture.state_dict}, path)
+    model = timm.create_model("biformer_tiny", **fixture.meta["official_kwargs"])
+    zoo.load_checkpoint(model, path)
+    with torch.no_grad():
+        logits = model.double().eval()(fixture.inputs["x"].double())
+    _assert_close(logits, fixture.outputs["logits"], "logits after zoo.load_checkpoint")
+
+    other_depths = dict(fixture.meta["official_kwargs"], depth=[1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"not a biformer_tiny checkpoint.*depths \(1, 1, 2, 1\).*depths \(1, 1, 1, 1\)"):
+        zoo.load_checkpoint(timm.create_model("biformer_tiny", **other_depths), path)
+
+
 def test_autopad_backbone_stage_features_match_official(parity):
     """n_win=8, auto_pad on 186x250: padding before the qkv projection, unmasked (the official semantics)."""
     fixture = parity("biformer_backbone_autopad")
     kwargs = fixture.meta["official_kwargs"]
     model = timm.create_model("biformer_tiny", features_only=True, **kwargs).double().eval()
-    state = {f"model.{k}": v for k, v in _float64_state(fixture.state_dict).items()
-             if not k.startswith(("norm.", "head."))}  # features_only prunes the final norm and head
-    model.load_state_dict(state, strict=True)
+    # the filter maps an official (full-model) state dict onto the features_only wrapper, dropping the pruned norm/head
+    model.load_state_dict(checkpoint_filter_fn(_float64_state(fixture.state_dict), model), strict=True)
     with torch.no_grad():
         features = model(fixture.inputs["x"].double())
     assert len(features) == 4
     for index, feature in enumerate(features):
         _assert_close(feature, fixture.outputs[f"stage{index}"], f"stage {index}")
+
+
+@pytest.mark.parametrize(
+    ("variant", "case"), [("biformer_stl", "biformer_stl_cls_112"), ("biformer_stl_nchw", "biformer_stl_nchw_cls_128x144")]
+)
+def test_stl_layouts_match_official_logits(parity, variant, case):
+    """STL layouts (fixtures made by this family's helper with the official code, see their JSON note); the nchw case
+    uses stage maps that are not multiples of n_win, so nchwBRA's pad-after-projection path is covered."""
+    fixture = parity(case)
+    kwargs = {k: v for k, v in fixture.meta["official_kwargs"].items() if k != "norm_layer"}  # BatchNorm2d already
+    model = timm.create_model(variant, **kwargs).double().eval()
+    model.load_state_dict(_float64_state(fixture.state_dict), strict=True)
+    with torch.no_grad():
+        logits = model(fixture.inputs["x"].double())
+    _assert_close(logits, fixture.outputs["logits"], "logits")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -145,9 +176,10 @@ def test_detection_checkpoint_needs_extra_norms_and_then_loads_strictly(official
     with pytest.raises(ValueError, match="extra_norms=True"):
         checkpoint_filter_fn({"state_dict": downstream}, _meta_model("biformer_small"))
 
-    model = _meta_model("biformer_small", extra_norms=True, n_win=16, auto_pad=True)
-    state_dict = checkpoint_filter_fn({"state_dict": downstream}, model)
-    model.load_state_dict(state_dict, strict=True, assign=True)
+    for features_only in (False, True):  # the features_only wrapper (the OpenMMLab backbone) loads it too
+        model = _meta_model("biformer_small", extra_norms=True, n_win=16, auto_pad=True, features_only=features_only)
+        state_dict = checkpoint_filter_fn({"state_dict": downstream}, model)
+        model.load_state_dict(state_dict, strict=True, assign=True)
 
 
 def test_imagenet_checkpoint_into_extra_norms_model_keeps_their_init(parity):
