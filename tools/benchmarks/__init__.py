@@ -12,6 +12,7 @@ import importlib
 
 # op name -> module (relative to this package) that defines BENCHMARK
 OP_BENCHMARKS = {
+    "agent": ".agent",
     "bra": ".bra",
 }
 
