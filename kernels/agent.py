@@ -25,9 +25,14 @@ fp16/bf16/fp32 inputs, the bias read tile by tile with stride-0 batch broadcasti
 probability tensor kept for backward (it stores the log-sum-exp and recomputes), and a fused backward that also
 returns the bias gradient. What a hand-written kernel could add beyond that is fusing the agent pooling and the bias
 interpolation, which are O(h * n_agents * n_tokens) element-wise work done once per call (not per batch element)
-and negligible next to the attentions. On the CPU, SDPA's flash kernel (fp32 accumulation as well) measured
-faster than the reference and lower in peak memory for forward and forward+backward (numbers in the report /
-``python tools/benchmarks/agent.py``). The backward of the fused path is SDPA's own fused backward, so no
+and negligible next to the attentions; and a Triton kernel would have to beat a tuned library kernel on the same
+two attentions, which nothing here could measure (no GPU in this session). What the CPU measurement
+(``python tools/benchmark.py --op agent --device cpu``: Agent-PVT-T / Agent-Swin-T stages at 224, batch 4, one
+thread) showed: SDPA's CPU flash kernel (fp32 accumulation as well) gives the reference's results with 1.3-4x less
+forward peak memory than the reference, a forward+backward peak equal to the official code's (up to 1.2x the
+reference's: the batch-expanded bias gradient is materialised), and about the same time (0.8-1.1x, within the noise
+of a shared machine). So the CPU default stays the reference, and the fused path is the CUDA default; its GPU
+speed-up is for tools/gpu_check.sh to measure. The backward of the fused path is SDPA's own fused backward, so no
 autograd.Function is needed: autograd composes the two SDPA calls and the pooling.
 
 Dispatch (``agent_attention``): ``kernels.backend.choose_backend`` -> "reference" runs the reference, "triton"
