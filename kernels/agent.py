@@ -29,9 +29,11 @@ and negligible next to the attentions; and a Triton kernel would have to beat a 
 two attentions, which nothing here could measure (no GPU in this session). What the CPU measurement
 (``python tools/benchmark.py --op agent --device cpu``: Agent-PVT-T / Agent-Swin-T stages at 224, batch 4, one
 thread) showed: SDPA's CPU flash kernel (fp32 accumulation as well) gives the reference's results with 1.3-4x less
-forward peak memory than the reference, a forward+backward peak equal to the official code's (up to 1.2x the
-reference's: the batch-expanded bias gradient is materialised), and about the same time (0.8-1.1x, within the noise
-of a shared machine). So the CPU default stays the reference, and the fused path is the CUDA default; its GPU
+forward peak memory than the reference and about the same time (0.8-1.1x, within the noise of a shared machine).
+With a bias that needs a gradient (training) the CPU SDPA falls back to its unfused math path (profiled:
+``_scaled_dot_product_attention_math``), so forward+backward on the CPU is no better than the reference (peak up to
+1.2x the reference's). On CUDA the memory-efficient kernel takes a bias that needs a gradient
+(``_efficient_attention_backward`` returns it). So the CPU default stays the reference, and the fused path is the CUDA default; its GPU
 speed-up is for tools/gpu_check.sh to measure. The backward of the fused path is SDPA's own fused backward, so no
 autograd.Function is needed: autograd composes the two SDPA calls and the pooling.
 
