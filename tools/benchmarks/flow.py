@@ -1,262 +1,163 @@
-"""Flow-Attention benchmark: the op's paths (time, peak memory) and, on CUDA, Flowformer training with each path.
+"""Flow-Attention benchmark: the op's paths, and (``__main__``) Flowformer training per kernel path.
 
-    python tools/benchmarks/flow.py                  # CPU: reference (non-causal, causal) vs the official causal form
-    python tools/benchmarks/flow.py --device cuda    # + the Triton kernel, and Flowformer training img/s and memory
-    python tools/benchmarks/flow.py --quick          # fewer, smaller rows
+    python tools/benchmark.py --op flow                               # CPU: Flowformer stages + causal up to L=64k
+    python tools/benchmark.py --op flow --preset flowformer-224       # CUDA default: the model's 4 stages, batch 128
+    python tools/benchmark.py --op flow --preset causal-long          # CUDA: causal L=1k..64k, and L=16k at B8 h16
+    python tools/benchmarks/flow.py --device cuda                     # Flowformer training, reference vs Triton path
 
-Rows (forward + backward of the op, fp32 on CPU, bf16 inputs on CUDA):
+Op rows (q, k, v before the sigmoid feature map, forward and forward+backward):
 
-- ``reference``: kernels.flow.flow_attention_reference (the official order; the causal form chunked, linear memory).
-- ``naive``: kernels.flow.flow_attention_causal_naive, the official causal formula with its (B, h, L, d, dv)
-  cumulative state; skipped (with the size it would need) when that state alone passes ``--naive-cap-gib``.
-- ``triton``: the fused kernel (CUDA only: interpreted Triton on the CPU measures the interpreter, not the kernel).
-
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on the CPU the process's peak resident
-set above the resident set after making the inputs, each row measured in a fresh subprocess (so one row's peak does
-not hide the next), single-threaded unless OMP_NUM_THREADS says otherwise (on a shared, loaded machine two
-OpenMP threads measured 16x slower than one). Times are medians. Ratios are meaningful within one run on one
-machine only.
+- ``official``: the official formulas (thuml/Flowformer ``Flow_Attention.py``). Non-causal, that is the reference
+  itself (already linear: sums and one d x dv state). Causal, it is ``flow_attention_causal_naive``, whose
+  ``causal_dot_product`` builds the cumulative (B, h, L, d, dv) state; on the CPU it is refused (recorded as an
+  error) when that state alone would pass ``FLOW_BENCH_CPU_STATE_CAP_GIB`` (default 0.5) rather than swap the
+  shared machine to death; on CUDA it runs until it runs out of memory (also recorded).
+- ``reference``: ``kernels.flow.flow_attention_reference`` (causal form chunked, linear memory).
+- ``triton``: the fused kernel (CUDA only: the CPU interpreter would measure the interpreter).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+    __package__ = "benchmarks"
+
+from kernels.flow import (  # noqa: E402
+    FlowAttentionFunction,
+    flow_attention_causal_naive,
+    flow_attention_reference,
+)
+
+from .harness import Case, OpBenchmark  # noqa: E402
 
 GIB = 1024**3
-MIB = 1024**2
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _case(batch, heads, length, head_dim, causal, label):
+    kind = "causal" if causal else "full"
+    return Case(f"{label} {kind} B{batch} h{heads} L{length} d{head_dim}",
+                dict(batch=batch, heads=heads, length=length, head_dim=head_dim, causal=causal))  # fmt: skip
 
 
-def _inputs(spec, device, dtype):
-    import torch
+def flowformer_stages(batch):
+    """Flowformer at 224: 12 heads in every stage, L 3136/784/196/49, head dims 8/16/32/64 (non-causal)."""
+    return [_case(batch, 12, length, dim, False, f"stage{i + 1}")
+            for i, (length, dim) in enumerate([(3136, 8), (784, 16), (196, 32), (49, 64)])]  # fmt: skip
 
+
+PRESETS = {
+    "cpu": flowformer_stages(4)
+    + [_case(1, 4, length, 64, True, "long") for length in (1024, 4096, 16384, 65536)],
+    "flowformer-224": flowformer_stages(128),
+    "causal-long": [_case(1, 8, length, 64, True, "long") for length in (1024, 4096, 16384, 65536)]
+    + [_case(8, 16, 16384, 64, True, "wide")],
+    "tiny": [_case(2, 2, 100, 8, False, "tiny"), _case(1, 2, 300, 16, True, "tiny")],
+}
+
+
+def make_inputs(case: Case, device: str, dtype: torch.dtype, requires_grad: bool) -> dict:
+    p = case.params
     generator = torch.Generator().manual_seed(0)
-    shape = (spec["batch"], spec["heads"], spec["length"], spec["head_dim"])
-    return [torch.randn(shape, generator=generator).to(device=device, dtype=dtype).requires_grad_() for _ in range(3)]
+    shape = (p["batch"], p["heads"], p["length"], p["head_dim"])
+    q, k, v = (torch.randn(shape, generator=generator).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+               for _ in range(3))  # fmt: skip
+    grad_out = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+    return dict(q=q, k=k, v=v, causal=p["causal"], grad_out=grad_out)
 
 
-def _op(spec):
-    from kernels.flow import FlowAttentionFunction, flow_attention_causal_naive, flow_attention_reference
-
-    impl, causal = spec["impl"], spec["causal"]
-    if impl == "reference":
-        return lambda q, k, v: flow_attention_reference(q, k, v, causal=causal)
-    if impl == "naive":
-        return lambda q, k, v: flow_attention_causal_naive(q, k, v)
-    if impl == "triton":
-        return lambda q, k, v: FlowAttentionFunction.apply(q, k, v, causal, 1e-6, 0.0)
-    raise ValueError(f"unknown implementation {impl!r}")
-
-
-def measure_op(spec: dict) -> dict:
-    """Median forward+backward time and peak extra memory of one op configuration, in this process."""
-    import torch
-
-    device = spec["device"]
-    dtype = getattr(torch, spec["dtype"])
-    q, k, v = _inputs(spec, device, dtype)
-    op = _op(spec)
-    grad = torch.randn(q.shape[:3] + (v.shape[3],), device=device, dtype=dtype)
-
-    def step():
-        out = op(q, k, v)
-        out.backward(grad)
-        q.grad = k.grad = v.grad = None
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()  # warm-up (compiles the kernels) and the memory peak
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-        times = []
-        for _ in range(spec["repeats"]):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-    else:
-        base = _rss_bytes()
-        step()  # warm-up (first-call allocations and lazy initialisation)
-        times = []
-        for _ in range(spec["repeats"]):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss is KiB on Linux
-    return {**spec, "ms": statistics.median(times) * 1e3, "peak_mib": max(peak, 0) / MIB}
+def _official(x):
+    if not x["causal"]:
+        return flow_attention_reference(x["q"], x["k"], x["v"])
+    q = x["q"]
+    if q.device.type == "cpu":
+        cap = float(os.environ.get("FLOW_BENCH_CPU_STATE_CAP_GIB", "0.5"))
+        batch, heads, length, dim = q.shape
+        state_gib = batch * heads * length * dim * x["v"].shape[3] * 4 / GIB  # fp32 (B, h, L, d, dv)
+        if state_gib > cap:
+            raise MemoryError(f"refused on the CPU: the (B, h, L, d, dv) cumulative state alone is {state_gib:.1f} GiB "
+                              f"(cap {cap} GiB, FLOW_BENCH_CPU_STATE_CAP_GIB)")  # fmt: skip
+    return flow_attention_causal_naive(q, x["k"], x["v"])
 
 
-def _measure_in_subprocess(spec: dict) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--_measure", json.dumps(spec)], capture_output=True,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})  # fmt: skip
-    if result.returncode != 0:
-        return {**spec, "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def _reference(x):
+    return flow_attention_reference(x["q"], x["k"], x["v"], causal=x["causal"])
 
 
-def op_rows(device: str, quick: bool, naive_cap_gib: float) -> list[dict]:
-    dtype = "bfloat16" if device == "cuda" else "float32"
-    impls = ["reference", "triton"] if device == "cuda" else ["reference"]
-    rows = []
-    # non-causal: Flowformer's stage-1 and stage-4 attention shapes (12 heads)
-    batch = 8 if device == "cpu" else 128
-    vision = [(3136, 8), (49, 64)] if not quick else [(3136, 8)]
-    for length, head_dim in vision:
-        for impl in impls:
-            rows.append(dict(impl=impl, causal=False, batch=batch if not quick else 2, heads=12, length=length,
-                             head_dim=head_dim))  # fmt: skip
-    # causal: long sequences, 4 heads of 64 (CPU) / 8 heads of 64 (CUDA)
-    heads = 4 if device == "cpu" else 8
-    if device == "cuda":
-        lengths = [1024, 4096, 16384, 65536] if not quick else [1024, 16384]
-    else:
-        lengths = [1024, 4096, 16384, 65536] if not quick else [1024, 4096]
-    for length in lengths:
-        for impl in impls + ["naive"]:
-            rows.append(dict(impl=impl, causal=True, batch=1, heads=heads, length=length, head_dim=64))
-    results = []
-    for row in rows:
-        spec = dict(row, device=device, dtype=dtype, repeats=3 if not quick else 1)
-        state_gib = spec["batch"] * spec["heads"] * spec["length"] * spec["head_dim"] ** 2 * 4 / GIB
-        if spec["impl"] == "naive" and state_gib > naive_cap_gib:
-            results.append({**spec, "skipped": f"its (B, h, L, d, dv) state alone is {state_gib:.1f} GiB"})
-            continue
-        results.append(measure_op(spec) if device == "cuda" else _measure_in_subprocess(spec))
-        _print_row(results[-1])
-    return results
+def _triton(x):
+    return FlowAttentionFunction.apply(x["q"], x["k"], x["v"], x["causal"], 1e-6, 0.0)
 
 
-def _train_step(model, optimizer, images, labels):
-    import torch
-
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
-def model_rows(device: str, quick: bool) -> list[dict]:
-    """Flowformer training steps (bf16 autocast, AdamW) with each attention path: img/s and peak memory (CUDA)."""
-    import timm
-    import torch
-
-    import backbones  # noqa: F401  (registers flowformer)
-
-    if device != "cuda":
-        return []
-    batch, steps, warmup = (128, 20, 5) if not quick else (32, 5, 2)
-    results = []
-    for path in ("reference", "triton"):
-        os.environ["ZOO_KERNELS"] = path
-        torch.manual_seed(0)
-        model = timm.create_model("flowformer", drop_path_rate=0.2).cuda().train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        images = torch.randn(batch, 3, 224, 224, device="cuda")
-        labels = torch.randint(0, 1000, (batch,), device="cuda")
-        for _ in range(warmup):
-            _train_step(model, optimizer, images, labels)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = _train_step(model, optimizer, images, labels)
-        torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t0
-        results.append(dict(model="flowformer", path=path, batch=batch, img_per_s=batch * steps / elapsed,
-                            peak_gib=torch.cuda.max_memory_allocated() / GIB, loss=float(loss)))  # fmt: skip
-        print(f"flowformer train ({path}): {results[-1]['img_per_s']:.0f} img/s, {results[-1]['peak_gib']:.1f} GiB",
-              flush=True)  # fmt: skip
-        del model, optimizer
-        torch.cuda.empty_cache()
-    os.environ.pop("ZOO_KERNELS", None)
-    return results
-
-
-def _print_row(row: dict) -> None:
-    print("  " + _format_row(row), flush=True)
-
-
-def _format_row(row: dict) -> str:
-    shape = f"B{row['batch']} h{row['heads']} L{row['length']} d{row['head_dim']}"
-    kind = "causal" if row["causal"] else "non-causal"
-    if "skipped" in row:
-        return f"| {kind} | {shape} | {row['impl']} | skipped | {row['skipped']} |"
-    if "error" in row:
-        return f"| {kind} | {shape} | {row['impl']} | error | {row['error']} |"
-    return f"| {kind} | {shape} | {row['impl']} | {row['ms']:.1f} | {row['peak_mib']:.0f} |"
-
-
-def markdown(op_results: list[dict], model_results: list[dict], device_name: str) -> str:
-    lines = [f"Flow-Attention forward+backward on {device_name}", "",
-             "| form | shape | path | ms | peak MiB |", "|---|---|---|---|---|"]  # fmt: skip
-    lines += [_format_row(r) for r in op_results]
-    if model_results:
-        lines += ["", "| model | path | batch | img/s | peak GiB |", "|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['path']} | {r['batch']} | {r['img_per_s']:.0f} | {r['peak_gib']:.1f} |"
-                  for r in model_results]  # fmt: skip
-    return "\n".join(lines)
-
-
-def run(device: str = "cpu", quick: bool = False, naive_cap_gib: float = 0.5) -> dict:
-    """Entry point for tools/benchmark.py's registry: returns {"ops": [...], "models": [...], "markdown": str}."""
-    import torch
-
-    if device == "cuda":
-        device_name = f"{torch.cuda.get_device_name()} (driver {torch.version.cuda})"
-    else:
-        threads = os.environ.get("OMP_NUM_THREADS", "1")
-        device_name = f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s) per row"
-    ops = op_rows(device, quick, naive_cap_gib)
-    models = model_rows(device, quick)
-    return {"device": device_name, "ops": ops, "models": models, "markdown": markdown(ops, models, device_name)}
+BENCHMARK = OpBenchmark(
+    name="flow",
+    description="Flow-Attention (Flowformer), (batch, heads, tokens, head_dim), non-causal and causal",
+    make_inputs=make_inputs,
+    implementations={
+        "official": (_official, ("cpu", "cuda")),
+        "reference": (_reference, ("cpu", "cuda")),
+        "triton": (_triton, ("cuda",)),
+    },
+    presets=PRESETS,
+    default_preset=lambda device: "flowformer-224" if device.startswith("cuda") else "cpu",
+    baseline="official",
+    notes=[
+        "official = thuml/Flowformer Flow_Attention.py formulas; non-causal that is the reference itself, causal it "
+        "builds the (B, h, L, d, dv) cumsum (flow_attention_causal_naive).",
+        "reference = kernels.flow.flow_attention_reference (causal form chunked by 64 tokens, linear memory).",
+        "triton = kernels.flow.FlowAttentionFunction (one program per (batch, head), d x dv state on chip).",
+    ],
+)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller rows")
-    parser.add_argument("--naive-cap-gib", type=float, default=0.5,
-                        help="skip the official causal form when its (B, h, L, d, dv) state passes this size")  # fmt: skip
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--_measure", help=argparse.SUPPRESS)
+    """Flowformer training (and inference) per kernel path, in one run on one machine."""
+    import argparse
+
+    import backbones  # noqa: F401  (registers flowformer with timm)
+
+    from .harness import device_label, environment
+    from .models import measure_model, zoo_kernels
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--models", default="flowformer")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--repeats", type=int)
     args = parser.parse_args(argv)
-    if args._measure:  # child process: one CPU row
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        print(json.dumps(measure_op(json.loads(args._measure))))
-        return 0
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            parser.error("--device cuda but no CUDA device is visible")
-    results = run(args.device, args.quick, args.naive_cap_gib)
-    print(results["markdown"])
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    cuda = args.device.startswith("cuda")
+    if not cuda:
+        torch.set_num_threads(1)
+    batch = args.batch_size or (128 if cuda else 2)
+    warmup, repeats = args.warmup or (5 if cuda else 1), args.repeats or (20 if cuda else 2)
+    paths = ("reference", "triton") if cuda else ("reference",)
+    print(f"# {device_label(environment(args.device), args.device)}; batch {batch}; "
+          f"{'bf16 autocast' if cuda else 'fp32'}; ZOO_KERNELS={' vs ='.join(paths)}")  # fmt: skip
+    print("| model | mode | path | img/s | ms/iter | peak MiB | speedup vs reference | memory vs reference |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        for mode in args.modes.split(","):
+            base = None
+            for path in paths:
+                with zoo_kernels(path):
+                    r = measure_model(name, mode, args.device, batch, 224, warmup, repeats)
+                ratio = mem = "-"
+                if base is None:
+                    base = r
+                else:
+                    ratio = f"{r['img_per_s'] / base['img_per_s']:.2f}"
+                    if r.get("peak_mib") and base.get("peak_mib"):
+                        mem = f"{r['peak_mib'] / base['peak_mib']:.2f}"
+                peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "-"
+                print(f"| {name} | {mode} | {path} | {r['img_per_s']:.1f} | {r['ms_per_iter']:.2f} | {peak} | "
+                      f"{ratio} | {mem} |", flush=True)  # fmt: skip
     return 0
 
 
