@@ -14,6 +14,7 @@ import importlib
 OP_BENCHMARKS = {
     "agent": ".agent",
     "bra": ".bra",
+    "flow": ".flow",
 }
 
 
