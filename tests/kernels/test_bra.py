@@ -23,8 +23,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from kernels import bra
 from kernels.bra import (
@@ -141,18 +139,18 @@ def test_triton_matches_reference_low_precision(case, dtype):
         assert kernel_error <= bound, f"{name}: kernel error {kernel_error:.3g} > {bound:.3g} (torch {dtype}: {torch_error:.3g})"
 
 
-@settings(max_examples=5, deadline=None, derandomize=True)
-@given(
-    batch=st.integers(1, 2),
-    regions=st.integers(1, 6),
-    tokens=st.integers(1, 12),
-    heads=st.integers(1, 3),
-    head_dim=st.sampled_from([16, 24, 32]),
-    topk_fraction=st.floats(0.0, 1.0),
-)
-def test_triton_matches_reference_random_shapes(batch, regions, tokens, heads, head_dim, topk_fraction):
-    topk = max(1, round(topk_fraction * regions))
-    q, k, v, r_idx = make_inputs(batch, regions, tokens, heads, head_dim, topk, torch.float32)
+@pytest.mark.parametrize("seed", range(5))
+def test_triton_matches_reference_random_shapes(seed):
+    """Shapes drawn from a seeded generator (no hypothesis dependency: the GPU machine runs this file as it is)."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+
+    def draw(low, high):
+        return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+    batch, regions, tokens, heads = draw(1, 2), draw(1, 6), draw(1, 12), draw(1, 3)
+    head_dim = (16, 24, 32)[draw(0, 2)]
+    topk = draw(1, regions)
+    q, k, v, r_idx = make_inputs(batch, regions, tokens, heads, head_dim, topk, torch.float32, seed=seed)
     grad_out = torch.randn(*q.shape[:3], v.shape[-1], device=DEVICE, dtype=torch.float64)
     expected = run_with_grads(bra_attention_reference, q.double(), k.double(), v.double(), r_idx, heads, 0.2, grad_out)
     got = run_with_grads(bra_attention_triton, q, k, v, r_idx, heads, 0.2, grad_out)
@@ -183,7 +181,7 @@ def test_backward_is_deterministic():
 
 @pytest.mark.parametrize(
     "shape",
-    [(1, 49, 4, 8, 32, 16), (1, 49, 16, 4, 32, 4), (1, 9, 7, 3, 8, 9), (2, 4, 13, 1, 20, 1)],
+    [(1, 25, 4, 8, 32, 16), (1, 49, 16, 4, 32, 4), (1, 9, 7, 3, 8, 9), (2, 4, 13, 1, 20, 1)],
     ids=lambda s: "B{}R{}T{}h{}d{}k{}".format(*s),
 )
 def test_reference_equals_official_gather(shape):
@@ -316,11 +314,40 @@ for dtype in sys.argv[1:]:
 
 
 def test_kernels_compile_for_hopper():
-    """The interpreter is lenient about types: the real compiler must accept all three kernels (no GPU needed)."""
+    """The interpreter is lenient about types: the real compiler must accept all three kernels (no GPU needed).
+    bf16 only, to keep CI quick; the GPU run compiles every dtype for real."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_HOPPER, "bf16", "fp32"], env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_HOPPER, "bf16"], env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 6, result.stdout
+    assert result.stdout.count(" ok") == 3, result.stdout
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("biformer_tiny", dict(n_win=2, topks=(1, 2, 4, -2), qk_dims=(32, 64, 64, 64))),
+        ("biformer_stl_nchw", dict(n_wins=(2, 2, 2, 2), topks=(1, 2, 4, -1))),
+    ],
+)
+def test_biformer_same_logits_on_both_paths(monkeypatch, name, overrides):
+    """A whole BiFormer (shrunk: one block per stage, narrow, 2x2 regions, so the interpreter stays quick) gives the same
+    logits and input gradient with ZOO_KERNELS=reference and ZOO_KERNELS=triton."""
+    timm = pytest.importorskip("timm")
+    import backbones  # noqa: F401  (registers biformer_*)
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, depth=(1, 1, 1, 1), embed_dim=(32, 64, 64, 64), num_classes=10, **overrides)
+    model = model.to(DEVICE).eval()
+    images = torch.randn(1, 3, 64, 64, device=DEVICE)
+    results = {}
+    for path in ("reference", "triton"):
+        monkeypatch.setenv("ZOO_KERNELS", path)
+        x = images.clone().requires_grad_()
+        logits = model(x)
+        (grad,) = torch.autograd.grad(logits.square().sum(), x)
+        results[path] = (logits.detach(), grad)
+    torch.testing.assert_close(results["triton"][0], results["reference"][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results["triton"][1], results["reference"][1], rtol=1e-4, atol=1e-4)
