@@ -1,11 +1,10 @@
 """nn.Modules only, one family per file, each registered with timm on import.
 
 Importing this package registers every family (``import zoo`` does it for you). This package never imports ``zoo``.
+PoolFormer and FocalNet are timm's own models; ``poolformer_official`` only adds the official v1 head order.
 """
 
-# Each family module registers its variants with timm's registry when imported.
-# (helpers: add one import line per family here, keep alphabetical)
-from . import agent  # noqa: F401
-from . import biformer  # noqa: F401
-from . import flowformer  # noqa: F401
-from . import poolformer_official  # noqa: F401
+# Importing a family module registers its variants with timm's registry.
+from . import agent, biformer, flowformer, poolformer_official  # noqa: F401
+
+__all__ = ["agent", "biformer", "flowformer", "poolformer_official"]
