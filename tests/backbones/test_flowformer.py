@@ -96,6 +96,13 @@ def test_other_head_counts_are_an_option():
         timm.create_model("flowformer", embed_dim=(16, 32, 64, 128), depth=(1, 1, 1, 1))
 
 
+def test_checkpoint_for_another_image_size_resamples_the_position_embedding(case):
+    model = timm.create_model("flowformer", img_size=256, num_classes=10, **SMALL)
+    state = checkpoint_filter_fn(case.state_dict, model)
+    assert state["pos_embed"].shape == (1, 64 * 64, 12)
+    model.load_state_dict(state, strict=True)
+
+
 def test_dynamic_img_size():
     model = timm.create_model("flowformer", dynamic_img_size=True, num_classes=3, **SMALL).eval()
     with torch.no_grad():
