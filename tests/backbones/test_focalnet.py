@@ -60,3 +60,21 @@ def test_official_manifest_loads_strictly(official_manifests, variant):
     filtered = timm_focalnet.checkpoint_filter_fn(zeros, model)
     assert len(filtered) == len(zeros)
     model.load_state_dict(filtered, strict=True, assign=True)
+
+
+def test_zoo_load_checkpoint_loads_what_the_filter_gives(parity, tmp_path):
+    """The user's path: an official-layout file ({"model": state_dict}, as microsoft/FocalNet saves it) through
+    zoo.load_checkpoint, which finds timm's focalnet.checkpoint_filter_fn next to the model class. It must end with
+    exactly the weights test_official_logits checked (no second float64 forward: FocalNet's is slow on the CPU)."""
+    import zoo
+
+    case = parity("focalnet_lrf_cls_224")
+    path = tmp_path / "focalnet_official_layout.pth"
+    torch.save({"model": dict(case.state_dict), "epoch": 300}, path)
+    model = timm_focalnet.FocalNet(**case.meta["official_kwargs"])
+    zoo.load_checkpoint(model, path)
+    expected = _load_official(case).float().state_dict()
+    loaded = model.state_dict()
+    assert loaded.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)

@@ -8,6 +8,7 @@ backbones/poolformer_official.py gives the official head.
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 from timm.layers import GroupNorm1
 from timm.models import metaformer as timm_metaformer
 from torch import nn
@@ -54,7 +55,8 @@ def case(parity):
 
 
 def test_official_head_matches_official_logits(case):
-    model = _load_strict(PoolFormerV1Official(**_official_kwargs_to_timm(case.meta["official_kwargs"])), case.state_dict)
+    kwargs = _official_kwargs_to_timm(case.meta["official_kwargs"])
+    model = _load_strict(PoolFormerV1Official(**kwargs), case.state_dict)
     with torch.no_grad():
         logits = model(case.inputs["x"].double())
     torch.testing.assert_close(logits, case.outputs["logits"].double(), rtol=1e-5, atol=1e-6)
@@ -158,3 +160,62 @@ def test_features_only_and_pruning():
         model.prune_intermediate_layers(indices=[0, 1, 2])
         feats = model.forward_intermediates(x, intermediates_only=True)
     assert [f.shape[1] for f in feats] == [64, 128, 320]
+
+
+# ------------------------------------------------------------------------------ the user's path: zoo.load_checkpoint
+
+
+@pytest.fixture
+def hub_checkpoints(tmp_path):
+    """torch.hub's cache pointed at a temporary folder (where pretrained=True and card names look for files)."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    yield folder
+    torch.hub.set_dir(previous)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth.tar"])
+def test_zoo_load_checkpoint_gives_official_logits(case, tmp_path, suffix):
+    import zoo
+
+    path = tmp_path / f"poolformer_official_layout{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in case.state_dict.items()}, str(path))
+    else:  # the sail-sg release files are raw state dicts pickled by torch.save
+        torch.save(dict(case.state_dict), path)
+    model = PoolFormerV1Official(**_official_kwargs_to_timm(case.meta["official_kwargs"]))
+    zoo.load_checkpoint(model, path)
+    with torch.no_grad():
+        logits = model.double().eval()(case.inputs["x"].double())
+    torch.testing.assert_close(logits, case.outputs["logits"].double(), rtol=1e-5, atol=1e-6)
+
+
+def test_zoo_load_checkpoint_names_a_foreign_key(case, tmp_path):
+    import zoo
+    from zoo.checkpoint import CheckpointError
+
+    path = tmp_path / "with_extra_key.safetensors"
+    save_file(dict(case.state_dict, **{"dist_head.weight": torch.zeros(10, 128)}), str(path))
+    model = PoolFormerV1Official(**_official_kwargs_to_timm(case.meta["official_kwargs"]))
+    with pytest.raises(CheckpointError, match="unexpected key.*dist_head.weight"):
+        zoo.load_checkpoint(model, path)
+
+
+def test_card_and_pretrained_paths_load_the_official_release_layout(official_manifests, hub_checkpoints, monkeypatch):
+    """The full-size official s12 layout, placed where the release URL is cached, loads strictly both through
+    zoo.load_checkpoint(model, "<card name>") and timm.create_model(..., pretrained=True)."""
+    import zoo
+
+    monkeypatch.setattr(timm_metaformer, "trunc_normal_", lambda *args, **kwargs: None)  # init is overwritten anyway
+    card = zoo.get_card("poolformer_s12_official")
+    model = timm.create_model("poolformer_s12_official")
+    assert card.checkpoints[0].url == model.pretrained_cfg["url"]
+    release = {key: torch.full(shape, 0.5) for key, shape in official_manifests["poolformer_s12"].items()}
+    torch.save(release, hub_checkpoints / card.checkpoints[0].url.rsplit("/", 1)[-1])
+
+    zoo.load_checkpoint(model, "poolformer_s12_official")
+    assert all(bool((p == 0.5).all()) for p in model.parameters())
+    pretrained = timm.create_model("poolformer_s12_official", pretrained=True)
+    assert all(bool((p == 0.5).all()) for p in pretrained.parameters())
