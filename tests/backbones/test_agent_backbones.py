@@ -210,3 +210,23 @@ def test_checkpoint_of_another_variant_is_a_clear_error(ckpt_name, model_name):
 def test_agent_blocks_must_be_global():
     with pytest.raises(ValueError, match="global"):
         _meta_model("agent_swin_tiny", window_size=7)
+
+
+@pytest.mark.parametrize("make", [_small_pvt, _small_swin], ids=["pvt", "swin"])
+def test_fused_path_trains_like_the_reference(make, monkeypatch):
+    """One training step's loss and every parameter gradient (agent biases included) agree across kernel paths."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = make(downstream_agent_shapes=[(4, 4), (5, 5), (7, 7), (7, 7)], drop_path_rate=0.0).to(device)
+    images = torch.randn(2, 3, 72, 88, device=device)
+    results = {}
+    for path in ("reference", "triton"):
+        monkeypatch.setenv("ZOO_KERNELS", path)
+        model.zero_grad()
+        loss = model(images).logsumexp(-1).mean()
+        loss.backward()
+        results[path] = (loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(results["triton"][0], results["reference"][0], rtol=1e-5, atol=1e-6)
+    for name, grad in results["reference"][1].items():
+        torch.testing.assert_close(results["triton"][1][name], grad, rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    assert results["reference"][1]["block1.0.attn.ah_bias" if make is _small_pvt else "layers.0.blocks.0.attn.ah_bias"].abs().sum() > 0
