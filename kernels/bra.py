@@ -280,7 +280,7 @@ if triton is not None:
 
     @triton.jit
     def _bra_bwd_dq_kernel(
-        Q, K, V, RIDX, DOUT, LSE, DELTA, DQ,
+        Q, K, V, RIDX, OUT, DOUT, LSE, DELTA, DQ,
         stride_qb, stride_qr, stride_qt,
         stride_kb, stride_kr, stride_kt,
         stride_vb, stride_vr, stride_vt,
@@ -291,7 +291,9 @@ if triton is not None:
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
         UPCAST: tl.constexpr, FP32_PRECISION: tl.constexpr,
     ):
-        # dQ and dOUT share q's / out's (contiguous) layouts: DQ uses the q strides, DOUT the out strides.
+        # dQ and dOUT share q's / out's (contiguous) layouts: DQ uses the q strides, OUT and DOUT the out strides.
+        # This kernel also computes delta = rowsum(dO * O) (fp32) for its rows and stores it for the dK/dV kernel,
+        # which runs after it on the same stream; that saves the separate elementwise + reduction launches.
         block_m = tl.program_id(0)
         batch_region = tl.program_id(1)
         head = tl.program_id(2)
@@ -307,12 +309,14 @@ if triton is not None:
 
         q_offsets = batch * stride_qb + region * stride_qr + offs_m[:, None] * stride_qt + head * HEAD_DIM_QK
         q = tl.load(Q + q_offsets + offs_dqk[None, :], mask=valid_m[:, None] & valid_dqk[None, :], other=0.0)
-        do_ptrs = (DOUT + batch * stride_ob + region * stride_or + offs_m[:, None] * stride_ot
-                   + head * HEAD_DIM_V + offs_dv[None, :])
-        do = tl.load(do_ptrs, mask=valid_m[:, None] & valid_dv[None, :], other=0.0)
+        o_offsets = (batch * stride_ob + region * stride_or + offs_m[:, None] * stride_ot
+                     + head * HEAD_DIM_V + offs_dv[None, :])
+        do = tl.load(DOUT + o_offsets, mask=valid_m[:, None] & valid_dv[None, :], other=0.0)
+        o = tl.load(OUT + o_offsets, mask=valid_m[:, None] & valid_dv[None, :], other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
         stat_offsets = ((batch * num_heads + head) * query_regions + region) * query_tokens + offs_m
+        tl.store(DELTA + stat_offsets, delta, mask=valid_m)
         lse = tl.load(LSE + stat_offsets, mask=valid_m, other=0.0)
-        delta = tl.load(DELTA + stat_offsets, mask=valid_m, other=0.0)
         routes = RIDX + (batch * query_regions + region) * topk
 
         dq = tl.zeros([BLOCK_M, BLOCK_DQK], dtype=tl.float32)
@@ -480,9 +484,8 @@ def _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads: int, sca
     _, key_regions, key_tokens, v_channels = v.shape
     topk = routes.shape[-1]
     head_dim_qk, head_dim_v = qk_channels // num_heads, v_channels // num_heads
-    # delta = rowsum(dO * O) per head, fp32, laid out like lse: (B, h, Rq, Tq)
-    delta = (grad_out.float() * out.float()).view(batch, query_regions, query_tokens, num_heads, head_dim_v).sum(-1)
-    delta = delta.permute(0, 3, 1, 2).contiguous()
+    # delta = rowsum(dO * O) per head, fp32, laid out like lse (B, h, Rq, Tq); written by the dQ kernel
+    delta = torch.empty_like(lse)
     grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     upcast, fp32_precision = _kernel_flags(q.dtype)
     strides = (
@@ -496,7 +499,7 @@ def _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads: int, sca
         query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype
     )
     _bra_bwd_dq_kernel[(triton.cdiv(query_tokens, block_m), batch * query_regions, num_heads)](
-        q, k, v, routes, grad_out, lse, delta, grad_q, *strides,
+        q, k, v, routes, out, grad_out, lse, delta, grad_q, *strides,
         query_regions, query_tokens, key_tokens, topk, num_heads,
         scale * _LOG2E, scale,
         HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# One script for a GPU machine: kernel tests on CUDA, then the op and model benchmarks, all results under $OUT.
+#
+#   OUT=/some/dir bash tools/gpu_check.sh            # on the GPU machine (whole run < 8 minutes on one H100)
+#   OUT=/tmp/gc bash tools/gpu_check.sh --dry-run    # anywhere: the same steps at tiny sizes on the CPU
+#
+# Needs only what the machine has (torch, triton, timm, pytest; no pip, no internet, no mmcv): the checkout is put on
+# PYTHONPATH instead of being installed. Each stage has its own time limit and a failing stage does not stop the
+# next. Results (at most 5 files, so they fit the device tool's return limits):
+#   $OUT/summary.md     environment, test summary, benchmark tables (Markdown)
+#   $OUT/tests.log      full pytest output
+#   $OUT/bench.tar.gz   everything tools/benchmark.py wrote (JSON, Markdown, PNG, logs)
+#   $OUT/op_bra.png     BRA op plot;  $OUT/models.png  model throughput plot
+set -u
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="${OUT:-$ROOT/gpu_check_out}"
+DRY_RUN=0
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run|--cpu) DRY_RUN=1 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown argument $arg (use --dry-run or nothing)" >&2; exit 2 ;;
+    esac
+done
+
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
+else PY="$(command -v python3 || command -v python)"; fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
+mkdir -p "$OUT"
+BENCH="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_bench.XXXXXX")"
+SUMMARY="$OUT/summary.md"
+START=$(date +%s)
+
+# Ops whose benchmark this script runs (tools/benchmarks/__init__.py OP_BENCHMARKS); add yours here.
+OPS="bra"
+
+if [ "$DRY_RUN" = 1 ]; then
+    # CPU, tiny: the interpreter runs the Triton kernels; a handful of tests, tiny shapes, one timed call.
+    TEST_ARGS=(tests/kernels/test_bra.py -k "B1R4T5 or dispatch or transposed")
+    OP_ARGS=(--device cpu --preset tiny --repeats 1 --warmup 0)
+    MODEL_ARGS=(--device cpu --models biformer_tiny,poolformer_s12 --batch-size 1 --modes infer --repeats 1 --warmup 0)
+    LIMIT_TESTS=600; LIMIT_OP=300; LIMIT_MODELS=300
+else
+    TEST_ARGS=(tests/kernels)
+    OP_ARGS=(--device cuda)
+    MODEL_ARGS=(--device cuda --models --batch-size 128 --repeats 10 --warmup 3)
+    LIMIT_TESTS=200; LIMIT_OP=130; LIMIT_MODELS=150
+fi
+
+stage() { echo; echo "=== $1 ($(( $(date +%s) - START )) s)"; }
+
+{
+    echo "# gpu_check $( [ "$DRY_RUN" = 1 ] && echo '(dry run, CPU)')"
+    echo
+    echo "Started $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    echo '```'
+    "$PY" - <<'EOF'
+import platform, torch
+print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda)
+try:
+    import triton; print("triton", triton.__version__)
+except Exception as error:
+    print("triton: not importable:", error)
+try:
+    import timm; print("timm", timm.__version__)
+except Exception as error:
+    print("timm: not importable:", error)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("gpu", p.name, f"{p.total_memory / 2**30:.1f} GiB", f"sm_{p.major}{p.minor}")
+else:
+    print("no CUDA device visible")
+EOF
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    echo '```'
+} > "$SUMMARY" 2>&1
+cat "$SUMMARY"
+
+stage "kernel tests: pytest ${TEST_ARGS[*]}"
+timeout "$LIMIT_TESTS" "$PY" -m pytest "${TEST_ARGS[@]}" -q -rfEs -p no:cacheprovider > "$OUT/tests.log" 2>&1
+TEST_RC=$?
+tail -n 25 "$OUT/tests.log"
+{
+    echo
+    echo "## kernel tests (exit $TEST_RC$( [ $TEST_RC = 124 ] && echo ', timed out after '$LIMIT_TESTS' s'))"
+    echo
+    echo '```'
+    grep -E "passed|failed|error|FAILED|ERROR" "$OUT/tests.log" | tail -n 40
+    echo '```'
+} >> "$SUMMARY"
+
+for op in $OPS; do
+    stage "op benchmark: $op"
+    timeout "$LIMIT_OP" "$PY" tools/benchmark.py --op "$op" "${OP_ARGS[@]}" --out "$BENCH/op_$op" 2>&1 | tee "$BENCH/op_$op.log"
+    RC=${PIPESTATUS[0]}
+    if [ -f "$BENCH/op_$op/op_$op.md" ]; then
+        { echo; cat "$BENCH/op_$op/op_$op.md"; } >> "$SUMMARY"
+        cp "$BENCH/op_$op/op_$op.png" "$OUT/" 2>/dev/null
+    else
+        { echo; echo "## $op: no results (exit $RC$( [ "$RC" = 124 ] && echo ', timed out')); last lines:"; echo '```';
+          tail -n 20 "$BENCH/op_$op.log"; echo '```'; } >> "$SUMMARY"
+    fi
+done
+
+stage "model benchmark"
+timeout "$LIMIT_MODELS" "$PY" tools/benchmark.py "${MODEL_ARGS[@]}" --out "$BENCH/models" 2>&1 | tee "$BENCH/models.log"
+RC=${PIPESTATUS[0]}
+if [ -f "$BENCH/models/models.md" ]; then
+    { echo; cat "$BENCH/models/models.md"; } >> "$SUMMARY"
+    cp "$BENCH/models/models.png" "$OUT/" 2>/dev/null
+else
+    { echo; echo "## models: no results (exit $RC$( [ "$RC" = 124 ] && echo ', timed out')); last lines:"; echo '```';
+      tail -n 20 "$BENCH/models.log"; echo '```'; } >> "$SUMMARY"
+fi
+
+tar -czf "$OUT/bench.tar.gz" -C "$BENCH" .
+rm -rf "$BENCH"
+ELAPSED=$(( $(date +%s) - START ))
+echo >> "$SUMMARY"
+echo "Finished in ${ELAPSED} s." >> "$SUMMARY"
+stage "done: $OUT (summary.md, tests.log, bench.tar.gz, plots)"
+[ "$TEST_RC" = 0 ]
