@@ -995,6 +995,14 @@ def checkpoint_filter_fn(state_dict, model):
         out[key] = value
 
     expected = model.state_dict()
+    if getattr(model, "out_norms", False) and "norm0.weight" not in out:
+        # ImageNet checkpoint -> downstream Swin backbone, as the official downstream init_weights does it
+        # (load_state_dict(strict=False)): the classifier's final norm and head are dropped, and the per-stage output
+        # norms norm0..norm3 keep their fresh initialisation (copied here so that a strict load succeeds).
+        out = {k: v for k, v in out.items() if not k.startswith(("norm.", "head."))}
+        out.update({k: v for k, v in expected.items() if k.split(".", 1)[0].startswith("norm") and k not in out})
+    if not any(k.startswith("head.") for k in expected):
+        out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
     missing = sorted(set(expected) - set(out))
     unexpected = sorted(set(out) - set(expected))
     # A classifier head of another size is a fine-tuning choice, not another variant: leave it to the loader.

@@ -230,3 +230,14 @@ def test_fused_path_trains_like_the_reference(make, monkeypatch):
     for name, grad in results["reference"][1].items():
         torch.testing.assert_close(results["triton"][1][name], grad, rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
     assert results["reference"][1]["block1.0.attn.ah_bias" if make is _small_pvt else "layers.0.blocks.0.attn.ah_bias"].abs().sum() > 0
+
+
+def test_imagenet_checkpoint_initialises_downstream_swin(official_manifests):
+    """The official ImageNet layout into the downstream layout (out_norms): head and final norm dropped, the
+    per-stage norms keep their initialisation (official downstream init_weights: load_state_dict(strict=False))."""
+    model = _meta_model("agent_swin_tiny", out_norms=True, always_partition=True,
+                        downstream_agent_shapes=[(9, 9), (12, 12), (14, 14), (7, 7)])
+    state = {k: torch.zeros(shape, device="meta") for k, shape in official_manifests["agent_swin_t"].items()}
+    filtered = checkpoint_filter_fn({"model": state}, model)
+    assert not any(k.startswith(("head.", "norm.")) for k in filtered)
+    model.load_state_dict(filtered, strict=True, assign=True)
