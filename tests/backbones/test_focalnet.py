@@ -36,30 +36,31 @@ def test_focal_level_mismatch_is_refused(parity):
         model.load_state_dict(timm_focalnet.checkpoint_filter_fn(case.state_dict, model), strict=True)
 
 
-# The shared manifests for the two LRF variants were made by calling the official focalnet_tiny_lrf() /
-# focalnet_base_lrf() without arguments. Those functions (microsoft/FocalNet classification/focalnet.py) do not set
-# focal_levels - the training code passes FOCAL_LEVELS [3, 3, 3, 3] from configs/focalnet_*_lrf.yaml - so the
-# manifests describe focal level 2, i.e. the SRF layout (28.43M / 88.15M values, no focal_layers.2, f: 2C+3 rows),
-# not the released LRF checkpoints (28.6M / 88.7M in the official README). Built as the official YAML configures it,
-# the official LRF model loads strictly into timm's focalnet_*_lrf (checked by hand; the small LRF parity case above
-# covers the same layout). Strict xfail: this turns red once the manifests are regenerated, so the marks go then.
-_LRF_MANIFEST_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="official_manifests.json LRF entries were generated with focal_levels=2 (official *_lrf() omits it)")
-
-
-@pytest.mark.parametrize("variant", [
-    "focalnet_tiny_srf",
-    pytest.param("focalnet_tiny_lrf", marks=_LRF_MANIFEST_BUG),
-    pytest.param("focalnet_base_lrf", marks=_LRF_MANIFEST_BUG),
-])
-def test_official_manifest_loads_strictly(official_manifests, variant):
-    """Every key/shape of the full-size official checkpoint maps onto timm's model, none left over, none missing."""
-    model = timm.create_model(variant, device="meta")
-    zeros = {key: torch.zeros(shape) for key, shape in official_manifests[variant].items()}
+def _load_manifest(official_manifests, manifest_name: str, timm_name: str, **kwargs) -> None:
+    model = timm.create_model(timm_name, device="meta", **kwargs)
+    zeros = {key: torch.zeros(shape) for key, shape in official_manifests[manifest_name].items()}
     filtered = timm_focalnet.checkpoint_filter_fn(zeros, model)
     assert len(filtered) == len(zeros)
     model.load_state_dict(filtered, strict=True, assign=True)
+
+
+def test_official_manifest_loads_strictly(official_manifests):
+    """Every key/shape of the full-size official SRF checkpoint maps onto timm's model, none left over or missing."""
+    _load_manifest(official_manifests, "focalnet_tiny_srf", "focalnet_tiny_srf")
+
+
+# The shared manifests for the two LRF variants were made by calling the official focalnet_tiny_lrf() /
+# focalnet_base_lrf() without arguments. Those functions (microsoft/FocalNet classification/focalnet.py) do not set
+# focal_levels; the training configs (configs/focalnet_*_lrf.yaml) pass [3, 3, 3, 3]. So these two manifests describe
+# focal level 2 -- the SRF layout (28.43M / 88.15M values, no focal_layers.2) -- not the released LRF checkpoints
+# (28.6M / 88.7M in the official README). The tests below pin that down both ways instead of skipping the entries:
+# the manifest loads strictly into the focal-level-2 model, and does NOT fit timm's LRF model (which matches the
+# released files and the small LRF parity fixture above).
+@pytest.mark.parametrize("variant", ["focalnet_tiny_lrf", "focalnet_base_lrf"])
+def test_lrf_manifest_is_the_focal_level_2_layout(official_manifests, variant):
+    _load_manifest(official_manifests, variant, variant.replace("_lrf", "_srf"))  # srf = focal level 2
+    with pytest.raises(RuntimeError, match="focal_layers.2"):
+        _load_manifest(official_manifests, variant, variant)
 
 
 def test_zoo_load_checkpoint_loads_what_the_filter_gives(parity, tmp_path):
