@@ -29,9 +29,10 @@ In this file, in order:
   the oracle for tests and the baseline for ``tools/benchmarks/flow.py``.
 - Triton kernels: one program per (batch, head) that keeps the d x dv state and every d-vector flow in registers
   and streams the sequence in blocks of tokens; fp32 statistics and accumulation whatever the input dtype.
-  Non-causal forward: four sweeps (sums of q and k; the conserved flows; the competition-weighted k^T v state with
-  the softmax denominator; the output), so q and k are read three times and v once; nothing of size L is
-  written but the output. Backward: four sweeps (queries, keys, queries, keys) over q, dO and k, v.
+  Non-causal forward: four sweeps (keys: sum of k; queries: sum of q and the sinks' incoming flow; keys and
+  values: the sources' outgoing flow and the competition-weighted k^T v state with its softmax denominator;
+  queries: the output), so q and k are read twice and v once; nothing of size L is written but the output.
+  Backward: four sweeps (queries, keys, queries, keys), reading q, dO, k, v twice each.
   Causal forward: one sweep (every statistic is a prefix sum, carried across blocks), reading q, k, v once; it
   stores the carried state at each block start for the backward (L/64 states, never (L, d, dv)). Causal backward:
   one reverse sweep carrying the suffix sums of every gradient.
@@ -271,42 +272,32 @@ def _flow_fwd_kernel(
     d_mask = offs_d < head_dim
     e_mask = offs_e < value_dim
 
-    # sweep 1: total flow capacity of sinks (sum_i q_i) and sources (sum_j k_j)
-    q_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    # sweep 1 (keys): total flow capacity of the sources, sum_j k_j
     k_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for start in range(0, n_queries, BLOCK_L):
-        rows = start + offs_l
-        q = _load_features(q_base, rows, offs_d, stride_ql, stride_qd, rows < n_queries, d_mask)
-        q_sum += tl.sum(q, axis=0)
     for start in range(0, n_keys, BLOCK_L):
         rows = start + offs_l
         k = _load_features(k_base, rows, offs_d, stride_kl, stride_kd, rows < n_keys, d_mask)
         k_sum += tl.sum(k, axis=0)
-    q_sum_eps = tl.where(d_mask, q_sum + eps, 0.0)
     k_sum_eps = tl.where(d_mask, k_sum + eps, 0.0)
 
-    # sweep 2: conserved flows need sum_i q_i sink_incoming_i and sum_j k_j source_outgoing_j
+    # sweep 2 (queries): sum_i q_i, and sum_i q_i sink_incoming_i (sink_incoming needs only sum_j k_j)
+    q_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
     q_in = tl.zeros([BLOCK_D], dtype=tl.float32)
-    k_out = tl.zeros([BLOCK_D], dtype=tl.float32)
     for start in range(0, n_queries, BLOCK_L):
         rows = start + offs_l
         row_mask = rows < n_queries
         q = _load_features(q_base, rows, offs_d, stride_ql, stride_qd, row_mask, d_mask)
         q_eps = tl.where(d_mask[None, :], q + eps, 0.0)
         incoming = tl.where(row_mask, tl.sum(q_eps * k_sum_eps[None, :], axis=1) + sum_eps, 1.0)
+        q_sum += tl.sum(q, axis=0)
         q_in += tl.sum(q * (1.0 / incoming)[:, None], axis=0)
-    for start in range(0, n_keys, BLOCK_L):
-        rows = start + offs_l
-        row_mask = rows < n_keys
-        k = _load_features(k_base, rows, offs_d, stride_kl, stride_kd, row_mask, d_mask)
-        k_eps = tl.where(d_mask[None, :], k + eps, 0.0)
-        outgoing = tl.where(row_mask, tl.sum(k_eps * q_sum_eps[None, :], axis=1) + sum_eps, 1.0)
-        k_out += tl.sum(k * (1.0 / outgoing)[:, None], axis=0)
+    q_sum_eps = tl.where(d_mask, q_sum + eps, 0.0)
     q_in_eps = tl.where(d_mask, q_in + eps, 0.0)
-    k_out_eps = tl.where(d_mask, k_out + eps, 0.0)
 
-    # sweep 3: competition-weighted state sum_j k_j^T v_j exp(conserved_source_j) and its softmax denominator.
-    # conserved_source is clamped to [-1, 1], so exp() needs no running max.
+    # sweep 3 (keys, values): sum_j k_j source_outgoing_j, and the competition-weighted state
+    # sum_j k_j^T v_j exp(conserved_source_j) with its softmax denominator. conserved_source is clamped to
+    # [-1, 1], so exp() needs no running max.
+    k_out = tl.zeros([BLOCK_D], dtype=tl.float32)
     kv = tl.zeros([BLOCK_D, BLOCK_DV], dtype=tl.float32)
     denominator = tl.sum(tl.zeros([BLOCK_L], dtype=tl.float32), axis=0)
     for start in range(0, n_keys, BLOCK_L):
@@ -315,12 +306,15 @@ def _flow_fwd_kernel(
         k = _load_features(k_base, rows, offs_d, stride_kl, stride_kd, row_mask, d_mask)
         v = _load_rows(v_base, rows, offs_e, stride_vl, stride_vd, row_mask, e_mask)
         k_eps = tl.where(d_mask[None, :], k + eps, 0.0)
+        outgoing = tl.where(row_mask, tl.sum(k_eps * q_sum_eps[None, :], axis=1) + sum_eps, 1.0)
+        k_out += tl.sum(k * (1.0 / outgoing)[:, None], axis=0)
         source = tl.sum(k_eps * q_in_eps[None, :], axis=1) + sum_eps
         source = tl.minimum(tl.maximum(source, -1.0), 1.0)
         weight = tl.where(row_mask, tl.exp(source), 0.0)
         denominator += tl.sum(weight, axis=0)
         kv += _mm(tl.trans(k), v * weight[:, None], IEEE)
     kv = kv * (keys_f / denominator)  # competition = softmax * S
+    k_out_eps = tl.where(d_mask, k_out + eps, 0.0)
 
     stats = STATS_VEC + bh * 4 * BLOCK_D
     tl.store(stats + offs_d, k_sum)
