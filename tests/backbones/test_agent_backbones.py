@@ -241,3 +241,27 @@ def test_imagenet_checkpoint_initialises_downstream_swin(official_manifests):
     filtered = checkpoint_filter_fn({"model": state}, model)
     assert not any(k.startswith(("head.", "norm.")) for k in filtered)
     model.load_state_dict(filtered, strict=True, assign=True)
+
+
+@pytest.mark.parametrize("grid,shift,always_partition",
+                         [((14, 14), 3, False), ((7, 7), 3, False), ((7, 7), 3, True), ((14, 21), 3, True)])
+def test_window_blocks_equal_timm_swin(grid, shift, always_partition):
+    """The 'B' blocks are Swin blocks: same parameter names and outputs as timm's SwinTransformerBlock, shifted window
+    masks included (classification: a 7x7 grid is neither partitioned nor shifted; downstream, always_partition: it
+    is). Grids that need padding are left out: the official downstream code pads before the cyclic shift, timm after."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    torch.manual_seed(0)
+    ours = agent.SwinBlock(32, grid, 2, window_size=7, shift_size=shift, attn_type="B",
+                           always_partition=always_partition).double().eval()
+    theirs = SwinTransformerBlock(32, grid, 2, window_size=7, shift_size=shift, always_partition=always_partition,
+                                  dynamic_mask=always_partition).double().eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0, 0.5)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, grid[0], grid[1], 32, dtype=torch.float64)
+    with torch.no_grad():
+        expected = theirs(x)
+        got = ours(x.reshape(2, -1, 32), grid).reshape(expected.shape)
+    torch.testing.assert_close(got, expected)
