@@ -25,6 +25,7 @@ sys.path.insert(1, str(TOOLS.parent))  # run from a checkout without `pip instal
 import torch  # noqa: E402
 from benchmarks import OP_BENCHMARKS, load_op_benchmark  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
+    CPU_CLOCK,
     device_label,
     environment,
     op_markdown,
@@ -53,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default on CPU: 1, since on a shared machine OpenMP contention swamps "
                         "the timings; CUDA runs keep torch's default)")
+    parser.add_argument("--cpu-clock", default="process", choices=["process", "wall"],
+                        help="CPU timing clock: process CPU time (default; robust when other jobs share the cores) or wall")
     parser.add_argument("--out", default="bench_out", help="output folder")
     parser.add_argument("--list", action="store_true", help="list op benchmarks, their presets and implementations")
     return parser.parse_args(argv)
@@ -86,6 +89,7 @@ def main(argv=None) -> int:
     on_cuda = device.startswith("cuda")
     if args.threads or not on_cuda:
         torch.set_num_threads(args.threads or 1)
+    CPU_CLOCK["name"] = args.cpu_clock
     warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
     repeats = args.repeats if args.repeats is not None else (20 if on_cuda else 3)
     out = Path(args.out)
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         print(f"[op {op_name}] preset {preset}, {dtype_name}, implementations {impls}")
         records = run_op_benchmark(bench, bench.presets[preset], device, DTYPES[dtype_name], impls, warmup, repeats)
         meta = dict(op=op_name, preset=preset, device=device, device_label=label, dtype=dtype_name,
-                    warmup=warmup, repeats=repeats, environment=env)  # fmt: skip
+                    warmup=warmup, repeats=repeats, cpu_clock=args.cpu_clock, environment=env)  # fmt: skip
         stem = out / f"op_{op_name}"
         write_json(stem.with_suffix(".json"), {"meta": meta, "records": records})
         markdown = op_markdown(bench, records, meta)
@@ -128,7 +132,7 @@ def main(argv=None) -> int:
         print(f"[models] {names}, batch {batch_size}, {args.img_size}px, modes {modes}, kernel paths {paths}")
         records = run_model_benchmark(names, device, batch_size, args.img_size, modes, paths, warmup, repeats)
         meta = dict(device=device, device_label=label, batch_size=batch_size, img_size=args.img_size,
-                    warmup=warmup, repeats=repeats, environment=env)  # fmt: skip
+                    warmup=warmup, repeats=repeats, cpu_clock=args.cpu_clock, environment=env)  # fmt: skip
         write_json(out / "models.json", {"meta": meta, "records": records})
         markdown = models_markdown(records, meta)
         (out / "models.md").write_text(markdown)

@@ -59,8 +59,13 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+# CPU clock: "process" (CPU seconds this process used; robust on a shared machine where other jobs take the cores,
+# right for single-threaded runs) or "wall". tools/benchmark.py sets it from --cpu-clock.
+CPU_CLOCK = {"name": "process"}
+
+
 def time_call(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds (CUDA: events around each call)."""
+    """Median time of ``fn`` in milliseconds (CUDA: events around each call; CPU: see CPU_CLOCK)."""
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -74,9 +79,10 @@ def time_call(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> 
             end.synchronize()
             samples.append(start.elapsed_time(end))
         else:
-            begin = time.perf_counter()
+            clock = time.process_time if CPU_CLOCK["name"] == "process" else time.perf_counter
+            begin = clock()
             fn()
-            samples.append((time.perf_counter() - begin) * 1e3)
+            samples.append((clock() - begin) * 1e3)
     return statistics.median(samples)
 
 
@@ -232,7 +238,10 @@ def op_markdown(bench: OpBenchmark, records: list[dict[str, Any]], meta: dict[st
         f"## {bench.name}: {bench.description}",
         "",
         f"Device: {meta['device_label']}; dtype {meta['dtype']}; median of {meta['repeats']} runs after "
-        f"{meta['warmup']} warm-up; preset `{meta['preset']}`. Ratios are against `{bench.baseline}` in this run "
+        f"{meta['warmup']} warm-up"
+        + (f" ({meta.get('cpu_clock', 'wall')} clock)" if meta["device"] == "cpu" else "")
+        + f"; preset `{meta['preset']}`. "
+        f"Ratios are against `{bench.baseline}` in this run "
         "(speedup = its time / this time; memory x = its peak / this peak). Peak memory = MiB allocated above the "
         "inputs" + (" (CPU: profiler allocation records, a lower bound)." if meta["device"] == "cpu" else "."),
         "",
@@ -250,7 +259,8 @@ def op_markdown(bench: OpBenchmark, records: list[dict[str, Any]], meta: dict[st
             f" | {_fmt(r['fwd_bwd_peak_mib'], 1)} | {_fmt(r.get('fwd_bwd_speedup'), 2)}"
             f" | {_fmt(r.get('fwd_bwd_memory_saving'), 2)} |"
         )
-    lines += [""] + [f"- {note}" for note in bench.notes]
+    skipped = sorted({f"{r['impl']} ({r['skipped']})" for r in records if "skipped" in r})
+    lines += [""] + [f"- {note}" for note in bench.notes] + [f"- not measured here: {item}" for item in skipped]
     return "\n".join(lines) + "\n"
 
 

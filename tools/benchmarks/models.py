@@ -160,7 +160,9 @@ def models_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Device: {meta['device_label']}; batch {meta['batch_size']}, {meta['img_size']}x{meta['img_size']}"
         + (", bf16 autocast" if meta["device"].startswith("cuda") else ", fp32")
-        + f"; median of {meta['repeats']} steps after {meta['warmup']} warm-up. Train step = fwd + CE + bwd + SGD.",
+        + f"; median of {meta['repeats']} steps after {meta['warmup']} warm-up"
+        + (f" ({meta.get('cpu_clock', 'wall')} clock)" if meta["device"] == "cpu" else "")
+        + ". Train step = fwd + CE + bwd + SGD.",
         "",
         "| model | kernel path | mode | img/s | ms/step | peak MiB | params (M) | x reference img/s | x reference peak |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
