@@ -314,29 +314,67 @@ def _assign_stages(param_names: list[str], stage_modules: list[str]) -> dict[str
     return stages
 
 
-def _load_pretrained(model: nn.Module, pretrained: str, model_name: str, model_kwargs: dict) -> None:
-    """Load classification weights strictly, allowing only the keys of downstream-only layers to be missing."""
-    from zoo.checkpoint import CheckpointError, load_checkpoint
+def _pad_focal_kernels(state_dict: dict, model: nn.Module) -> dict:
+    """FocalNet's dense-prediction models use larger focal kernels than the ImageNet ones (``focal_windows=9``:
+    9/11/13 instead of 3/5/7); the pretrained depthwise kernels are zero-padded around the centre (or centre-cropped),
+    as microsoft/FocalNet detection/mmcv_custom/checkpoint.py does."""
+    target = model.state_dict()
+    adapted = dict(state_dict)
+    for key, value in state_dict.items():
+        want = target.get(key)
+        if "focal_layers" not in key or value.ndim != 4 or want is None or want.shape == value.shape:
+            continue
+        if want.shape[:2] != value.shape[:2]:
+            continue  # a real mismatch; reported by the strict check
+        size, new_size = value.shape[-1], want.shape[-1]
+        if new_size > size:
+            offset = (new_size - size) // 2
+            padded = value.new_zeros(want.shape)
+            padded[..., offset:offset + size, offset:offset + size] = value
+            adapted[key] = padded
+        else:
+            offset = (size - new_size) // 2
+            adapted[key] = value[..., offset:offset + new_size, offset:offset + new_size].clone()
+    return adapted
 
-    # Keys the plain classification model has; anything else in `model` was added by the downstream options.
+
+# Per-family changes to ImageNet weights for the downstream variant (keyed by zoo.registry.family_of).
+PRETRAINED_ADAPTERS = {"focalnet": _pad_focal_kernels}
+
+
+def _load_pretrained(model: nn.Module, pretrained: str, model_name: str, model_kwargs: dict) -> None:
+    """Load classification weights strictly: every checkpoint tensor must fit, and only the layers the downstream
+    options add may be missing (and only the layers they remove, e.g. a head, may be left over)."""
+    from zoo.checkpoint import CheckpointError, load_checkpoint
+    from zoo.registry import checkpoint_filter_fn_for, family_of
+
+    # Keys the plain classification model has; the difference to `model` is what the downstream options changed.
     with torch.device("meta"):
         plain = timm.create_model(model_name, pretrained=False)
-    plain_keys = set(plain.state_dict())
-    downstream_keys = set(model.state_dict()) - plain_keys
+    plain_keys, model_keys = set(plain.state_dict()), set(model.state_dict())
+    added, removed = model_keys - plain_keys, plain_keys - model_keys
+
+    family_filter = checkpoint_filter_fn_for(model)
+    adapter = PRETRAINED_ADAPTERS.get(family_of(model_name))
+
+    def filter_fn(state_dict, target):
+        state_dict = family_filter(state_dict, target) if family_filter is not None else state_dict
+        return adapter(state_dict, target) if adapter is not None else state_dict
+
     try:
         with warnings.catch_warnings():  # the misfit is judged below, with the downstream keys allowed
             warnings.simplefilter("ignore")
-            result = load_checkpoint(model, pretrained, strict=False)
+            result = load_checkpoint(model, pretrained, strict=False, filter_fn=filter_fn)
     except CheckpointError as err:
         raise ValueError(f"ZooBackbone({model_name}): pretrained={pretrained!r} cannot be loaded: {err}") from err
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    missing = sorted(set(result.missing_keys) - added)
+    unexpected = sorted(set(result.unexpected_keys) - removed)
     mismatched = [key for key, *_ in result.mismatched_shapes]
-    bad_missing = sorted(set(missing) - downstream_keys)
-    if unexpected or bad_missing or mismatched:
-        matched = len(plain_keys) - len(bad_missing) - len(mismatched)
+    if missing or unexpected or mismatched:
+        fit = len(model_keys) - len(missing) - len(mismatched) - len(added)
         raise ValueError(
             f"ZooBackbone({model_name}): pretrained={pretrained!r} does not match the model "
-            f"({matched}/{len(plain_keys)} keys fit; missing {_few(bad_missing)}, unexpected {_few(unexpected)}, "
+            f"({fit}/{len(model_keys - added)} weights fit; missing {_few(missing)}, unexpected {_few(unexpected)}, "
             f"wrong shape {_few(mismatched)}). Is it a checkpoint of another family or variant? "
             "Use this model's own checkpoint or card (`zoo card <name>`).")
 

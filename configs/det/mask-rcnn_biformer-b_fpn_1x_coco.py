@@ -1,0 +1,7 @@
+# BiFormer-B + Mask R-CNN, 1x, COCO. Paper: box AP 48.6, mask AP 43.7 (BiFormer, CVPR 2023, Table 3;
+# rayleizhu/BiFormer object_detection/README.md). Official config maskrcnn.1x.biformer_base.py: as BiFormer-S with
+# drop path 0.3.
+_base_ = ['./mask-rcnn_biformer-s_fpn_1x_coco.py']
+model = dict(
+    backbone=dict(model_name='biformer_base', pretrained='biformer_base', drop_path_rate=0.3),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,46 @@
+"""For each backbone family: a detection and a segmentation config train on the small data, save, resume and test."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mm_cycle import CONFIGS, run_tool, shrink_config
+
+# (config, how to shrink the backbone further); one detection and one segmentation config per family, alternating
+# RetinaNet / Mask R-CNN and Semantic FPN / UperNet so every detector and segmentor kind runs somewhere.
+CYCLES = {
+    "poolformer-det": ("det/retinanet_poolformer-s12_fpn_1x_coco.py", {}),
+}
+
+
+def _families():
+    return sorted(CYCLES)
+
+
+@pytest.mark.parametrize("case", _families())
+def test_train_resume_test(case, coco_synth, ade_synth, tmp_path, capsys):
+    config, backbone = CYCLES[case]
+    seg = config.startswith("seg/")
+    data = ade_synth if seg else coco_synth
+    scale = (64, 64) if seg else (96, 64)
+    path = shrink_config(CONFIGS / config, data, tmp_path, image_scale=scale, backbone_overrides=backbone)
+
+    run_tool("train", str(path), "--work-dir", str(tmp_path))
+    first = tmp_path / ("iter_2.pth" if seg else "epoch_1.pth")
+    assert first.is_file()
+    # Resume: one more epoch / two more iterations from the saved state (optimizer, scheduler, message hub).
+    more = "train_cfg.max_iters=4" if seg else "train_cfg.max_epochs=2"
+    run_tool("train", str(path), "--work-dir", str(tmp_path), "--resume", str(first), cfg_options=(more,))
+    second = tmp_path / ("iter_4.pth" if seg else "epoch_2.pth")
+    assert second.is_file()
+    log = "\n".join(p.read_text() for p in tmp_path.glob("*/*.log"))
+    assert "resumed" in log.lower()
+
+    capsys.readouterr()
+    metrics = run_tool("test", str(path), str(second), "--work-dir", str(tmp_path))
+    printed = capsys.readouterr().out
+    key = "mIoU" if seg else "coco/bbox_mAP"
+    assert key in metrics, metrics
+    assert 0.0 <= metrics[key] <= (100.0 if seg else 1.0)
+    assert re.search(rf"^{re.escape(key)}: [0-9.]+$", printed, re.M), printed
