@@ -124,11 +124,12 @@ def test_bad_inputs_raise_clear_errors(case, full_size):
 
 
 def test_triton_path_trains_like_the_reference(monkeypatch):
-    """The whole model through the fused kernel (interpreted on the CPU) against the reference path, fp32."""
+    """The whole model through the fused kernel (on CUDA, or interpreted on the CPU) against the reference path, fp32."""
     torch.manual_seed(0)
     # 2 heads instead of 12 keep the interpreted programs few; the layout (packed qkv views) is the model's own
-    model = timm.create_model("flowformer", img_size=64, num_classes=4, num_heads=2, **SMALL)
-    x = torch.randn(1, 3, 64, 64)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = timm.create_model("flowformer", img_size=64, num_classes=4, num_heads=2, **SMALL).to(device)
+    x = torch.randn(1, 3, 64, 64, device=device)
     results = {}
     for backend in ("reference", "triton"):
         monkeypatch.setenv("ZOO_KERNELS", backend)
