@@ -974,6 +974,21 @@ class AgentDeiT(nn.Module):
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
 
+def _block_counts(state_dict) -> list[int]:
+    """Blocks per stage found in a state dict (Agent-PVT ``block{i}.{j}``, Agent-Swin ``layers.{i}.blocks.{j}``,
+    Agent-DeiT ``blocks.{j}``), to name a variant mismatch."""
+    stages: dict[str, set[str]] = {}
+    for key in state_dict:
+        parts = key.split(".")
+        if parts[0].startswith("block") and parts[0][5:].isdigit():
+            stages.setdefault(parts[0], set()).add(parts[1])
+        elif parts[0] == "layers" and len(parts) > 3 and parts[2] == "blocks":
+            stages.setdefault(f"layers.{parts[1]}", set()).add(parts[3])
+        elif parts[0] == "blocks":
+            stages.setdefault("blocks", set()).add(parts[1])
+    return [len(stages[name]) for name in sorted(stages)]
+
+
 # Buffers official checkpoints carry that are rebuilt here from the configuration.
 _REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
 
@@ -1015,6 +1030,9 @@ def checkpoint_filter_fn(state_dict, model):
     non_head_missing = [k for k in missing if k not in head_keys]
     if non_head_missing or unexpected or mismatched:
         lines = [f"checkpoint does not match {type(model).__name__} as built (another variant or configuration?)"]
+        ckpt_depths, model_depths = _block_counts(out), _block_counts(expected)
+        if ckpt_depths != model_depths:
+            lines.append(f"  blocks per stage: checkpoint {ckpt_depths}, model {model_depths}")
         if non_head_missing:
             lines.append(f"  {len(non_head_missing)} keys missing from the checkpoint, e.g. {non_head_missing[:3]}")
         if unexpected:
