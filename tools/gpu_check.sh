@@ -48,7 +48,7 @@ else
     TEST_ARGS=(tests/kernels)
     OP_ARGS=(--device cuda)
     MODEL_ARGS=(--device cuda --models --batch-size 128 --repeats 10 --warmup 3)
-    LIMIT_TESTS=200; LIMIT_OP=130; LIMIT_MODELS=150
+    LIMIT_TESTS=180; LIMIT_OP=150; LIMIT_MODELS=130
 fi
 
 stage() { echo; echo "=== $1 ($(( $(date +%s) - START )) s)"; }

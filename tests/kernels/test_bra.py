@@ -70,7 +70,7 @@ def run_with_grads(fn, q, k, v, r_idx, heads, scale, grad_out):
 NAMES = ("out", "dq", "dk", "dv")
 
 # (batch, regions, tokens, heads, head_dim, topk, extra): odd and non-power-of-two region sizes (3x5, 7x7, 13x19),
-# topk 1/4/16, heads 1/2/8, head dims 16/32/64 (+24 and 128 at the edges), different key/query sizes, zero padding.
+# topk 1/4/16 (+64), heads 1/2/8 (+16), head dims 16/32/64 (+24, 128), different key/query sizes, zero padding.
 # Each case costs (query programs * 2 + key programs) * loop steps in the interpreter, ~10-30 ms each on a shared CPU:
 # heads 8 and topk 16 appear where the region count stays small (topk 16 routes 4 query regions into 16 key regions).
 FP32_CASES = [
@@ -84,6 +84,8 @@ FP32_CASES = [
     (1, 5, 6, 2, 24, 2, {"key_regions": 7, "key_tokens": 9}),
     (1, 2, 16, 1, 128, 2, {"head_dim_v": 32}),
     (1, 4, 9, 2, 16, 4, {"zero_tail": 4}),
+    (1, 2, 3, 16, 16, 2, {}),
+    (1, 1, 2, 1, 16, 64, {"key_regions": 64}),
 ]
 LOW_PRECISION_CASES = [
     (1, 9, 7, 2, 32, 4, {}),
