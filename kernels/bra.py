@@ -13,13 +13,18 @@ channel ``h * head_dim + c`` belongs to head ``h``; the output keeps that order.
 Three implementations of the same function live here:
 
 * :func:`bra_attention_reference` -- **the spec**: a loop over the topk routed slots that gathers one routed key/value
-  region per query region at a time and takes one exact softmax over all routed tokens. It never builds the topk-fold
-  (B, R, topk, T, C) copy at once (forward without grad holds one slot's copy at a time; with grad, autograd keeps each
-  slot's copy for the backward, so its training memory is close to the gather's).
+  region per query region at a time (advanced indexing of whole regions) and takes one exact softmax over all routed
+  tokens. It never builds the topk-fold (B, R, topk, T, C) copy at once: without grad it holds one slot's copy at a
+  time; with grad, autograd keeps each slot's copy for the backward (topk-fold in total, like the official forward),
+  but its backward accumulates into 1-fold gradients.
 * :func:`bra_attention_gather` -- equal to the official implementation (ops/bra_legacy.py ``KVGather`` + dense
-  matmuls): it materialises the topk-fold copy of the routed keys/values and runs one dense attention. Kept for the
-  benchmark and as a second, independent check of the spec.
+  matmuls): it materialises the topk-fold copy of the routed keys/values and runs one dense attention. Its backward
+  is where the official code spends its memory: ``torch.gather`` over the ``expand``-ed (B, Rq, Rk, T, C) view
+  allocates a gradient of that full Rq-fold shape (49x the keys/values at n_win 7) before summing it back. Kept for
+  the benchmark and as a second, independent check of the spec.
 * the Triton kernels below (forward + backward) that read the routed regions in place.
+
+``r_idx`` must hold valid key-region indices in [0, Rk) (torch.topk's output does); the kernels do not bounds-check.
 
 :func:`bra_attention` dispatches through :func:`kernels.backend.choose_backend`.
 """
