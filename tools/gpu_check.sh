@@ -35,8 +35,9 @@ BENCH="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_bench.XXXXXX")"
 SUMMARY="$OUT/summary.md"
 START=$(date +%s)
 
-# Ops whose benchmark this script runs (tools/benchmarks/__init__.py OP_BENCHMARKS); add yours here.
-OPS="bra"
+# Ops whose benchmark this script runs (names from tools/benchmarks/__init__.py OP_BENCHMARKS), each with its own
+# time limit: GPU_CHECK_OPS="bra agent flow" bash tools/gpu_check.sh. Keep the sum of the stage limits under 8 minutes.
+OPS="${GPU_CHECK_OPS:-bra}"
 
 if [ "$DRY_RUN" = 1 ]; then
     # CPU, tiny: the interpreter runs the Triton kernels; a handful of tests, tiny shapes, one timed call.
