@@ -7,7 +7,7 @@ Rule: CUDA tensors and an importable Triton -> "triton"; anything else -> "refer
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import os
 
 import torch
@@ -15,14 +15,12 @@ import torch
 BACKENDS = ("reference", "triton")
 
 
-@functools.lru_cache(maxsize=1)
+# Decided once at import (a plain constant, so torch.compile traces through choose_backend without guards on a cache).
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return _TRITON_INSTALLED
 
 
 def interpreting() -> bool:
