@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     """Agent-PVT-T and Agent-Swin-T training (and inference) per kernel path, in one run on one machine."""
     import argparse
 
+    import backbones.agent  # noqa: F401  (registers the agent_* models with timm)
+
     from .harness import device_label, environment
     from .models import measure_model, zoo_kernels
 
