@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS
+
 __all__ = ["main"]
 
 EXIT_USER_ERROR = 2
@@ -70,7 +72,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(pattern=args.pattern)
+    run_demo(pattern=args.pattern, max_gflops=args.max_gflops, budget_s=args.budget_s)
     return 0
 
 
@@ -97,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build every model, classify an image, print params/GFLOPs/CPU latency")
     demo.add_argument("--pattern", default="*", help="only the models matching this pattern")
+    demo.add_argument("--max-gflops", type=float, default=DEFAULT_MAX_GFLOPS,
+                      help="run models up to this many GFLOPs on the CPU; larger ones are only counted (default %(default)s)")
+    demo.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                      help="start no CPU run after this many seconds; cheapest models run first (default %(default)s)")
     demo.set_defaults(run=cmd_demo)
     return parser
 

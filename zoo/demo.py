@@ -20,18 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["DEMO_STEPS", "DemoStep", "demo_image", "draw_demo_image", "run_demo", "wide_console"]
+__all__ = ["DEMO_STEPS", "DemoOptions", "DemoStep", "demo_image", "draw_demo_image", "run_demo", "wide_console"]
 
 DEMO_IMAGE = Path(__file__).parent / "assets" / "demo_image.png"
 LATENCY_RUNS = 3  # timed runs per model after one warm-up; the median is reported
-
-
-@dataclass
-class DemoStep:
-    """One part of the demo: a title and a function of (console, model name pattern)."""
-
-    title: str
-    run: Callable[[Console, str], None]
+DEFAULT_MAX_GFLOPS = 20.0
+DEFAULT_BUDGET_S = 150.0  # CPU runs stop starting after this; keeps `make demo` within ~3 minutes on 2 cores
 
 
 def draw_demo_image(size: int = 256, seed: int = 0) -> Image.Image:
@@ -68,69 +62,116 @@ def _median_latency_ms(model: torch.nn.Module, batch: torch.Tensor) -> float:
     return statistics.median(times)
 
 
-def _gflops(name: str, model: torch.nn.Module, input_size) -> float:
-    """Counted on a meta-device twin (no arithmetic); on the CPU model if the family's forward needs real values."""
-    from .flops import count_gflops
-    from .hub import create_model
-
-    try:
-        with torch.device("meta"):
-            twin = create_model(name, pretrained=False)
-        return count_gflops(twin, input_size)
-    except (NotImplementedError, RuntimeError):  # e.g. .item() or data-dependent shapes on meta tensors
-        return count_gflops(model, input_size)
-
-
 def wide_console() -> Console:
     """A console for tables: the terminal's width, or 160 columns when the output is a pipe or a log."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
 
 
-def classify_all(console: Console, pattern: str = "*") -> list[dict]:
-    """Build each model (random init), classify the demo image, measure GMACs and CPU latency; print the table."""
+@dataclass
+class DemoOptions:
+    """What the demo covers.
+
+    Every model matching ``pattern`` is built on the meta device and counted (params, GFLOPs: instant). Then, cheapest
+    first, models of at most ``max_gflops`` are built for real and run on the CPU until ``budget_s`` seconds have gone;
+    the rest are listed as not run. (FocalNet-L/XL/H alone would take minutes each on 2 cores.)
+    """
+
+    pattern: str = "*"
+    max_gflops: float = DEFAULT_MAX_GFLOPS
+    budget_s: float = DEFAULT_BUDGET_S
+
+
+@dataclass
+class DemoStep:
+    """One part of the demo: a title and a function of (console, options)."""
+
+    title: str
+    run: Callable[[Console, DemoOptions], object]
+
+
+def _count(name: str) -> dict:
+    """Params and GMACs from a meta-device twin: nothing allocated, no arithmetic."""
     import timm
 
+    from .flops import count_gflops
     from .hub import create_model
-    from .registry import family_of, list_models
+    from .registry import family_of
 
-    names = list_models(pattern)
+    with torch.device("meta"):
+        twin = create_model(name, pretrained=False)
+    config = timm.data.resolve_data_config({}, model=twin)
+    row = dict(name=name, family=family_of(name), params_m=sum(p.numel() for p in twin.parameters()) / 1e6,
+               config=config, gflops=None, latency_ms=None, top1=None, skipped=None)
+    try:
+        row["gflops"] = count_gflops(twin, config["input_size"])
+    except (NotImplementedError, RuntimeError):  # a forward that reads tensor values cannot run on meta tensors
+        pass  # counted on the real model below
+    return row
+
+
+def _run(row: dict, image: Image.Image) -> None:
+    """Build the model for real (random init), classify the picture and time it; fills ``row`` in."""
+    import timm
+
+    from .flops import count_gflops
+    from .hub import create_model
+
+    model = create_model(row["name"], pretrained=False).eval()
+    batch = timm.data.create_transform(**row["config"])(image).unsqueeze(0)
+    with torch.inference_mode():
+        row["top1"] = int(model(batch).argmax(-1))  # doubles as the warm-up pass for the latency runs
+    row["latency_ms"] = _median_latency_ms(model, batch)
+    if row["gflops"] is None:
+        row["gflops"] = count_gflops(model, row["config"]["input_size"])
+
+
+def classify_all(console: Console, options: DemoOptions) -> list[dict]:
+    """Count every model, run the cheapest ones on the CPU within the time budget, and print the zoo table."""
+    from .registry import list_models
+
+    names = list_models(options.pattern)
     image = demo_image()
-    rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("building models", total=len(names))
+        counting = progress.add_task("counting", total=len(names))
+        rows = []
         for name in names:
-            progress.update(task, description=f"building {name}")
-            model = create_model(name, pretrained=False).eval()
-            config = timm.data.resolve_data_config({}, model=model)
-            batch = timm.data.create_transform(**config)(image).unsqueeze(0)
-            with torch.inference_mode():
-                top1 = int(model(batch).argmax(-1))  # doubles as the warm-up pass for the latency runs
-            rows.append(dict(
-                name=name,
-                family=family_of(name),
-                params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-                gflops=_gflops(name, model, config["input_size"]),
-                input_size=tuple(config["input_size"]),
-                latency_ms=_median_latency_ms(model, batch),
-                top1=top1,
-            ))
-            del model
-            progress.advance(task)
+            progress.update(counting, description=f"building {name} on the meta device")
+            rows.append(_count(name))
+            progress.advance(counting)
+        started = time.perf_counter()
+        running = progress.add_task("running", total=len(rows))
+        for row in sorted(rows, key=lambda r: (r["gflops"] is None, r["gflops"] or 0.0)):
+            if row["gflops"] is not None and row["gflops"] > options.max_gflops:
+                row["skipped"] = f"> {options.max_gflops:g} GFLOPs"
+            elif time.perf_counter() - started > options.budget_s:
+                row["skipped"] = "time budget"
+            else:
+                progress.update(running, description=f"building and running {row['name']} (random init)")
+                _run(row, image)
+            progress.advance(running)
 
-    table = Table(title="attnzoo on this CPU (random weights: class indices only show the path runs)")
+    table = Table(title="attnzoo on this CPU (random weights: the class index only shows that the path runs)")
     table.add_column("name", no_wrap=True, min_width=max((len(r["name"]) for r in rows), default=4))
     table.add_column("family", no_wrap=True)
     for column in ("params (M)", "GFLOPs", "input", "CPU ms (bs 1)", "top-1 class"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row["name"], row["family"], f"{row['params_m']:.2f}", f"{row['gflops']:.2f}",
-                      "x".join(map(str, row["input_size"][1:])), f"{row['latency_ms']:.1f}", str(row["top1"]))
+        gflops = f"{row['gflops']:.2f}" if row["gflops"] is not None else "?"
+        size = "x".join(map(str, row["config"]["input_size"][1:]))
+        if row["skipped"]:
+            latency, top1 = "not run", row["skipped"]
+        else:
+            latency, top1 = f"{row['latency_ms']:.1f}", str(row["top1"])
+        table.add_row(row["name"], row["family"], f"{row['params_m']:.2f}", gflops, size, latency, top1)
     console.print(table)
-    console.print(f"GFLOPs are GMACs counted by zoo/flops.py; latency is the median of {LATENCY_RUNS} runs with "
+    console.print(f"GFLOPs are GMACs counted by zoo/flops.py; CPU ms is the median of {LATENCY_RUNS} runs with "
                   f"{torch.get_num_threads()} torch threads.")
+    if any(row["skipped"] for row in rows):
+        console.print(f"Not run: above {options.max_gflops:g} GFLOPs, or after the {options.budget_s:g} s budget "
+                      "(cheapest models run first); `zoo demo --max-gflops inf --budget-s inf` runs everything.")
     return rows
 
 
@@ -139,12 +180,18 @@ DEMO_STEPS: list[DemoStep] = [
 ]
 
 
-def run_demo(pattern: str = "*", console: Console | None = None) -> None:
-    """Run every step of ``DEMO_STEPS`` in order."""
+def run_demo(
+    pattern: str = "*",
+    console: Console | None = None,
+    max_gflops: float = DEFAULT_MAX_GFLOPS,
+    budget_s: float = DEFAULT_BUDGET_S,
+) -> None:
+    """Run every step of ``DEMO_STEPS`` in order (see DemoOptions for what the arguments limit)."""
     console = console or wide_console()
+    options = DemoOptions(pattern=pattern, max_gflops=max_gflops, budget_s=budget_s)
     for step in DEMO_STEPS:
         console.rule(step.title)
-        step.run(console, pattern)
+        step.run(console, options)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,14 @@ def test_demo_prints_the_zoo_table(carded, capsys):
     name, family, params, gflops, size, latency, top1 = cells
     assert (name, family, params, size) == (SMALL_MODEL, "convnext", "0.27", "160x160")
     assert float(gflops) > 0 and float(latency) > 0 and 0 <= int(top1) < 1000
+
+
+def test_demo_counts_but_does_not_run_models_above_the_limits(carded, capsys):
+    assert main(["demo", "--pattern", SMALL_MODEL, "--max-gflops", "0.001"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if SMALL_MODEL in line and "convnext" in line)
+    assert "not run" in row and "> 0.001 GFLOPs" in row and "0.27" in row
+    assert "Not run: above 0.001 GFLOPs" in out
+    assert main(["demo", "--pattern", SMALL_MODEL, "--budget-s", "-1"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if SMALL_MODEL in line and "convnext" in line)
+    assert "not run" in row and "time budget" in row
