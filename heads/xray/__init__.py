@@ -4,7 +4,8 @@ Importing this package registers, in mmdet's registries:
 
 * ``SDANetFPN`` (MODELS): FPN + SDANet's selective dense attention on every level;
 * ``PIDrayDataset`` (DATASETS): one PIDray split from its COCO json, official class order;
-* ``PIDrayMetric`` (METRICS): box and mask AP per split (easy / hard / hidden) and overall, in one table.
+* ``PIDrayMetric`` (METRICS): box and mask AP per split (easy / hard / hidden) and overall, in one table;
+* ``TrainTimeBudgetHook`` (HOOKS): ends an iteration-based run after N minutes (the CPU demo).
 
 It imports mmdet, so only configs (``custom_imports=dict(imports=['heads.xray'])``) and the mm tools import it;
 ``import heads`` does not. The attention itself (``heads.xray.selective_attention``) is plain torch.
@@ -18,6 +19,7 @@ from .selective_attention import (
     convert_official_attention_state_dict,
     convert_official_sdanet_checkpoint,
 )
+from .time_budget import TrainTimeBudgetHook
 
 __all__ = [
     "PIDRAY_CLASSES",
@@ -27,6 +29,7 @@ __all__ = [
     "PIDrayMetric",
     "SDANetFPN",
     "SelectiveDenseAttention",
+    "TrainTimeBudgetHook",
     "convert_official_attention_state_dict",
     "convert_official_sdanet_checkpoint",
 ]
