@@ -5,15 +5,20 @@
 
 import backbones  # noqa: F401  (registers every family with timm)
 
-from .cards import Card, get_card, list_cards, render_card
-from .checkpoint import CheckpointError, convert_checkpoint, load_checkpoint, sha256_file
+from .cards import Card, CardError, UnknownModelError, get_card, list_cards, render_card
+from .checkpoint import CheckpointError, LoadResult, convert_checkpoint, load_checkpoint, sha256_file
+from .flops import count_gflops
 from .hub import create_model, save_pretrained
 from .registry import list_models
 
 __all__ = [
     "Card",
+    "CardError",
     "CheckpointError",
+    "LoadResult",
+    "UnknownModelError",
     "convert_checkpoint",
+    "count_gflops",
     "create_model",
     "get_card",
     "list_cards",
