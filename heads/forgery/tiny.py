@@ -16,7 +16,13 @@ import string
 from .encoder import DualBranchEncoder, FakeReasoningImageProcessor, OpenCLIPTokens, TimmViTTokens
 from .prompt import ANSWER_WORDS, CONCLUSION_PROMPT, QUESTION, SYSTEM, build_prompt
 
-__all__ = ["build_word_tokenizer", "tiny_dual_branch_encoder", "tiny_fakereasoning", "tiny_open_clip_config"]
+__all__ = [
+    "build_word_tokenizer",
+    "tiny_dual_branch_encoder",
+    "tiny_fakereasoning",
+    "tiny_open_clip_config",
+    "tiny_univfd_clip_config",
+]
 
 _PIECES = re.compile(r"\s|\w+|[^\w\s]")
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -51,6 +57,16 @@ def tiny_open_clip_config(image_size: int = 56, patch_size: int = 14, width: int
                        "head_width": 16},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     }
+
+
+def tiny_univfd_clip_config(image_size: int = 32) -> dict:
+    """The tiny CLIP the synthetic-set UnivFD demo uses: 2x2 patches (pixel-level traces reach the tokens), one
+    block, mean-pooled tokens (open_clip ``pool_type='avg'``), 256-d embedding. With random frozen weights a linear
+    probe on it separates the synthetic set well (tests/heads/test_forgery_learning.py); CLS pooling works less well
+    without pretraining."""
+    config = tiny_open_clip_config(image_size=image_size, patch_size=2, width=64, layers=1, embed_dim=256)
+    config["vision_cfg"]["pool_type"] = "avg"
+    return config
 
 
 def tiny_dual_branch_encoder(width: int = 64, image_size: int = 56, dino_heads: int = 4, fusion_heads: int = 16,

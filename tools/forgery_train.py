@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Train a forgery head: the UnivFD / NPR detectors or FakeReasoning, on annotations in heads.forgery.data's format.
+
+    # the synthetic set (tools/make_forgery_set.py), CPU, tiny random CLIP for UnivFD
+    python tools/forgery_train.py --head npr --train data/forgery_synth/train.jsonl --out runs/npr --epochs 4
+    python tools/forgery_train.py --head univfd --tiny --train data/forgery_synth/train.jsonl --out runs/univfd
+    python tools/forgery_train.py --head fakereasoning --tiny --train data/forgery_synth/train.jsonl --out runs/fr
+
+Without ``--tiny`` UnivFD uses CLIP ViT-L/14 (openai) and FakeReasoning the paper's branches (downloads; see
+``heads.forgery.mllm.build_official_fakereasoning``). The run folder gets ``model.safetensors`` (trainable weights
+only for frozen-backbone heads would lose nothing, but the whole state is saved for simplicity) and ``run.json``
+(the arguments, so ``tools/forgery_eval.py`` rebuilds the same head).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from heads.forgery.baselines import NPR, UnivFD, evaluation_transform, training_augmentation  # noqa: E402
+from heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
+
+HEADS = ("npr", "univfd", "fakereasoning")
+
+
+def build_detector(head: str, tiny: bool, image_size: int) -> torch.nn.Module:
+    if head == "npr":
+        return NPR()
+    if head == "univfd":
+        if not tiny:
+            return UnivFD.from_pretrained()
+        import open_clip
+
+        from heads.forgery.tiny import tiny_univfd_clip_config
+
+        torch.manual_seed(0)
+        return UnivFD(open_clip.CLIP(**tiny_univfd_clip_config(image_size=image_size)))
+    raise ValueError(f"unknown detector {head!r}; choose from {HEADS}")
+
+
+def detector_loaders(model, train_file, crop: int, batch_size: int, augment: bool, test_file=None):
+    train_records = read_annotations(train_file)
+    if augment:
+        transform = training_augmentation(crop, model.mean, model.std)
+    else:
+        transform = evaluation_transform(crop, model.mean, model.std)
+    generator = torch.Generator().manual_seed(0)
+    train = torch.utils.data.DataLoader(ForgeryImageDataset(train_records, transform), batch_size=batch_size,
+                                        shuffle=True, generator=generator)
+    if test_file is None:
+        return train, None
+    test_records = read_annotations(test_file)
+    test = torch.utils.data.DataLoader(ForgeryImageDataset(test_records, evaluation_transform(crop, model.mean,
+                                                                                              model.std)),
+                                       batch_size=batch_size)
+    return train, test
+
+
+def train_detector(model, loader, epochs: int, lr: float, time_budget_s: float | None = None, log=print) -> dict:
+    """BCE-with-logits on the trainable parameters (official UnivFD/NPR trainers: AdamW / Adam, BCEWithLogits)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    start, steps, last = time.time(), 0, float("nan")
+    for epoch in range(epochs):
+        model.train()
+        for images, labels in loader:
+            loss = loss_fn(model(images), labels.float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps, last = steps + 1, float(loss.detach())
+            if time_budget_s is not None and time.time() - start > time_budget_s:
+                log(f"time budget reached at epoch {epoch} step {steps}")
+                return {"steps": steps, "loss": last, "seconds": time.time() - start}
+        log(f"epoch {epoch}: loss {last:.4f} ({time.time() - start:.1f} s)")
+    return {"steps": steps, "loss": last, "seconds": time.time() - start}
+
+
+def train_linear_probe(model: UnivFD, loader, epochs: int, lr: float, batch_size: int = 32, log=print) -> dict:
+    """UnivFD without augmentation: the frozen CLIP features are computed once, then only ``fc`` trains on them
+    (the same optimisation as recomputing them every step, which the official trainer does)."""
+    start = time.time()
+    model.eval()
+    features, labels = [], []
+    with torch.no_grad():
+        for images, batch_labels in loader:
+            features.append(model.clip.encode_image(images))
+            labels.append(batch_labels)
+    features, labels = torch.cat(features), torch.cat(labels).float()
+    optimizer = torch.optim.AdamW(model.fc.parameters(), lr=lr, weight_decay=0.0)
+    order = torch.Generator().manual_seed(0)
+    steps, last = 0, float("nan")
+    for epoch in range(epochs):
+        for batch in torch.randperm(len(labels), generator=order).split(batch_size):
+            logits = model.fc(features[batch]).squeeze(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps, last = steps + 1, float(loss.detach())
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            log(f"epoch {epoch}: loss {last:.4f} ({time.time() - start:.1f} s)")
+    return {"steps": steps, "loss": last, "seconds": time.time() - start}
+
+
+@torch.no_grad()
+def predict_detector(model, loader) -> tuple[list[int], list[float]]:
+    model.eval()
+    labels, scores = [], []
+    for images, batch_labels in loader:
+        scores += torch.sigmoid(model(images)).tolist()
+        labels += batch_labels.tolist()
+    return labels, scores
+
+
+def train_fakereasoning(args) -> dict:
+    """LoRA + projectors + fusion on the staged answers; loss = LM + mapper CE."""
+    from heads.forgery.mllm import build_official_fakereasoning
+    from heads.forgery.tiny import tiny_fakereasoning
+
+    records = read_annotations(args.train)
+    responses = [r.target_response() for r in records]
+    if args.tiny:
+        model = tiny_fakereasoning(responses, image_size=args.image_size)
+        model.enable_lora(r=8, alpha=16, dropout=0.0)
+    else:
+        model = build_official_fakereasoning().float()
+        model.enable_lora()
+    processor = model.processor
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    from heads.forgery.data import load_rgb
+
+    start, steps, last = time.time(), 0, float("nan")
+    order = torch.Generator().manual_seed(0)
+    for epoch in range(args.epochs):
+        model.train()
+        for batch in torch.randperm(len(records), generator=order).split(args.batch_size):
+            chosen = [records[int(i)] for i in batch]
+            images = torch.stack([processor.image_processor(load_rgb(r.image_path)) for r in chosen])
+            samples = [processor.encode_training(r.target_response()) for r in chosen]
+            out = model(images, samples)
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+            steps, last = steps + 1, float(out.loss)
+            if args.time_budget and time.time() - start > args.time_budget:
+                break
+        print(f"epoch {epoch}: loss {last:.4f} (lm {float(out.lm_loss):.4f}, cls {float(out.cls_loss):.4f})")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in trainable.items()}, str(out_dir / "trainable.safetensors"))
+    (out_dir / "responses.json").write_text(json.dumps(responses))  # the tiny tokenizer is built from these
+    return {"steps": steps, "loss": last, "seconds": time.time() - start}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--head", choices=HEADS, required=True)
+    parser.add_argument("--train", required=True, help="annotations (.jsonl) to train on")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--tiny", action="store_true", help="random-weight tiny backbones (no downloads)")
+    parser.add_argument("--image-size", type=int, default=32, help="crop (detectors) / input size (tiny MLLM)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=None, help="default: NPR 2e-4, UnivFD 1e-3 (linear probe), MLLM 2e-4")
+    parser.add_argument("--augment", action="store_true", help="blur + JPEG augmentation (CNNDetection/UnivFD)")
+    parser.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    if args.lr is None:
+        args.lr = {"npr": 2e-4, "univfd": 1e-3, "fakereasoning": 2e-4}[args.head]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.head == "fakereasoning":
+        summary = train_fakereasoning(args)
+    else:
+        from safetensors.torch import save_file
+
+        model = build_detector(args.head, args.tiny, args.image_size)
+        loader, _ = detector_loaders(model, args.train, args.image_size, args.batch_size, args.augment)
+        if args.head == "univfd" and not args.augment:
+            summary = train_linear_probe(model, loader, args.epochs, args.lr, args.batch_size)
+        else:
+            summary = train_detector(model, loader, args.epochs, args.lr, args.time_budget)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    (out_dir / "run.json").write_text(json.dumps({"args": vars(args), "summary": summary}, indent=2))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
