@@ -358,7 +358,14 @@ def _load_pretrained(model: nn.Module, pretrained: str, model_name: str, model_k
     adapter = PRETRAINED_ADAPTERS.get(family_of(model_name))
 
     def filter_fn(state_dict, target):
-        state_dict = family_filter(state_dict, target) if family_filter is not None else state_dict
+        if family_filter is not None:
+            try:
+                state_dict = family_filter(state_dict, target)
+            except (KeyError, IndexError, RuntimeError, ValueError) as err:  # e.g. timm's filters on foreign keys
+                raise ValueError(
+                    f"ZooBackbone({model_name}): pretrained={pretrained!r} does not match the model: the "
+                    f"{family_of(model_name)} checkpoint filter failed on it ({type(err).__name__}: {err}). Is it a "
+                    "checkpoint of another family? Use this model's own checkpoint or card (`zoo card <name>`).") from err
         return adapter(state_dict, target) if adapter is not None else state_dict
 
     try:

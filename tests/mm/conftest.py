@@ -28,3 +28,17 @@ def ade_synth(tmp_path_factory) -> Path:
     """A few 64x64 ADE-format images and label maps."""
     return make_ade_seg.make(tmp_path_factory.mktemp("ade_synth") / "ADEChallengeData2016", num_train=4, num_val=2,
                              height=64, width=64, min_size=14, max_size=36, seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unformatted_config_text():
+    """Skip yapf when mmengine pretty-prints configs (each Runner does it several times, ~1 s CPU a call).
+
+    Formatting only: the unformatted text is the same valid Python, so dumped configs load identically.
+    """
+    from mmengine.config import config as mm_config
+
+    original = mm_config.FormatCode
+    mm_config.FormatCode = lambda text, style_config=None, **kwargs: (text, False)
+    yield
+    mm_config.FormatCode = original

@@ -93,6 +93,21 @@ def _model_overrides(model: Config, kind: str, image_scale) -> dict:
     return out
 
 
+def _match_channels(model: Config) -> None:
+    """Point the neck / decode heads at the (possibly shrunk) backbone's channels, read off a meta-device build."""
+    from zoo.openmmlab import ZooBackbone
+
+    kwargs = {k: v for k, v in model.backbone.items() if k != "type"}
+    with torch.device("meta"):
+        channels = ZooBackbone(**kwargs).out_channels
+    if model.get("neck") is not None:
+        model.neck.in_channels = channels
+    else:
+        model.decode_head.in_channels = channels
+    if model.get("auxiliary_head") is not None:
+        model.auxiliary_head.in_channels = channels[model.auxiliary_head.in_index]
+
+
 def shrink_config(config: str | Path, data_root: Path, work_dir: Path, *, train_images=4, val_images=2,
                   image_scale=(96, 64), backbone_overrides: dict | None = None) -> Path:
     """The shrunk config, dumped as ``work_dir/config.py``."""
@@ -103,6 +118,7 @@ def shrink_config(config: str | Path, data_root: Path, work_dir: Path, *, train_
     if backbone_overrides:
         model["backbone"].update(backbone_overrides)
     cfg.merge_from_dict(dict(model=model))
+    _match_channels(cfg.model)
     if kind == "seg":
         cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=2, val_interval=2)
         cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=2)

@@ -9,8 +9,21 @@ from mm_cycle import CONFIGS, run_tool, shrink_config
 
 # (config, how to shrink the backbone further); one detection and one segmentation config per family, alternating
 # RetinaNet / Mask R-CNN and Semantic FPN / UperNet so every detector and segmentor kind runs somewhere.
+# Families whose constructors take depth overrides get one block per stage (timm's PoolFormer / FocalNet fix theirs).
+_BIFORMER_TINY = dict(model_kwargs=dict(depth=(1, 1, 1, 1), embed_dim=(32, 64, 96, 128), qk_dims=(32, 64, 96, 128)))
+_AGENT_PVT_TINY = dict(model_kwargs=dict(depths=(1, 1, 1, 1)))
+_AGENT_SWIN_TINY = dict(model_kwargs=dict(depths=(1, 1, 1, 1)))
 CYCLES = {
     "poolformer-det": ("det/retinanet_poolformer-s12_fpn_1x_coco.py", {}),
+    "poolformer-seg": ("seg/fpn_poolformer-s12_8xb4-40k_ade20k-512x512.py", {}),
+    "focalnet-det": ("det/mask-rcnn_focalnet-t-srf_fpn_ms-crop-1x_coco.py", {}),
+    "focalnet-seg": ("seg/upernet_focalnet-t-srf_8xb2-160k_ade20k-512x512.py", {}),
+    "biformer-det": ("det/mask-rcnn_biformer-s_fpn_1x_coco.py", _BIFORMER_TINY),
+    "biformer-seg": ("seg/upernet_biformer-s_8xb2-160k_ade20k-512x512.py", _BIFORMER_TINY),
+    "agent-pvt-det": ("det/retinanet_agent-pvt-t_fpn_1x_coco.py", _AGENT_PVT_TINY),
+    "agent-pvt-seg": ("seg/fpn_agent-pvt-t_8xb2-40k_ade20k-512x512.py", _AGENT_PVT_TINY),
+    "agent-swin-det": ("det/mask-rcnn_agent-swin-t_fpn_ms-crop-1x_coco.py", _AGENT_SWIN_TINY),
+    "agent-swin-seg": ("seg/upernet_agent-swin-t_8xb2-160k_ade20k-512x512.py", _AGENT_SWIN_TINY),
 }
 
 
