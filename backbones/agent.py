@@ -1,8 +1,8 @@
-"""Agent attention backbones: Agent-DeiT, Agent-PVT and Agent-Swin.
+"""Agent attention backbones: Agent-DeiT, Agent-PVT, Agent-Swin and Agent-CSWin.
 
 Paper: "Agent Attention: On the Integration of Softmax and Linear Attention" (Han et al., ECCV 2024),
 https://arxiv.org/abs/2312.08874. Official code: https://github.com/LeapLabTHU/Agent-Attention
-(classification: agent_transformer/models/agent_{deit,pvt,swin}.py; dense prediction:
+(classification: agent_transformer/models/agent_{deit,pvt,swin,cswin}.py; dense prediction:
 downstream/{detection,segmentation}/mm*/models/backbones/agent_{pvt,swin}.py).
 
 Parameter and module names follow the official code so official checkpoints load with ``strict=True``
@@ -34,7 +34,7 @@ from timm.models.vision_transformer import Block as VitBlock
 
 from kernels.agent import agent_attention, pool_agent_tokens
 
-__all__ = ["AgentDeiT", "AgentPVT", "AgentSwinTransformer", "checkpoint_filter_fn"]
+__all__ = ["AgentCSWin", "AgentDeiT", "AgentPVT", "AgentSwinTransformer", "checkpoint_filter_fn"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -971,6 +971,236 @@ class AgentDeiT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Agent-CSWin
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _strip_partition(x, hw, strip):
+    """(B, H*W, C) -> (B * n_strips, sh * sw, C): row-major strips of size ``strip`` = (sh, sw)."""
+    b, _, c = x.shape
+    (h, w), (sh, sw) = hw, strip
+    x = x.view(b, h // sh, sh, w // sw, sw, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, sh * sw, c)
+
+
+def _strip_reverse(x, hw, strip):
+    (h, w), (sh, sw) = hw, strip
+    c = x.shape[-1]
+    x = x.view(-1, h // sh, w // sw, sh, sw, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h * w, c)
+
+
+def _cswin_strip(resolution, split_size, branch):
+    """Strip shape of a CSWin branch: -1 the whole map, 0 full-height columns, 1 full-width rows."""
+    if branch == -1:
+        return resolution, resolution
+    return (resolution, split_size) if branch == 0 else (split_size, resolution)
+
+
+class CSWinLePEAttention(nn.Module):
+    """CSWin cross-shaped window attention with locally-enhanced positional encoding (the 'B' blocks)."""
+
+    def __init__(self, dim, resolution, branch, split_size=7, num_heads=8, attn_drop=0.0, qk_scale=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.resolution = resolution
+        self.strip = _cswin_strip(resolution, split_size, branch)
+        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, groups=dim)
+        self.attn_drop = attn_drop
+
+    def forward(self, q, k, v):
+        hw = (self.resolution, self.resolution)
+        q, k, v = (_strip_partition(t, hw, self.strip) for t in (q, k, v))
+        n, c = v.shape[1:]
+        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        return _strip_reverse(_merge_heads(out) + lepe, hw, self.strip)
+
+
+class CSWinAgentAttention(AgentBiasMixin, nn.Module):
+    """Agent attention inside CSWin strips (official ``agent_cswin.AgentAttention``); at the official split sizes
+    (56-28-14-7 at 224) the strip is the whole map, i.e. global agent attention, plus CSWin's LePE."""
+
+    def __init__(self, dim, resolution, branch, split_size=7, num_heads=8, attn_drop=0.0, agent_num=49):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.resolution = resolution
+        self.strip = _cswin_strip(resolution, split_size, branch)
+        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, groups=dim)
+        self.attn_drop = attn_drop
+        self.agent_num = int(agent_num)
+        self.pool_size = agent_pool_size(agent_num)
+        self.agent_shape = (self.pool_size, self.pool_size)
+        self._init_agent_biases(num_heads, self.agent_num, self.strip, self.strip)
+
+    def forward(self, q, k, v):
+        hw = (self.resolution, self.resolution)
+        q, k, v = (_strip_partition(t, hw, self.strip) for t in (q, k, v))
+        c = v.shape[-1]
+        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
+        agents = pool_agent_tokens(q, self.strip, self.agent_shape)
+        agent_bias, token_bias = self.agent_biases(self.strip, self.strip, self.agent_shape)
+        out = agent_attention(q, k, v, agents, agent_bias, token_bias, self.scale,
+                              dropout_p=self.attn_drop if self.training else 0.0)
+        return _strip_reverse(_merge_heads(out) + lepe, hw, self.strip)
+
+
+class CSWinBlock(nn.Module):
+    """CSWin block: one branch over the whole map (last stage, or split == resolution), else two half-width
+    branches (columns, rows); each branch agent ('A') or LePE window ('B') attention."""
+
+    def __init__(self, dim, reso, num_heads, split_size=7, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
+                 attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, last_stage=False,
+                 agent_num=49, attn_type="A"):
+        super().__init__()
+        if attn_type not in ("A", "B"):
+            raise ValueError(f"Agent-CSWin attn_type letters are 'A' (agent) or 'B' (CSWin), got {attn_type!r}")
+        self.resolution = reso
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.norm1 = norm_layer(dim)
+        self.branch_num = 1 if (last_stage or reso == split_size) else 2
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(drop)
+        branches = [-1] if self.branch_num == 1 else [0, 1]
+        branch_dim, branch_heads = (dim, num_heads) if self.branch_num == 1 else (dim // 2, num_heads // 2)
+        if attn_type == "A":
+            self.attns = nn.ModuleList([
+                CSWinAgentAttention(branch_dim, reso, i, split_size=split_size, num_heads=branch_heads,
+                                    attn_drop=attn_drop, agent_num=agent_num) for i in branches])
+        else:
+            self.attns = nn.ModuleList([
+                CSWinLePEAttention(branch_dim, reso, i, split_size=split_size, num_heads=branch_heads,
+                                   attn_drop=attn_drop, qk_scale=qk_scale) for i in branches])
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.norm2 = norm_layer(dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        if n != self.resolution ** 2:
+            raise ValueError(f"CSWinBlock expects {self.resolution}x{self.resolution} tokens, got {n} "
+                             "(Agent-CSWin is built for one input size: pass img_size)")
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, c).unbind(2)
+        if self.branch_num == 2:
+            half = c // 2
+            out = torch.cat([self.attns[0](q[..., :half], k[..., :half], v[..., :half]),
+                             self.attns[1](q[..., half:], k[..., half:], v[..., half:])], dim=2)
+        else:
+            out = self.attns[0](q, k, v)
+        x = x + self.drop_path(self.proj_drop(self.proj(out)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CSWinMergeBlock(nn.Module):
+    """3x3 stride-2 conv + LayerNorm between stages (official ``Merge_Block``)."""
+
+    def __init__(self, dim, dim_out, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim_out, 3, 2, 1)
+        self.norm = norm_layer(dim_out)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        side = math.isqrt(n)
+        x = self.conv(x.transpose(1, 2).reshape(b, c, side, side))
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+class _ToTokens(nn.Module):
+    """(B, C, H, W) -> (B, H*W, C); sits at index 1 of the stem so the official keys (stage1_conv_embed.0/.2) hold."""
+
+    def forward(self, x):
+        return x.flatten(2).transpose(1, 2)
+
+
+class AgentCSWin(nn.Module):
+    """Agent-CSWin (official ``agent_cswin.CSWinTransformer``): CSWin with agent attention in the 'A' stages.
+
+    ``la_split_size`` gives the strip size of the agent stages ('56-28-14-7' at 224: the whole map, global agent
+    attention); ``split_size`` the CSWin strips of the 'B' stages. Fixed input size (as the official model).
+    """
+
+    def __init__(self, img_size=224, in_chans=3, num_classes=1000, embed_dim=96, depth=(2, 2, 6, 2),
+                 split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", num_heads=(2, 4, 8, 16), mlp_ratio=4.0,
+                 qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 norm_layer=nn.LayerNorm, agent_num=(9, 16, 49, 49), attn_type="AABB", global_pool="avg"):
+        super().__init__()
+        la_split = [int(s) for s in str(la_split_size).split("-")]
+        img_size = to_2tuple(img_size)
+        if img_size[0] != img_size[1]:
+            raise ValueError(f"Agent-CSWin needs a square input (official model), got img_size={img_size}")
+        img_size = img_size[0]
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.stage1_conv_embed = nn.Sequential(nn.Conv2d(in_chans, embed_dim, 7, 4, 2), _ToTokens(),
+                                               nn.LayerNorm(embed_dim))
+        dpr = torch.linspace(0, drop_path_rate, sum(depth), device="cpu").tolist()
+        dim, cur = embed_dim, 0
+        for i in range(4):
+            if i > 0:
+                setattr(self, f"merge{i}", CSWinMergeBlock(dim, dim * 2))
+                dim *= 2
+            # 'A'/'B' per stage, or 'M' with the count after the four letters: agent in the first blocks, CSWin after.
+            types = [attn_type[i] if attn_type[i] != "M" else ("A" if j < int(attn_type[4:]) else "B")
+                     for j in range(depth[i])]
+            setattr(self, f"stage{i + 1}", nn.ModuleList([
+                CSWinBlock(dim, img_size // 2 ** (i + 2), num_heads[i],
+                           split_size=la_split[i] if types[j] == "A" else split_size[i], mlp_ratio=mlp_ratio,
+                           qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
+                           drop_path=dpr[cur + j], norm_layer=norm_layer, last_stage=i == 3,
+                           agent_num=int(agent_num[i]), attn_type=types[j])
+                for j in range(depth[i])
+            ]))
+            cur += depth[i]
+        self.num_features = self.head_hidden_size = dim
+        self.norm = norm_layer(dim)
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.zeros_(m.bias)
+            nn.init.ones_(m.weight)
+
+    @torch.jit.ignore
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x):
+        x = self.stage1_conv_embed(x)
+        for i in range(4):
+            if i > 0:
+                x = getattr(self, f"merge{i}")(x)
+            for blk in getattr(self, f"stage{i + 1}"):
+                x = blk(x)
+        return self.norm(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -1088,6 +1318,12 @@ default_cfgs = generate_default_cfgs({
                                   first_conv="patch_embed.proj"),
     "agent_swin_base.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/4fcd2d0114bb490483c3/?dl=1",
                                  first_conv="patch_embed.proj"),
+    "agent_cswin_tiny.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/8c562a74441e46d5902b/?dl=1",
+                                  first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9),
+    "agent_cswin_small.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/30eb8af675bc4b7a8747/?dl=1",
+                                   first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9),
+    "agent_cswin_base.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/c8035b0839b2410c8c9f/?dl=1",
+                                  first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9),
 })
 
 
@@ -1155,3 +1391,27 @@ def agent_swin_base(pretrained=False, **kwargs):
     args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=56, attn_type="AAMB2",
                 agent_num=(9, 16, 49, 49))
     return _create(AgentSwinTransformer, "agent_swin_base", pretrained, **{**args, **kwargs})
+
+
+# Agent-CSWin: agent_cswin.py Agent_CSWin_{64_24181_tiny,64_36292_small,96_36292_base}_224 + cfgs/agent_cswin_{t,s,b}.yaml
+# (attn 'AABB', agents 9-16-49-49, agent strips 56-28-14-7 = whole maps at 224).
+_CSWIN_COMMON = dict(split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", mlp_ratio=4.0, agent_num=(9, 16, 49, 49),
+                     attn_type="AABB")
+
+
+@register_model
+def agent_cswin_tiny(pretrained=False, **kwargs):
+    args = dict(_CSWIN_COMMON, embed_dim=64, depth=(2, 4, 18, 1), num_heads=(2, 4, 8, 16))
+    return _create(AgentCSWin, "agent_cswin_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+
+
+@register_model
+def agent_cswin_small(pretrained=False, **kwargs):
+    args = dict(_CSWIN_COMMON, embed_dim=64, depth=(3, 6, 29, 2), num_heads=(2, 4, 8, 16))
+    return _create(AgentCSWin, "agent_cswin_small", pretrained, hierarchical=False, **{**args, **kwargs})
+
+
+@register_model
+def agent_cswin_base(pretrained=False, **kwargs):
+    args = dict(_CSWIN_COMMON, embed_dim=96, depth=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
+    return _create(AgentCSWin, "agent_cswin_base", pretrained, hierarchical=False, **{**args, **kwargs})
