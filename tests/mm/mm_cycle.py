@@ -27,7 +27,7 @@ _run_ids = itertools.count()
 
 def load_tool(name: str):
     """tools/<name>.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"attnzoo_tools_{name}", REPO / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"attnzoo_tools_{name.replace('/', '_')}", REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
