@@ -473,8 +473,14 @@ class WindowAttention(nn.Module):
             nw = mask.shape[0]
             bias = (bias + mask.unsqueeze(1)).unsqueeze(0)  # (1, nW, heads, n, n)
             q, k, v = (t.view(b // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
-                                             dropout_p=self.attn_drop if self.training else 0.0)
+        if torch.compiler.is_exporting():
+            # torch.export's SDPA decomposition (torch 2.14) reports output strides it does not have, and the
+            # reshape below then fails as an invalid view in the ONNX exporter: spell the same attention out.
+            attn = (q * self.scale) @ k.transpose(-2, -1) + bias.to(q.dtype)
+            out = attn.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
+                                                 dropout_p=self.attn_drop if self.training else 0.0)
         out = out.reshape(b, self.num_heads, n, -1).transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(out))
 
