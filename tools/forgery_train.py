@@ -153,7 +153,7 @@ def train_fakereasoning(args) -> dict:
             optimizer.zero_grad()
             out.loss.backward()
             optimizer.step()
-            steps, last = steps + 1, float(out.loss)
+            steps, last = steps + 1, float(out.loss.detach())
             if args.time_budget and time.time() - start > args.time_budget:
                 break
         print(f"epoch {epoch}: loss {last:.4f} (lm {float(out.lm_loss):.4f}, cls {float(out.cls_loss):.4f})")
