@@ -44,14 +44,18 @@ def test_counts_convs_linears_and_attention_matmuls():
     assert count_gflops(model, (3, 32, 32), batch_size=2) * 1e9 == expected_macs(batch=2)
 
 
-def test_meta_and_cpu_agree_and_match_published_numbers():
-    cpu = timm.create_model("deit_tiny_patch16_224")  # uses fused SDPA on the CPU
+def test_meta_and_cpu_agree_on_a_fused_attention_model():
+    cpu = timm.create_model("test_vit")  # timm's ViT attention runs fused SDPA on the CPU
     with torch.device("meta"):
-        meta = timm.create_model("deit_tiny_patch16_224")
-    gmacs = count_gflops(cpu)
-    assert gmacs == count_gflops(meta)
-    assert abs(gmacs - 1.3) < 0.06  # DeiT paper (arXiv 2012.12877), Table 1: DeiT-Ti 1.3 GFLOPs
+        meta = timm.create_model("test_vit")
+    assert count_gflops(cpu) == count_gflops(meta) > 0
     assert cpu.training is True  # restored after counting
+
+
+def test_matches_a_published_number():
+    with torch.device("meta"):
+        model = timm.create_model("deit_tiny_patch16_224")
+    assert abs(count_gflops(model) - 1.3) < 0.06  # DeiT paper (arXiv 2012.12877), Table 1: DeiT-Ti 1.3 GFLOPs
 
 
 def test_default_input_size_is_the_models():
