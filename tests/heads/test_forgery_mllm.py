@@ -217,3 +217,48 @@ def test_official_mmfr_formats(tmp_path):
         {"from": "gpt", "value": "<REASONING>ok</REASONING> <CONCLUSION>This image is real.</CONCLUSION>"}]}]))
     (record,) = read_mmfr_cot(cot, tmp_path)
     assert record.label == 0 and record.target_response().startswith("<REASONING>")
+
+
+def test_timm_branch_gives_the_blocks_own_tokens_and_attention():
+    """Pre-norm last-block tokens are what the final norm turns into forward_features; the recomputed map is the
+    softmax the last block itself used (read from its attention dropout's input on the non-fused path)."""
+    import timm
+
+    from heads.forgery.encoder import TimmViTTokens
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=IMAGE_SIZE, embed_dim=64, depth=2,
+                            num_heads=4, init_values=0.5)
+    branch = TimmViTTokens(vit)
+    images = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    out = branch(images)
+    with torch.no_grad():
+        torch.testing.assert_close(vit.norm(out.tokens), vit.forward_features(images)[:, 1:])
+        last = vit.blocks[-1].attn
+        last.fused_attn = False
+        seen = []
+        handle = last.attn_drop.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        vit.forward_features(images)
+        handle.remove()
+    torch.testing.assert_close(out.attn_map, seen[0])
+    with pytest.raises(ValueError, match="prefix tokens"):
+        TimmViTTokens(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=IMAGE_SIZE,
+                                        embed_dim=64, depth=1, num_heads=4))
+
+
+def test_open_clip_branch_is_the_penultimate_block_without_cls():
+    """LLaVA's mm_vision_select_layer=-2: the second-to-last residual block's output, before ln_post, CLS dropped."""
+    open_clip = pytest.importorskip("open_clip")
+    from heads.forgery.encoder import OpenCLIPTokens
+    from heads.forgery.tiny import tiny_open_clip_config
+
+    torch.manual_seed(0)
+    visual = open_clip.CLIP(**tiny_open_clip_config(image_size=IMAGE_SIZE, layers=3)).visual
+    images = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.no_grad():
+        patches = visual.conv1(images).flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.expand(2, 1, -1)
+        x = visual.ln_pre(torch.cat([cls, patches], dim=1) + visual.positional_embedding)
+        for block in visual.transformer.resblocks[:2]:  # blocks 0 and 1 of 3
+            x = block(x)
+    torch.testing.assert_close(OpenCLIPTokens(visual)(images).tokens, x[:, 1:])
