@@ -39,8 +39,9 @@ In this file, in order:
 - ``FlowAttentionFunction`` (autograd) and ``flow_attention`` (dispatch through ``kernels.backend``).
 
 Head dims up to 128 run in Triton (padded to a power of two >= 16 for ``tl.dot``); larger ones use the reference.
-Dot products run in exact fp32 ("ieee") for fp32 inputs and in tf32 for fp16/bf16 inputs (operands are fp32 after
-the feature map anyway), so the interpreter's bf16 ``tl.dot`` pitfall never arises.
+Dot products take fp32 operands (the feature map is computed in fp32): 3xTF32 for fp32 inputs (fp32-accurate on
+tensor cores), one TF32 pass for fp16/bf16 inputs; so the interpreter's bf16 ``tl.dot`` pitfall never arises (the
+interpreter computes every dot in fp32).
 """
 
 import torch
@@ -224,10 +225,11 @@ def flow_attention_causal_naive(
 
 
 @_jit
-def _mm(a, b, IEEE: tl.constexpr):
-    # exact fp32 products for fp32 inputs; tf32 tensor cores for half inputs (operands are fp32 either way)
-    if IEEE:
-        return tl.dot(a, b, input_precision="ieee")
+def _mm(a, b, FP32_DOT: tl.constexpr):
+    # fp32 inputs: 3xTF32 (fp32-accurate on tensor cores; "ieee" FMA dots took >10 min to compile the causal
+    # backward). Half inputs: one TF32 pass (operands are fp32 after the feature map either way).
+    if FP32_DOT:
+        return tl.dot(a, b, input_precision="tf32x3")
     else:
         return tl.dot(a, b, input_precision="tf32")
 
@@ -257,7 +259,7 @@ def _flow_fwd_kernel(
     stride_ob, stride_oh, stride_ol, stride_od,
     n_heads, n_queries, n_keys, keys_f, head_dim, value_dim,
     eps, sum_eps, length_ratio,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
     b = bh // n_heads
@@ -312,7 +314,7 @@ def _flow_fwd_kernel(
         source = tl.minimum(tl.maximum(source, -1.0), 1.0)
         weight = tl.where(row_mask, tl.exp(source), 0.0)
         denominator += tl.sum(weight, axis=0)
-        kv += _mm(tl.trans(k), v * weight[:, None], IEEE)
+        kv += _mm(tl.trans(k), v * weight[:, None], FP32_DOT)
     kv = kv * (keys_f / denominator)  # competition = softmax * S
     k_out_eps = tl.where(d_mask, k_out + eps, 0.0)
 
@@ -333,7 +335,7 @@ def _flow_fwd_kernel(
         incoming = tl.where(row_mask, tl.sum(q_eps * k_sum_eps[None, :], axis=1) + sum_eps, 1.0)
         sink = tl.sum(q_eps * k_out_eps[None, :], axis=1) + sum_eps
         allocation = tl.sigmoid(sink * length_ratio)
-        out = _mm(q, kv, IEEE) * (allocation / incoming)[:, None]
+        out = _mm(q, kv, FP32_DOT) * (allocation / incoming)[:, None]
         mask = row_mask[:, None] & e_mask[None, :]
         tl.store(o_base + rows[:, None] * stride_ol + offs_e[None, :] * stride_od, out.to(OUT.dtype.element_ty), mask=mask)
 
@@ -350,7 +352,7 @@ def _flow_bwd_kernel(
     stride_dvb, stride_dvh, stride_dvl, stride_dvd,
     n_heads, n_queries, n_keys, keys_f, head_dim, value_dim,
     eps, sum_eps, length_ratio,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
     b = bh // n_heads
@@ -387,10 +389,10 @@ def _flow_bwd_kernel(
         q_eps = tl.where(d_mask[None, :], q + eps, 0.0)
         incoming = tl.where(row_mask, tl.sum(q_eps * k_sum_eps[None, :], axis=1) + sum_eps, 1.0)
         allocation = tl.sigmoid((tl.sum(q_eps * k_out_eps[None, :], axis=1) + sum_eps) * length_ratio)
-        product = _mm(q, kv, IEEE)
+        product = _mm(q, kv, FP32_DOT)
         d_scale = tl.sum(grad * product, axis=1)  # d(out)/d(allocation / incoming) per row
         d_sink = d_scale / incoming * allocation * (1.0 - allocation) * length_ratio
-        d_kv += _mm(tl.trans(q), grad * (allocation / incoming)[:, None], IEEE)
+        d_kv += _mm(tl.trans(q), grad * (allocation / incoming)[:, None], FP32_DOT)
         d_k_out += tl.sum(d_sink[:, None] * q_eps, axis=0)
     # softmax backward needs sum_j competition_j * d(competition_j) = <d_kv, kv>
     competition_dot = tl.sum(tl.sum(d_kv * kv, axis=1), axis=0) / keys_f
@@ -409,7 +411,7 @@ def _flow_bwd_kernel(
         unclamped = (source >= -1.0) & (source <= 1.0)
         source = tl.minimum(tl.maximum(source, -1.0), 1.0)
         competition = tl.where(row_mask, tl.exp(source) * (keys_f / denominator), 0.0)
-        d_competition = tl.sum(_mm(k, d_kv, IEEE) * v, axis=1)
+        d_competition = tl.sum(_mm(k, d_kv, FP32_DOT) * v, axis=1)
         d_source = tl.where(unclamped & row_mask, competition * (d_competition - competition_dot), 0.0)
         d_q_in += tl.sum(d_source[:, None] * k_eps, axis=0)
         d_outgoing_inv = tl.sum(k * d_k_out[None, :], axis=1)  # d / d(1 / outgoing)
@@ -426,14 +428,14 @@ def _flow_bwd_kernel(
         q_eps = tl.where(d_mask[None, :], q + eps, 0.0)
         incoming = tl.where(row_mask, tl.sum(q_eps * k_sum_eps[None, :], axis=1) + sum_eps, 1.0)
         allocation = tl.sigmoid((tl.sum(q_eps * k_out_eps[None, :], axis=1) + sum_eps) * length_ratio)
-        product = _mm(q, kv, IEEE)
+        product = _mm(q, kv, FP32_DOT)
         d_scale = tl.sum(grad * product, axis=1)
         d_sink = d_scale / incoming * allocation * (1.0 - allocation) * length_ratio
         # sink_incoming = 1 / incoming feeds the output scale and sum_i q_i sink_incoming_i
         d_sink_incoming = d_scale * allocation + tl.sum(q * d_q_in[None, :], axis=1)
         d_incoming = tl.where(row_mask, -d_sink_incoming / (incoming * incoming), 0.0)
         d_k_sum += tl.sum(d_incoming[:, None] * q_eps, axis=0)
-        dq = _mm(grad * (allocation / incoming)[:, None], tl.trans(kv), IEEE)
+        dq = _mm(grad * (allocation / incoming)[:, None], tl.trans(kv), FP32_DOT)
         dq += d_sink[:, None] * k_out_eps[None, :]
         dq += (1.0 / incoming)[:, None] * d_q_in[None, :]
         dq += d_incoming[:, None] * k_sum_eps[None, :]
@@ -454,12 +456,12 @@ def _flow_bwd_kernel(
         unclamped = (source >= -1.0) & (source <= 1.0)
         source = tl.minimum(tl.maximum(source, -1.0), 1.0)
         competition = tl.where(row_mask, tl.exp(source) * (keys_f / denominator), 0.0)
-        k_dkv = _mm(k, d_kv, IEEE)
+        k_dkv = _mm(k, d_kv, FP32_DOT)
         d_competition = tl.sum(k_dkv * v, axis=1)
         d_source = tl.where(unclamped & row_mask, competition * (d_competition - competition_dot), 0.0)
         d_outgoing_inv = tl.sum(k * d_k_out[None, :], axis=1)
         d_outgoing = tl.where(row_mask, -d_outgoing_inv / (outgoing * outgoing), 0.0)
-        dk = _mm(v, tl.trans(d_kv), IEEE) * competition[:, None]
+        dk = _mm(v, tl.trans(d_kv), FP32_DOT) * competition[:, None]
         dk += d_source[:, None] * q_in_eps[None, :]
         dk += (1.0 / outgoing)[:, None] * d_k_out[None, :]
         dk += d_outgoing[:, None] * q_sum_eps[None, :]
@@ -481,7 +483,7 @@ def _flow_causal_fwd_kernel(
     stride_ob, stride_oh, stride_ol, stride_od,
     n_heads, length, head_dim, value_dim, n_blocks,
     eps, sum_eps,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
     SAVE_STATES: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
@@ -539,8 +541,8 @@ def _flow_causal_fwd_kernel(
         exp_sum_rows = exp_sum + tl.cumsum(weight, axis=0)
         competition = tl.where(row_mask, weight / exp_sum_rows * visible_tokens, 0.0)
         weighted_v = v * competition[:, None]
-        scores = tl.where(visible, _mm(q, tl.trans(k), IEEE), 0.0)
-        out = _mm(q, kv, IEEE) + _mm(scores, weighted_v, IEEE)
+        scores = tl.where(visible, _mm(q, tl.trans(k), FP32_DOT), 0.0)
+        out = _mm(q, kv, FP32_DOT) + _mm(scores, weighted_v, FP32_DOT)
         out = out * (allocation / incoming)[:, None]  # (sink_incoming / n) * allocation
         mask = row_mask[:, None] & e_mask[None, :]
         tl.store(o_base + rows[:, None] * stride_ol + offs_e[None, :] * stride_od, out.to(OUT.dtype.element_ty), mask=mask)
@@ -549,7 +551,7 @@ def _flow_causal_fwd_kernel(
         k_out += tl.sum(k * source_outgoing[:, None], axis=0)
         q_in += tl.sum(q * sink_incoming[:, None], axis=0)
         exp_sum += tl.sum(weight, axis=0)
-        kv += _mm(tl.trans(k), weighted_v, IEEE)
+        kv += _mm(tl.trans(k), weighted_v, FP32_DOT)
 
 
 @_jit
@@ -564,7 +566,7 @@ def _flow_causal_bwd_kernel(
     stride_dvb, stride_dvh, stride_dvl, stride_dvd,
     n_heads, length, head_dim, value_dim, n_blocks,
     eps, sum_eps,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
     b = bh // n_heads
@@ -627,8 +629,8 @@ def _flow_causal_bwd_kernel(
         exp_sum_rows = tl.where(row_mask, exp_sum + tl.cumsum(weight, axis=0), 1.0)
         competition = tl.where(row_mask, weight / exp_sum_rows * visible_tokens, 0.0)
         weighted_v = v * competition[:, None]
-        scores = tl.where(visible, _mm(q, tl.trans(k), IEEE), 0.0)
-        product = _mm(q, kv, IEEE) + _mm(scores, weighted_v, IEEE)
+        scores = tl.where(visible, _mm(q, tl.trans(k), FP32_DOT), 0.0)
+        product = _mm(q, kv, FP32_DOT) + _mm(scores, weighted_v, FP32_DOT)
         scale = allocation / incoming
 
         # output scale: out = product * allocation / incoming
@@ -638,10 +640,10 @@ def _flow_causal_bwd_kernel(
         d_incoming = -d_scale * scale / incoming
 
         # the causal product: prefix state kv (entering the block) plus the masked in-block scores
-        d_scores = tl.where(visible, _mm(d_product, tl.trans(weighted_v), IEEE), 0.0)
-        dq = _mm(d_product, tl.trans(kv), IEEE) + _mm(d_scores, k, IEEE)
-        dk = _mm(weighted_v, tl.trans(d_kv), IEEE) + _mm(tl.trans(d_scores), q, IEEE)
-        d_weighted_v = _mm(k, d_kv, IEEE) + _mm(tl.trans(scores), d_product, IEEE)
+        d_scores = tl.where(visible, _mm(d_product, tl.trans(weighted_v), FP32_DOT), 0.0)
+        dq = _mm(d_product, tl.trans(kv), FP32_DOT) + _mm(d_scores, k, FP32_DOT)
+        dk = _mm(weighted_v, tl.trans(d_kv), FP32_DOT) + _mm(tl.trans(d_scores), q, FP32_DOT)
+        d_weighted_v = _mm(k, d_kv, FP32_DOT) + _mm(tl.trans(scores), d_product, FP32_DOT)
         dv = d_weighted_v * competition[:, None]
         d_competition = tl.sum(d_weighted_v * v, axis=1)
 
@@ -686,7 +688,7 @@ def _flow_causal_bwd_kernel(
         tl.store(dv_base + rows[:, None] * stride_dvl + offs_e[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=mask)
 
         # carry the suffix sums into the previous block
-        d_kv += _mm(tl.trans(q), d_product, IEEE)
+        d_kv += _mm(tl.trans(q), d_product, FP32_DOT)
         d_exp_sum += tl.sum(d_exp_sum_rows, axis=0)
         d_q_in += tl.sum(d_source_n[:, None] * k_eps, axis=0)
         d_k_out += tl.sum(d_sink_n[:, None] * q_eps, axis=0)
@@ -708,9 +710,12 @@ def _block_l(block_d: int, block_dv: int, causal: bool) -> int:
         # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
         return 128
     # the causal kernels hold (block x block) scores and several (block x d) prefix tiles: smaller blocks for big d
+    # (sm_90 compile of the causal backward, 3xTF32, d = 64: 64-token blocks need 322 KiB of shared memory, over
+    # the H100's 227 KiB)
+    widest = max(block_d, block_dv)
     if causal:
-        return 32 if max(block_d, block_dv) > 64 else 64
-    return 64
+        return 16 if widest > 64 else (32 if widest == 64 else 64)
+    return 64 if widest <= 64 else 32
 
 
 def _new_output(q: torch.Tensor, value_dim: int) -> torch.Tensor:
@@ -732,7 +737,7 @@ class FlowAttentionFunction(torch.autograd.Function):
         n_keys, value_dim = k.shape[2], v.shape[3]
         block_d, block_dv = _padded(head_dim), _padded(value_dim)
         block_l = _block_l(block_d, block_dv, causal)
-        ieee = q.dtype == torch.float32
+        fp32_dot = q.dtype == torch.float32
         out = _new_output(q, value_dim)
         grid = (b * h,)
         f32 = dict(dtype=torch.float32, device=q.device)
@@ -749,7 +754,7 @@ class FlowAttentionFunction(torch.autograd.Function):
                 q, k, v, out, states_vec, states_z, states_kv,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, n_queries, head_dim, value_dim, n_blocks, eps, sum_eps,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, IEEE=ieee, SAVE_STATES=save,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot, SAVE_STATES=save,
                 num_warps=4,
             )  # fmt: skip
             ctx.save_for_backward(q, k, v, states_vec, states_z, states_kv)
@@ -763,19 +768,19 @@ class FlowAttentionFunction(torch.autograd.Function):
                 q, k, v, out, stats_vec, stats_kv, stats_z,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, n_queries, n_keys, float(n_keys), head_dim, value_dim, eps, sum_eps, length_ratio,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, IEEE=ieee,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
                 num_warps=4,
             )  # fmt: skip
             ctx.save_for_backward(q, k, v, stats_vec, stats_kv, stats_z)
             ctx.length_ratio = length_ratio
         ctx.causal, ctx.eps, ctx.sum_eps = causal, eps, sum_eps
-        ctx.blocks = (block_l, block_d, block_dv, ieee)
+        ctx.blocks = (block_l, block_d, block_dv, fp32_dot)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, *stats = ctx.saved_tensors
-        block_l, block_d, block_dv, ieee = ctx.blocks
+        block_l, block_d, block_dv, fp32_dot = ctx.blocks
         b, h, n_queries, head_dim = q.shape
         n_keys, value_dim = k.shape[2], v.shape[3]
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -788,14 +793,14 @@ class FlowAttentionFunction(torch.autograd.Function):
             _flow_causal_bwd_kernel[grid](
                 q, k, v, grad_out, dq, dk, dv, *stats, *common,
                 h, n_queries, head_dim, value_dim, ctx.n_blocks, ctx.eps, ctx.sum_eps,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, IEEE=ieee,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
                 num_warps=4,
             )  # fmt: skip
         else:
             _flow_bwd_kernel[grid](
                 q, k, v, grad_out, dq, dk, dv, *stats, *common,
                 h, n_queries, n_keys, float(n_keys), head_dim, value_dim, ctx.eps, ctx.sum_eps, ctx.length_ratio,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, IEEE=ieee,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
                 num_warps=4,
             )  # fmt: skip
         return dq, dk, dv, None, None, None

@@ -4,9 +4,9 @@ Where the kernels run: on a CUDA machine (tools/gpu_check.sh) for real; elsewher
 ``tests/conftest.py`` switches on (TRITON_INTERPRET=1 when no GPU is visible) before any test imports ``kernels``.
 The ``setdefault`` below only covers running this file alone with an older conftest.
 
-bf16/fp16: the kernels' dot products take fp32 operands (tf32 on the GPU for half inputs), so the interpreter's bf16
-``tl.dot`` pitfall does not arise; the half cases test half loads/stores and fp32 statistics on the CPU, and the
-tf32 tensor-core dots only on the GPU.
+bf16/fp16: the kernels' dot products take fp32 operands (3xTF32 for fp32 inputs, one TF32 pass for half inputs on
+the GPU), so the interpreter's bf16 ``tl.dot`` pitfall does not arise; the half cases test half loads/stores and fp32
+statistics on the CPU (the interpreter computes every dot in fp32), and the tensor-core dots only on the GPU.
 
 Sizes: the vision shapes (L = 3136 with head dim 8, L = 49 ... 784) and the causal form up to L = 3136, one or two
 (batch, head) programs each: the interpreter costs ~2.5 ms per program per loop step.
