@@ -25,6 +25,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "NPR",
+    "NPR_URL",
+    "UNIVFD_FC_URL",
     "UnivFD",
     "evaluation_transform",
     "load_official_npr",
@@ -34,6 +36,11 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Published weights (fetched only when asked; never in tests).
+UNIVFD_FC_URL = "https://github.com/WisconsinAIVision/UniversalFakeDetect/raw/main/pretrained_weights/fc_weights.pth"
+UNIVFD_FC_SHA256 = "477100745713bcc957beb2b40859536859b6483fd6301b3b9293151b194c7847"  # of the file in the repo
+NPR_URL = "https://github.com/chuangchuangtan/NPR-DeepfakeDetection/raw/main/NPR.pth"  # ForenSynths-trained
 
 
 class UnivFD(nn.Module):
@@ -52,11 +59,20 @@ class UnivFD(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     @classmethod
-    def from_pretrained(cls, name: str = "ViT-L-14", pretrained: str = "openai") -> UnivFD:
-        """The paper's backbone (CLIP ViT-L/14, openai weights; downloads through open_clip)."""
+    def from_pretrained(cls, name: str = "ViT-L-14", pretrained: str = "openai",
+                        fc_weights: str | None = UNIVFD_FC_URL) -> UnivFD:
+        """The paper's backbone (CLIP ViT-L/14, openai weights, through open_clip) and, unless ``fc_weights`` is
+        None, the official linear layer (a URL or a local ``fc_weights.pth``). Downloads; not used in tests."""
         import open_clip
 
-        return cls(open_clip.create_model(name, pretrained=pretrained))
+        model = cls(open_clip.create_model(name, pretrained=pretrained))
+        if fc_weights is not None:
+            if "://" in fc_weights:
+                state = torch.hub.load_state_dict_from_url(fc_weights, map_location="cpu", weights_only=True)
+            else:
+                state = torch.load(fc_weights, map_location="cpu", weights_only=True)
+            model.load_official_fc(state)
+        return model
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -70,7 +86,13 @@ class UnivFD(nn.Module):
         return self.fc(features.to(self.fc.weight.dtype)).squeeze(-1)
 
     def load_official_fc(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """UniversalFakeDetect's ``fc_weights.pth`` (``weight`` (1, 768), ``bias`` (1,))."""
+        """UniversalFakeDetect's ``fc_weights.pth`` (``weight`` (1, 768), ``bias`` (1,)), strictly."""
+        expected = tuple(self.fc.weight.shape)
+        if tuple(state_dict.get("weight", torch.empty(0)).shape) != expected:
+            raise ValueError(
+                f"official UnivFD fc weights have shape {tuple(state_dict['weight'].shape) if 'weight' in state_dict else None}"
+                f", this head's fc is {expected}: the backbone's embedding size must match (CLIP ViT-L/14: 768)"
+            )
         self.fc.load_state_dict(state_dict, strict=True)
 
 
@@ -126,10 +148,13 @@ class NPR(nn.Module):
         return self.fc1(x).squeeze(-1)
 
 
-def load_official_npr(path: str, model: NPR | None = None) -> NPR:
+def load_official_npr(path_or_url: str = NPR_URL, model: NPR | None = None) -> NPR:
     """Load the official ``NPR.pth`` (plain state dict or ``{'model': ...}``; ``module.`` prefixes stripped)."""
     model = model or NPR()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "://" in path_or_url:
+        state = torch.hub.load_state_dict_from_url(path_or_url, map_location="cpu", weights_only=True)
+    else:
+        state = torch.load(path_or_url, map_location="cpu", weights_only=True)
     state = state.get("model", state)
     model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
     return model

@@ -97,3 +97,20 @@ def test_augmentation_and_npr_input_checks():
         NPR()(torch.randn(1, 3, 33, 32))
     with pytest.raises(ValueError, match="3 channels"):
         NPR()(torch.randn(1, 4, 32, 32))
+
+
+def test_official_univfd_linear_layer_loads_strictly():
+    """The released UniversalFakeDetect ``fc_weights.pth`` (4 KB, MIT; copied from the official repository at
+    pretrained_weights/fc_weights.pth, sha256 4771007457...) fits a UnivFD head whose CLIP embeds to 768."""
+    open_clip = pytest.importorskip("open_clip")
+    from heads.forgery.baselines import UnivFD
+    from heads.forgery.tiny import tiny_open_clip_config
+
+    state = torch.load(REPO / "tests/heads/assets/univfd_fc_weights.pth", map_location="cpu", weights_only=True)
+    model = UnivFD(open_clip.CLIP(**tiny_open_clip_config(embed_dim=768)))
+    model.load_official_fc(state)
+    images = torch.randn(2, 3, 56, 56)
+    expected = model.clip.encode_image(images) @ state["weight"].T + state["bias"]
+    torch.testing.assert_close(model(images), expected.squeeze(-1).detach())
+    with pytest.raises(ValueError, match="768"):
+        UnivFD(open_clip.CLIP(**tiny_open_clip_config(embed_dim=32))).load_official_fc(state)
