@@ -114,3 +114,21 @@ def test_official_univfd_linear_layer_loads_strictly():
     torch.testing.assert_close(model(images), expected.squeeze(-1).detach())
     with pytest.raises(ValueError, match="768"):
         UnivFD(open_clip.CLIP(**tiny_open_clip_config(embed_dim=32))).load_official_fc(state)
+
+
+def test_npr_matches_the_official_network():
+    """State and float64 output of the official NPR resnet50(num_classes=1) (networks/resnet.py, seeded random
+    weights, eval mode, a 32x32 input): our NPR takes the official keys strictly and gives the same logit."""
+    from safetensors.torch import load_file
+
+    from heads.forgery.baselines import NPR
+
+    tensors = load_file(str(REPO / "tests/heads/assets/npr_official_r50_32.safetensors"))
+    meta = json.loads((REPO / "tests/heads/assets/npr_official_r50_32.json").read_text())
+    state = {k[len("state_dict."):]: v for k, v in tensors.items() if k.startswith("state_dict.")}
+    state.update({k: torch.tensor(v) for k, v in meta["non_float_state"].items()})
+    model = NPR().double().eval()
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        logits = model(tensors["input.x"].double())
+    torch.testing.assert_close(logits, tensors["output.logits"].double().squeeze(-1), rtol=1e-5, atol=1e-6)
