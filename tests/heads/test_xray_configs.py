@@ -25,7 +25,7 @@ def test_the_expected_configs_exist():
     names = {p.name for p in CONFIGS}
     assert {"cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py", "cascade-mask-rcnn_r101_fpn_1x_pidray.py",
             "cascade-mask-rcnn_biformer-s_fpn-sdanet_1x_pidray.py", "cascade-mask-rcnn_agent-pvt-s_fpn-sdanet_1x_pidray.py",
-            "cascade-mask-rcnn_poolformer-s12_fpn-sdanet_synthetic-demo.py"} <= names
+            "cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -93,3 +93,15 @@ def test_time_budget_hook_ends_the_run_after_the_current_iteration():
     assert runner.train_loop._max_iters == 100
     with pytest.raises(TypeError, match="IterBasedTrainLoop"):
         generous.before_train(types.SimpleNamespace(train_loop=object()))
+
+
+def test_importing_heads_and_the_demo_module_leaves_openmmlab_alone():
+    """``import heads`` and ``import zoo.xray_demo`` must work without mmdet; only configs and tools import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, heads, zoo.xray_demo; "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('mmdet', 'mmcv', 'mmengine') "
+            "or m == 'heads.xray'); print(loaded); sys.exit(1 if loaded else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

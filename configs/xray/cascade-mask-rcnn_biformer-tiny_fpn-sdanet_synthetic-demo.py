@@ -1,6 +1,6 @@
-# The CPU demo (zoo/xray_demo.py): a small SDANet Cascade Mask R-CNN with a PoolFormer-S12 backbone (timm, through
-# ZooBackbone, randomly initialised: no weights can be downloaded here), trained for a few minutes on the synthetic
-# PIDray-style set of tools/make_pidray.py (128 px images). Narrow neck and heads keep a CPU iteration short; the
+# The CPU demo (zoo/xray_demo.py): a small SDANet Cascade Mask R-CNN with a tiny BiFormer backbone (the zoo's
+# biformer_tiny at half width and depth, through ZooBackbone, randomly initialised: no weights can be downloaded
+# here), trained for a few minutes on the synthetic PIDray-style set of tools/make_pidray.py (128 px images). Narrow neck and heads keep a CPU iteration short; the
 # structure (FPN + SDANet on five levels, three cascade stages, mask head, per-split evaluation) is the paper's.
 # data_root is set by the demo; `python tools/make_pidray.py --out data/pidray_synthetic` makes the default one.
 _base_ = [
@@ -34,11 +34,15 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='ZooBackbone',
-        model_name='poolformer_s12',
+        model_name='biformer_tiny',
+        # BiFormer-T's block design at half width and depth: the released BRA (top-k 1/4/16, global last stage),
+        # 4x4 routing regions for 128 px inputs, auto_pad and per-stage LayerNorm2d as the official detection
+        # backbone; about half of PoolFormer-S12's CPU time per iteration
+        model_kwargs=dict(depth=(2, 2, 4, 2), embed_dim=(32, 64, 128, 256), qk_dims=(32, 64, 128, 256), n_win=4,
+                          auto_pad=True, extra_norms=True),
         out_indices=(0, 1, 2, 3),
-        out_norm='GN1',  # PoolFormer's detection backbone normalises each returned level with GroupNorm(1)
         pretrained=None),
-    neck=dict(type='SDANetFPN', in_channels=[64, 128, 320, 512], out_channels=channels),
+    neck=dict(type='SDANetFPN', in_channels=[32, 64, 128, 256], out_channels=channels),
     rpn_head=dict(in_channels=channels, feat_channels=channels),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=channels),
