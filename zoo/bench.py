@@ -107,22 +107,15 @@ def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int
                 train: bool = False, warmup: int = 2, iters: int = 5, peer: bool = False) -> BenchRow:
     import timm
 
-    from .cards import get_card
+    from .cards import get_card, has_card
     from .flops import count_gflops
+    from .registry import family_of
 
     dev = torch.device(device)
-    try:
-        card = get_card(name)
-    except KeyError:
-        card = None
-    top1 = None
-    if card is not None:
-        for m in card.metrics:
-            if m.dataset.lower().startswith("imagenet") and "top" in m.metric.lower():
-                top1 = float(m.value)
-                break
-    family = card.family if card is not None else ("timm peer" if peer else "?")
-    model = timm.create_model(name, pretrained=False)
+    card = get_card(name) if has_card(name) else None
+    top1 = card.top1 if card is not None else None
+    family = "timm peer" if peer else family_of(name)
+    model = timm.create_model(name, pretrained=False, **(card.model_kwargs if card else {}))
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     row = BenchRow(name=name, family=family, peer=peer, params_m=round(params_m, 2), gflops=None, top1=top1,
                    device=str(dev), batch=batch, img_size=img_size, amp=amp)

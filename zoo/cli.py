@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list models, print a model card, convert checkpoints, run the demo.
+"""The ``zoo`` command: list models, print a model card, convert checkpoints, export, benchmark, run the demo.
 
 User mistakes (an unknown model, a missing or corrupt file, a bad card) end with one line on stderr and exit code 2,
 never a traceback; bugs still raise.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -76,6 +77,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import timm
+
+    from .export import export_onnx
+    from .registry import require_model
+
+    model = timm.create_model(require_model(args.name), pretrained=False)
+    if args.checkpoint:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, args.checkpoint)
+    size = tuple(args.input_size) if args.input_size else None
+    result = export_onnx(model, args.output or f"{args.name}.onnx", input_size=size, opset=args.opset,
+                         exporter=args.exporter)
+    diff = "not checked (onnxruntime missing)" if result.max_abs_diff is None else f"{result.max_abs_diff:.3g}"
+    print(f"{result.path}  exporter={result.exporter}  max |onnxruntime - eager| = {diff}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("zoo: error: --device cuda but no CUDA device is visible (use --device cpu)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    rows = run_bench(args.pattern, device=args.device, batch=args.batch, img_size=args.img_size, amp=args.amp,
+                     train=args.train, peers=not args.no_peers, out=args.out, warmup=args.warmup, iters=args.iters)
+    print((Path(args.out) / "bench.md").read_text())
+    failed = [r.name for r in rows if r.error]
+    if failed:
+        print(f"zoo: {len(failed)} model(s) failed: {', '.join(failed)} (see bench.json)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="attnzoo: models, model cards and safe checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,6 +139,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                       help="start no CPU run after this many seconds; cheapest models run first (default %(default)s)")
     demo.set_defaults(run=cmd_demo)
+
+    export = commands.add_parser("export", help="export a model to ONNX and check it against eager in onnxruntime")
+    export.add_argument("name", help="model name, e.g. biformer_tiny")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default %(default)s)")
+    export.add_argument("--output", "-o", help="file to write (default NAME.onnx)")
+    export.add_argument("--checkpoint", help="weights to load first (path or card name, through zoo.load_checkpoint)")
+    export.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    export.set_defaults(run=cmd_export)
+
+    bench = commands.add_parser("bench", help="params, GFLOPs, throughput and peak memory, with timm peers")
+    bench.add_argument("pattern", nargs="?", default=None, help="only the zoo models matching this pattern")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    bench.add_argument("--train", action="store_true", help="also time a training step (forward+backward+SGD)")
+    bench.add_argument("--batch", type=int, default=8)
+    bench.add_argument("--img-size", type=int, default=224)
+    bench.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    bench.add_argument("--no-peers", action="store_true", help="leave out the timm peers (Swin-T, ConvNeXt-T, ...)")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--iters", type=int, default=5)
+    bench.add_argument("--out", default="bench_out", help="folder for bench.json, bench.md, bench.png")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
