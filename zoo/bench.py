@@ -228,7 +228,8 @@ def run_bench(pattern: str | None = None, *, device: str = "cpu", batch: int = 8
 
     from .registry import list_models
 
-    names = [n for n in list_models() if pattern is None or fnmatch.fnmatch(n, pattern)]
+    patterns = [p.strip() for p in pattern.split(",")] if pattern else ["*"]  # "a*,b*": several patterns
+    names = [n for n in list_models() if any(fnmatch.fnmatch(n, p) for p in patterns)]
     jobs = [(n, False) for n in names] + ([(p, True) for p in PEERS] if peers else [])
     rows: list[BenchRow] = []
     with Progress() as progress:

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     bench = commands.add_parser("bench", help="params, GFLOPs, throughput and peak memory, with timm peers")
-    bench.add_argument("pattern", nargs="?", default=None, help="only the zoo models matching this pattern")
+    bench.add_argument("pattern", nargs="?", default=None, help="zoo models matching this pattern (comma-separate several)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     bench.add_argument("--train", action="store_true", help="also time a training step (forward+backward+SGD)")
     bench.add_argument("--batch", type=int, default=8)
