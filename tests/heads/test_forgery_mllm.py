@@ -262,3 +262,22 @@ def test_open_clip_branch_is_the_penultimate_block_without_cls():
         for block in visual.transformer.resblocks[:2]:  # blocks 0 and 1 of 3
             x = block(x)
     torch.testing.assert_close(OpenCLIPTokens(visual)(images).tokens, x[:, 1:])
+
+
+def test_zoo_biformer_as_the_low_level_branch():
+    """A zoo BiFormer (stage 3, stride 16) gives the keys/values; it has no attention map, so the fusion is unbiased."""
+    import timm
+
+    import backbones  # noqa: F401  (registers the zoo families with timm)
+    from heads.forgery.encoder import DualBranchEncoder, OpenCLIPTokens, TimmFeatureTokens
+    from heads.forgery.tiny import tiny_open_clip_config
+
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(**tiny_open_clip_config(image_size=112, patch_size=16))
+    biformer = timm.create_model("biformer_tiny", pretrained=False, features_only=True, out_indices=(2,))
+    encoder = DualBranchEncoder(OpenCLIPTokens(clip.visual), TimmFeatureTokens(biformer), width=64, dropout=0.0)
+    images = torch.randn(1, 3, 112, 112)
+    low = encoder.low_level(images)
+    assert low.tokens.shape == (1, 49, 256) and low.attn_map is None
+    assert encoder(images).shape == (1, 49, 64)
