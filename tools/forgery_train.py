@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Train a forgery head: the UnivFD / NPR detectors or FakeReasoning, on annotations in heads.forgery.data's format.
 
-    # the synthetic set (tools/make_forgery_set.py), CPU, tiny random CLIP for UnivFD
-    python tools/forgery_train.py --head npr --train data/forgery_synth/train.jsonl --out runs/npr --epochs 4
-    python tools/forgery_train.py --head univfd --tiny --train data/forgery_synth/train.jsonl --out runs/univfd
-    python tools/forgery_train.py --head fakereasoning --tiny --train data/forgery_synth/train.jsonl --out runs/fr
+    # the synthetic set (tools/make_forgery_set.py, 32 px), CPU; UnivFD on a tiny random frozen CLIP
+    python tools/forgery_train.py --head npr --train data/forgery_synth/train.jsonl --out runs/npr --epochs 1 --batch-size 32
+    python tools/forgery_train.py --head univfd --tiny --train data/forgery_synth/train.jsonl --out runs/univfd \
+        --epochs 30 --lr 1e-2
+    python tools/forgery_train.py --head fakereasoning --tiny --image-size 56 --train data/forgery_synth/train.jsonl \
+        --out runs/fr --epochs 1 --batch-size 4 --lr 1e-3
 
-Without ``--tiny`` UnivFD uses CLIP ViT-L/14 (openai) and FakeReasoning the paper's branches (downloads; see
-``heads.forgery.mllm.build_official_fakereasoning``). The run folder gets ``model.safetensors`` (trainable weights
-only for frozen-backbone heads would lose nothing, but the whole state is saved for simplicity) and ``run.json``
-(the arguments, so ``tools/forgery_eval.py`` rebuilds the same head).
+Without ``--tiny`` UnivFD uses CLIP ViT-L/14 (openai weights) with a new linear layer, and
+FakeReasoning the paper's branches and released weights (downloads; ``heads.forgery.mllm.build_official_fakereasoning``).
+UnivFD without ``--augment`` trains its linear layer on features computed once (the backbone is frozen). The run
+folder gets the weights (``model.safetensors`` for the detectors, the trainable part ``trainable.safetensors`` for
+FakeReasoning) and ``run.json`` (the arguments, so ``tools/forgery_eval.py`` rebuilds the same head).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def build_detector(head: str, tiny: bool, image_size: int) -> torch.nn.Module:
         return NPR()
     if head == "univfd":
         if not tiny:
-            return UnivFD.from_pretrained()
+            return UnivFD.from_pretrained(fc_weights=None)  # the linear layer trains from scratch, as in the paper
         import open_clip
 
         from heads.forgery.tiny import tiny_univfd_clip_config
