@@ -38,7 +38,8 @@ In this file, in order:
   one reverse sweep carrying the suffix sums of every gradient.
 - ``FlowAttentionFunction`` (autograd) and ``flow_attention`` (dispatch through ``kernels.backend``).
 
-Head dims up to 128 run in Triton (padded to a power of two >= 16 for ``tl.dot``); larger ones use the reference.
+Head dims up to 64 run in Triton (padded to a power of two >= 16 for ``tl.dot``); larger ones use the reference
+(the causal backward at 128 does not fit an H100's shared memory).
 Dot products take fp32 operands (the feature map is computed in fp32): 3xTF32 for fp32 inputs (fp32-accurate on
 tensor cores), one TF32 pass for fp16/bf16 inputs; so the interpreter's bf16 ``tl.dot`` pitfall never arises (the
 interpreter computes every dot in fp32).
@@ -73,7 +74,7 @@ __all__ = [
     "TRITON_MAX_HEAD_DIM",
 ]
 
-TRITON_MAX_HEAD_DIM = 128
+TRITON_MAX_HEAD_DIM = 64  # sm_90: the causal backward at d = 128 needs 238 KiB of shared memory even in 16-token blocks
 REFERENCE_CHUNK = 64
 
 
@@ -712,10 +713,9 @@ def _block_l(block_d: int, block_dv: int, causal: bool) -> int:
     # the causal kernels hold (block x block) scores and several (block x d) prefix tiles: smaller blocks for big d
     # (sm_90 compile of the causal backward, 3xTF32, d = 64: 64-token blocks need 322 KiB of shared memory, over
     # the H100's 227 KiB)
-    widest = max(block_d, block_dv)
     if causal:
-        return 16 if widest > 64 else (32 if widest == 64 else 64)
-    return 64 if widest <= 64 else 32
+        return 32 if max(block_d, block_dv) == 64 else 64
+    return 64
 
 
 def _new_output(q: torch.Tensor, value_dim: int) -> torch.Tensor:
