@@ -276,41 +276,47 @@ def _take_pretrained_init_cfg(init_cfg, pretrained):
     return (rest or None), pretrained
 
 
-_INDEXED = re.compile(r"^([A-Za-z_]\w*?)\.?(\d+)\.")
+_INDEXED = re.compile(r"^([A-Za-z_]\w*?)\.?(\d+)(?:\.|$)")  # "downsample_layers.1.x", "norm2.weight", "pos_embed3"
 
 
 def _assign_stages(param_names: list[str], stage_modules: list[str]) -> dict[str, int]:
-    """Map each parameter to -1 (stem) or its stage, from the ``feature_info`` module names.
+    """Map each parameter (in registration order) to -1 (stem) or its stage, from the ``feature_info`` modules.
 
-    A parameter inside a stage module belongs to that stage. Of the rest, those registered before the first stage
-    parameter belong to the stem unless they sit in a container indexed per stage (``downsample_layers.k`` as in
-    BiFormer: index 0 is the stem, index k the downsampling in front of stage k).
+    A parameter inside a stage module belongs to that stage. Outside them, a container indexed once per stage belongs
+    to the indexed stage: numbered 1..n (PVT's ``patch_embed1`` / ``pos_embed1``): stage k-1; numbered 0..n-1 and
+    registered after the stages (per-stage output norms: Swin's ``norm0``, BiFormer's ``extra_norms.0``): stage k;
+    numbered 0..n-1 and registered before them (BiFormer's ``downsample_layers``): index 0 is the stem, k the
+    downsampling in front of stage k. Anything else before the first stage is stem; after the stages, it is never
+    frozen (stage n).
     """
     num_stages = len(stage_modules)
+
+    def stage_of_module(name):
+        return next((k for k, module in enumerate(stage_modules) if name.startswith(module + ".")), None)
+
+    first_stage_position = next((i for i, n in enumerate(param_names) if stage_of_module(n) is not None),
+                                len(param_names))
+    containers: dict[str, tuple[set[int], int]] = {}
+    for position, name in enumerate(param_names):
+        match = _INDEXED.match(name)
+        if match and stage_of_module(name) is None:
+            indices, first = containers.get(match.group(1), (set(), position))
+            containers[match.group(1)] = (indices | {int(match.group(2))}, first)
+
     stages: dict[str, int] = {}
-    unplaced = []
-    seen_stage = False
-    containers: dict[str, set[int]] = {}
-    for name in param_names:
+    for position, name in enumerate(param_names):
+        stage = stage_of_module(name)
         match = _INDEXED.match(name)
-        if match:
-            containers.setdefault(match.group(1), set()).add(int(match.group(2)))
-    for name in param_names:
-        stage = next((k for k, module in enumerate(stage_modules) if name.startswith(module + ".")), None)
-        if stage is not None:
-            stages[name] = stage
-            seen_stage = True
-            continue
-        match = _INDEXED.match(name)
-        if match and len(containers[match.group(1)]) == num_stages and containers[match.group(1)] == set(range(num_stages)):
+        if stage is None and match and match.group(1) in containers:
+            indices, first = containers[match.group(1)]
             index = int(match.group(2))
-            stages[name] = -1 if index == 0 else index
-        elif not seen_stage:
-            stages[name] = -1
-        else:
-            unplaced.append(name)
-    for name in unplaced:  # after the last stage: final norms / heads kept by the model; never frozen before them
-        stages[name] = num_stages
+            if indices == set(range(1, num_stages + 1)):
+                stage = index - 1
+            elif indices == set(range(num_stages)):
+                stage = index if first > first_stage_position or index > 0 else -1
+        if stage is None:
+            stage = -1 if position < first_stage_position else num_stages
+        stages[name] = stage
     return stages
 
 

@@ -138,3 +138,19 @@ def test_runner_checkpoint_globals_are_narrow():
     blob.seek(0)
     with pytest.raises(pickle.UnpicklingError, match="only HistoryBuffer's statistics methods"):
         torch.load(blob)
+
+
+@pytest.mark.parametrize(("model_name", "model_kwargs", "expected"), [
+    # BiFormer: downsample_layers.k sits before stage k (index 0 is the stem); extra_norms.k after it.
+    ("biformer_small", dict(depth=(1, 1, 1, 1), extra_norms=True),
+     {"downsample_layers.0.0.weight": -1, "downsample_layers.2.0.weight": 2, "extra_norms.0.weight": 0}),
+    # PVT: patch_embed1 / pos_embed1 start stage 0 (names count from 1).
+    ("agent_pvt_tiny", dict(depths=(1, 1, 1, 1)), {"patch_embed1.proj.weight": 0, "pos_embed4": 3}),
+    # Swin: per-stage output norms norm0..norm3 follow their stage.
+    ("agent_swin_tiny", dict(depths=(1, 1, 1, 1), out_norms=True), {"patch_embed.proj.weight": -1, "norm0.weight": 0,
+                                                                      "norm3.weight": 3}),
+])
+def test_stage_assignment_per_family(model_name, model_kwargs, expected):
+    stages = ZooBackbone(model_name, model_kwargs=model_kwargs).parameter_stage()
+    assert {name: stages[name] for name in expected} == expected
+    assert set(stages.values()) <= {-1, 0, 1, 2, 3}  # every parameter placed
