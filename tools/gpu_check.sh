@@ -6,11 +6,11 @@
 #
 # Needs only what the machine has (torch, triton, timm, pytest; no pip, no internet, no mmcv): the checkout is put on
 # PYTHONPATH instead of being installed. Each stage has its own time limit and a failing stage does not stop the
-# next. Results (at most 5 files, so they fit the device tool's return limits):
+# next. Results (at most 8 files, the device tool's return limit):
 #   $OUT/summary.md     environment, test summary, benchmark tables (Markdown)
 #   $OUT/tests.log      full pytest output
 #   $OUT/bench.tar.gz   everything tools/benchmark.py wrote (JSON, Markdown, PNG, logs)
-#   $OUT/op_bra.png     BRA op plot;  $OUT/models.png  model throughput plot
+#   $OUT/op_{bra,agent,flow}.png  op plots;  $OUT/models.png  model throughput;  $OUT/zoo_bench.png  zoo bench plot
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,19 +37,20 @@ START=$(date +%s)
 
 # Ops whose benchmark this script runs (names from tools/benchmarks/__init__.py OP_BENCHMARKS), each with its own
 # time limit: GPU_CHECK_OPS="bra agent flow" bash tools/gpu_check.sh. Keep the sum of the stage limits under 8 minutes.
-OPS="${GPU_CHECK_OPS:-bra}"
+OPS="${GPU_CHECK_OPS:-bra agent flow}"
 
 if [ "$DRY_RUN" = 1 ]; then
     # CPU, tiny: the interpreter runs the Triton kernels; a handful of tests, tiny shapes, one timed call.
     TEST_ARGS=(tests/kernels/test_bra.py -k "B1R4T5 or dispatch or transposed")
     OP_ARGS=(--device cpu --preset tiny --repeats 1 --warmup 0)
     MODEL_ARGS=(--device cpu --models biformer_tiny,poolformer_s12 --batch-size 1 --modes infer --repeats 1 --warmup 0)
-    LIMIT_TESTS=600; LIMIT_OP=300; LIMIT_MODELS=300
+    LIMIT_TESTS=600; LIMIT_OP=300; LIMIT_MODELS=300; LIMIT_ZOO_BENCH=300
 else
     TEST_ARGS=(tests/kernels)
     OP_ARGS=(--device cuda)
     MODEL_ARGS=(--device cuda --models --batch-size 128 --repeats 10 --warmup 3)
-    LIMIT_TESTS=180; LIMIT_OP=150; LIMIT_MODELS=130
+    # 160 + 3 x 45 + 100 + 60 = 455 s of stage limits: the whole run stays under 8 minutes.
+    LIMIT_TESTS=160; LIMIT_OP=45; LIMIT_MODELS=100; LIMIT_ZOO_BENCH=60
 fi
 
 stage() { echo; echo "=== $1 ($(( $(date +%s) - START )) s)"; }
@@ -117,6 +118,21 @@ if [ -f "$BENCH/models/models.md" ]; then
 else
     { echo; echo "## models: no results (exit $RC$( [ "$RC" = 124 ] && echo ', timed out')); last lines:"; echo '```';
       tail -n 20 "$BENCH/models.log"; echo '```'; } >> "$SUMMARY"
+fi
+
+# zoo bench: one member of every family + the timm peers, bf16 training and inference (README table + plot).
+stage "zoo bench"
+if [ "$DRY_RUN" = 1 ]; then ZB_ARGS=(poolformer_s12 --device cpu --batch 1 --img-size 64 --iters 1 --warmup 0 --no-peers)
+else ZB_ARGS=("biformer_tiny,poolformer_s12,focalnet_tiny_srf,agent_pvt_tiny,agent_swin_tiny,flowformer" --device cuda
+              --batch 64 --amp bf16 --train --iters 5 --warmup 2); fi
+timeout "$LIMIT_ZOO_BENCH" "$PY" -m zoo.cli bench "${ZB_ARGS[@]}" --out "$BENCH/zoo_bench" > "$BENCH/zoo_bench.log" 2>&1
+RC=$?
+if [ -f "$BENCH/zoo_bench/bench.md" ]; then
+    { echo; echo "## zoo bench"; echo; cat "$BENCH/zoo_bench/bench.md"; } >> "$SUMMARY"
+    cp "$BENCH/zoo_bench/bench.png" "$OUT/zoo_bench.png" 2>/dev/null
+else
+    { echo; echo "## zoo bench: no results (exit $RC$( [ "$RC" = 124 ] && echo ', timed out')); last lines:"; echo '```';
+      tail -n 20 "$BENCH/zoo_bench.log"; echo '```'; } >> "$SUMMARY"
 fi
 
 tar -czf "$OUT/bench.tar.gz" -C "$BENCH" .

@@ -221,24 +221,35 @@ def machine_name(device: str) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def _progress(jobs):
+    """A rich progress bar where rich is installed (it is a core dependency; the bare GPU image may lack it)."""
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        for i, job in enumerate(jobs):
+            print(f"[{i + 1}/{len(jobs)}] {job[0]}", flush=True)
+            yield job
+        return
+    with Progress() as progress:
+        task = progress.add_task("benchmarking", total=len(jobs))
+        for job in jobs:
+            progress.update(task, description=job[0])
+            yield job
+            progress.advance(task)
+
+
 def run_bench(pattern: str | None = None, *, device: str = "cpu", batch: int = 8, img_size: int = 224,
               amp: str = "none", train: bool = False, peers: bool = True, out: str | Path = "bench_out",
               warmup: int = 2, iters: int = 5) -> list[BenchRow]:
-    from rich.progress import Progress
-
     from .registry import list_models
 
     patterns = [p.strip() for p in pattern.split(",")] if pattern else ["*"]  # "a*,b*": several patterns
     names = [n for n in list_models() if any(fnmatch.fnmatch(n, p) for p in patterns)]
     jobs = [(n, False) for n in names] + ([(p, True) for p in PEERS] if peers else [])
     rows: list[BenchRow] = []
-    with Progress() as progress:
-        task = progress.add_task("benchmarking", total=len(jobs))
-        for name, is_peer in jobs:
-            progress.update(task, description=f"{name}")
-            rows.append(bench_model(name, device=device, batch=batch, img_size=img_size, amp=amp, train=train,
-                                    warmup=warmup, iters=iters, peer=is_peer))
-            progress.advance(task)
+    for name, is_peer in _progress(jobs):
+        rows.append(bench_model(name, device=device, batch=batch, img_size=img_size, amp=amp, train=train,
+                                warmup=warmup, iters=iters, peer=is_peer))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header = (f"Machine: {machine_name(device)}; torch {torch.__version__}; batch {batch}, {img_size}x{img_size}, "

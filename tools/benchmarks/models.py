@@ -20,11 +20,15 @@ from .harness import MIB, _fmt, plot_bars, synchronize, time_call
 DEFAULT_MODELS = [
     "biformer_tiny",
     "biformer_small",
+    "agent_pvt_tiny",
+    "agent_swin_tiny",
+    "flowformer",
     "swin_tiny_patch4_window7_224",
     "convnext_tiny",
     "poolformer_s12",
 ]
-KERNEL_PATH_PREFIXES = ("biformer",)
+# models whose attention has a kernel path: measured once per path (reference, triton) on CUDA
+KERNEL_PATH_PREFIXES = ("biformer", "agent", "flowformer")
 
 
 def kernel_paths(model_name: str, device: str, paths: list[str]) -> list[str | None]:
