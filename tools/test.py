@@ -30,10 +30,8 @@ def main(argv=None):
     if args.out is not None:
         if not args.out.endswith((".pkl", ".pickle")):
             raise SystemExit("--out must end with .pkl")
-        from mmengine.evaluator import DumpResults
-
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-        cfg.test_evaluator = [*evaluators, dict(type=DumpResults, out_file_path=args.out)]
+        cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
 
     runner = build_runner(cfg)
     metrics = runner.test()

@@ -51,9 +51,10 @@ def test_train_resume_test(case, coco_synth, ade_synth, tmp_path, capsys):
     assert "resumed" in log.lower()
 
     capsys.readouterr()
-    metrics = run_tool("test", str(path), str(second), "--work-dir", str(tmp_path))
+    metrics = run_tool("test", str(path), str(second), "--work-dir", str(tmp_path), "--out", str(tmp_path / "out.pkl"))
     printed = capsys.readouterr().out
     key = "mIoU" if seg else "coco/bbox_mAP"
     assert key in metrics, metrics
     assert 0.0 <= metrics[key] <= (100.0 if seg else 1.0)
     assert re.search(rf"^{re.escape(key)}: [0-9.]+$", printed, re.M), printed
+    assert (tmp_path / "out.pkl").stat().st_size > 0  # --out dumped the raw predictions
