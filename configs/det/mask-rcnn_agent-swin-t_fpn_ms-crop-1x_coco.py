@@ -1,5 +1,5 @@
 # Agent-Swin-T + Mask R-CNN, 1x with multi-scale crop training, COCO. Paper: box AP 44.6, mask AP 40.7
-# (Agent Attention, ECCV 2024, Table 5; LeapLabTHU/Agent-Attention downstream/detection/README.md).
+# (Agent Attention, ECCV 2024; LeapLabTHU/Agent-Attention downstream/detection/README.md).
 # Setup of downstream/detection/configs/agent_swin/agent_swin_t_mrcnn_1x_9-12-14-7.py: downstream agent grids
 # 9x9/12x12/14x14/7x7, window partition kept at any size, a LayerNorm on each output, drop path 0.1, Swin's
 # multi-scale + crop training, AdamW lr 1e-4 wd 0.05 with no decay on norms, position tables and the agent biases,

@@ -1,4 +1,4 @@
-# BiFormer-B + Mask R-CNN, 1x, COCO. Paper: box AP 48.6, mask AP 43.7 (BiFormer, CVPR 2023, Table 3;
+# BiFormer-B + Mask R-CNN, 1x, COCO. Paper: box AP 48.6, mask AP 43.7 (BiFormer, CVPR 2023;
 # rayleizhu/BiFormer object_detection/README.md). Official config maskrcnn.1x.biformer_base.py: as BiFormer-S with
 # drop path 0.3.
 _base_ = ['./mask-rcnn_biformer-s_fpn_1x_coco.py']

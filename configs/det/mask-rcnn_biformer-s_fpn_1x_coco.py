@@ -1,5 +1,5 @@
 # BiFormer-S + Mask R-CNN, 1x, COCO. Paper: box AP 47.8, mask AP 43.2
-# (BiFormer, CVPR 2023, Table 3; rayleizhu/BiFormer object_detection/README.md: 48.1 / 43.6 reproduced at release).
+# (BiFormer, CVPR 2023; rayleizhu/BiFormer object_detection/README.md: 48.1 / 43.6 reproduced at release).
 # Setup of rayleizhu/BiFormer object_detection/configs/coco/maskrcnn.1x.biformer_small.py (UniFormer's recipe):
 # n_win=16 with auto_pad, a LayerNorm2d on each output, drop path 0.2, AdamW lr 1e-4 wd 0.05 with no decay on norms
 # and position tables, 8 GPUs x 2 images, 12 epochs, steps at 8 and 11; trained with AMP (add --amp).

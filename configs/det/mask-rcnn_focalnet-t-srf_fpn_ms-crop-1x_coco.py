@@ -1,5 +1,5 @@
 # FocalNet-T (SRF) + Mask R-CNN, 1x with multi-scale crop training, COCO. Paper: box AP 45.9, mask AP 41.3
-# (Focal Modulation Networks, NeurIPS 2022, Table 4; microsoft/FocalNet README.md).
+# (Focal Modulation Networks, NeurIPS 2022; microsoft/FocalNet README.md).
 # Setup of microsoft/FocalNet detection/configs/focalnet/mask_rcnn_focalnet_tiny_patch4_mstrain_480-800_adamw_1x_coco_srf.py:
 # focal kernels 9/11 (focal_windows=9; the 3/5 ImageNet kernels are zero-padded on load), a LayerNorm on each output,
 # drop path 0.1, Swin's multi-scale + crop training, AdamW lr 1e-4 wd 0.05 with no decay on norms, 12 epochs with

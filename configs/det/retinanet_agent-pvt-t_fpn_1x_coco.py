@@ -1,5 +1,5 @@
 # Agent-PVT-T + RetinaNet, 1x, COCO. Paper: box AP 40.3
-# (Agent Attention, ECCV 2024, Table 5; LeapLabTHU/Agent-Attention downstream/detection/README.md).
+# (Agent Attention, ECCV 2024; LeapLabTHU/Agent-Attention downstream/detection/README.md).
 # Setup of downstream/detection/configs/agent_pvt/agent_pvt_t_rtn_1x_12-16-28-28.py: downstream agent grids
 # 12x12/16x16/28x28/28x28 (agent biases interpolated), drop path 0.1, AdamW lr 1e-4 wd 1e-4 (no parameter-wise
 # rules there), 8 GPUs x 2 images, 12 epochs, steps at 8 and 11.

@@ -1,5 +1,5 @@
 # BiFormer-S + RetinaNet, 1x, COCO. Paper: box AP 45.9
-# (BiFormer: Vision Transformer with Bi-Level Routing Attention, CVPR 2023, Table 3; rayleizhu/BiFormer
+# (BiFormer: Vision Transformer with Bi-Level Routing Attention, CVPR 2023; rayleizhu/BiFormer
 # object_detection/README.md, which also lists 47.3 reproduced at code release).
 # Setup of rayleizhu/BiFormer object_detection/configs/coco/retinanet.1x.biformer_small.py: n_win=16 regions with
 # auto_pad (any input size), a LayerNorm2d on each output (extra_norms), drop path 0.2, AdamW lr 1e-4 wd 1e-4 (no

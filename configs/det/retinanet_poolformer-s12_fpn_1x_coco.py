@@ -1,5 +1,5 @@
 # PoolFormer-S12 + RetinaNet, 1x, COCO. Paper: box AP 36.2
-# (MetaFormer Is Actually What You Need for Vision, CVPR 2022, Table 3; sail-sg/poolformer detection/README.md).
+# (MetaFormer Is Actually What You Need for Vision, CVPR 2022; sail-sg/poolformer detection/README.md).
 # Setup of sail-sg/poolformer detection/configs/retinanet_poolformer_s12_fpn_1x_coco.py: GroupNorm(1) on each output,
 # AdamW lr 1e-4 wd 1e-4 (no parameter-wise rules there), 8 GPUs x 2 images, 12 epochs, steps at 8 and 11.
 # Stage 0 only feeds stage 1 here (RetinaNet's FPN starts at stride 8), so it is not returned: same network, and DDP

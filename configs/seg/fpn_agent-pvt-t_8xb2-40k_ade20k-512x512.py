@@ -1,5 +1,5 @@
 # Agent-PVT-T + Semantic FPN, 40k iterations, ADE20K 512x512. Paper: mIoU 40.18
-# (Agent Attention, ECCV 2024, Table 6; LeapLabTHU/Agent-Attention downstream/segmentation/README.md).
+# (Agent Attention, ECCV 2024; LeapLabTHU/Agent-Attention downstream/segmentation/README.md).
 # Setup of downstream/segmentation/configs/agent_pvt/fpn_agent_pvt_t_12-16-28-28.py: downstream agent grids
 # 12x12/16x16/28x28/28x28 (agent biases interpolated), drop path 0.1, AdamW lr 2e-4 wd 1e-4, poly decay 0.9,
 # 2 images per GPU (the config does not state the GPU count; 8 assumed as for the repository's other setups).

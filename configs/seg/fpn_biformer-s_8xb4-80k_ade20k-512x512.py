@@ -1,5 +1,5 @@
 # BiFormer-S + Semantic FPN, 80k iterations x 32 images, ADE20K 512x512. Paper: mIoU 48.9
-# (BiFormer: Vision Transformer with Bi-Level Routing Attention, CVPR 2023, Table 4; rayleizhu/BiFormer
+# (BiFormer: Vision Transformer with Bi-Level Routing Attention, CVPR 2023; rayleizhu/BiFormer
 # semantic_segmentation/README.md).
 # Setup of rayleizhu/BiFormer semantic_segmentation/configs/ade20k/sfpn.biformer_small.py: n_win=8 (512 training
 # resolution) with auto_pad, a LayerNorm2d on each output, drop path 0.15, AdamW lr 2e-4 wd 1e-4, linear warmup over

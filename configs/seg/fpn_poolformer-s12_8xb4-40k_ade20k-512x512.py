@@ -1,5 +1,5 @@
 # PoolFormer-S12 + Semantic FPN, 40k iterations x 32 images, ADE20K 512x512. Paper: mIoU 37.2
-# (MetaFormer Is Actually What You Need for Vision, CVPR 2022, Table 4; sail-sg/poolformer segmentation/README.md).
+# (MetaFormer Is Actually What You Need for Vision, CVPR 2022; sail-sg/poolformer segmentation/README.md).
 # Setup of sail-sg/poolformer segmentation/configs/sem_fpn/PoolFormer/fpn_poolformer_s12_ade20k_40k.py (PVT's recipe
 # with 2x the batch for half the iterations): GroupNorm(1) on each output, AdamW lr 2e-4 wd 1e-4, poly decay 0.9,
 # 8 GPUs x 4 images.

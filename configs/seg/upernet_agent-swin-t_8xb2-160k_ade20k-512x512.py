@@ -1,5 +1,5 @@
 # Agent-Swin-T + UperNet, 160k iterations x 16 images, ADE20K 512x512. Paper: mIoU 46.68
-# (Agent Attention, ECCV 2024, Table 6; LeapLabTHU/Agent-Attention downstream/segmentation/README.md).
+# (Agent Attention, ECCV 2024; LeapLabTHU/Agent-Attention downstream/segmentation/README.md).
 # Setup of downstream/segmentation/configs/agent_swin/upernet_agent_swin_t_9-12-14-7.py (Swin's UperNet recipe):
 # downstream agent grids 9x9/12x12/14x14/7x7, window partition kept at any size, a LayerNorm on each output,
 # drop path 0.3, AdamW lr 6e-5 wd 0.01 with no decay on norms, position tables and the agent biases, linear warmup

@@ -1,5 +1,5 @@
 # BiFormer-B + UperNet, 160k iterations x 16 images, ADE20K 512x512. Paper: mIoU 51.0 (51.7 multi-scale + flip)
-# (BiFormer, CVPR 2023, Table 4; rayleizhu/BiFormer semantic_segmentation/README.md). Official config
+# (BiFormer, CVPR 2023; rayleizhu/BiFormer semantic_segmentation/README.md). Official config
 # upernet.biformer_base.py: drop path 0.4.
 _base_ = ['./upernet_biformer-s_8xb2-160k_ade20k-512x512.py']
 model = dict(

@@ -1,5 +1,5 @@
 # BiFormer-S + UperNet, 160k iterations x 16 images, ADE20K 512x512. Paper: mIoU 49.8 (50.8 multi-scale + flip)
-# (BiFormer, CVPR 2023, Table 4; rayleizhu/BiFormer semantic_segmentation/README.md).
+# (BiFormer, CVPR 2023; rayleizhu/BiFormer semantic_segmentation/README.md).
 # Setup of rayleizhu/BiFormer semantic_segmentation/configs/ade20k/upernet.biformer_small.py (Swin's UperNet recipe):
 # n_win=8 with auto_pad, a LayerNorm2d on each output, drop path 0.3, AdamW lr 6e-5 wd 0.01 with no decay on norms,
 # linear warmup 1500 iterations then poly decay 1.0, 8 GPUs x 2 images; trained with AMP (add --amp).

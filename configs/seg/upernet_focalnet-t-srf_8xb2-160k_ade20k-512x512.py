@@ -1,5 +1,5 @@
 # FocalNet-T (SRF) + UperNet, 160k iterations x 16 images, ADE20K 512x512. Paper: mIoU 46.5 (47.2 multi-scale)
-# (Focal Modulation Networks, NeurIPS 2022, Table 7; microsoft/FocalNet README.md).
+# (Focal Modulation Networks, NeurIPS 2022; microsoft/FocalNet README.md).
 # Setup of microsoft/FocalNet segmentation/configs/focalnet/upernet_focalnet_tiny_patch4_512x512_160k_ade20k_srf.py
 # (Swin's UperNet recipe): focal kernels 9/11 (the 3/5 ImageNet kernels zero-padded on load), a LayerNorm on each
 # output, drop path 0.3, AdamW lr 6e-5 wd 0.01 with no decay on norms, linear warmup 1500 iterations then poly decay
