@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS
+from .demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS, DEFAULT_OUT_DIR, DEFAULT_XRAY_MINUTES
 
 __all__ = ["main"]
 
@@ -73,7 +73,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(pattern=args.pattern, max_gflops=args.max_gflops, budget_s=args.budget_s)
+    run_demo(pattern=args.pattern, max_gflops=args.max_gflops, budget_s=args.budget_s,
+             xray_minutes=args.xray_minutes, out_dir=args.out)
     return 0
 
 
@@ -132,12 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--use-ema", action="store_true", help="take the EMA weights of a training checkpoint")
     convert.set_defaults(run=cmd_convert)
 
-    demo = commands.add_parser("demo", help="build every model, classify an image, print params/GFLOPs/CPU latency")
+    demo = commands.add_parser("demo", help="the zoo table (params/GFLOPs/CPU latency), then train + evaluate an X-ray detector")
     demo.add_argument("--pattern", default="*", help="only the models matching this pattern")
     demo.add_argument("--max-gflops", type=float, default=DEFAULT_MAX_GFLOPS,
                       help="run models up to this many GFLOPs on the CPU; larger ones are only counted (default %(default)s)")
     demo.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                       help="start no CPU run after this many seconds; cheapest models run first (default %(default)s)")
+    demo.add_argument("--xray-minutes", type=float, default=DEFAULT_XRAY_MINUTES,
+                      help="budget of the X-ray detector step (train + per-split test); 0 skips it (default %(default)s)")
+    demo.add_argument("--out", default=DEFAULT_OUT_DIR, help="folder for the demo's files (default %(default)s)")
     demo.set_defaults(run=cmd_demo)
 
     export = commands.add_parser("export", help="export a model to ONNX and check it against eager in onnxruntime")

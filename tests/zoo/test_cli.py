@@ -75,7 +75,7 @@ def test_convert_refuses_code_without_trust(tmp_path, capsys):
 
 
 def test_demo_prints_the_zoo_table(carded, capsys):
-    assert main(["demo", "--pattern", SMALL_MODEL]) == 0
+    assert main(["demo", "--pattern", SMALL_MODEL, "--xray-minutes", "0"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if SMALL_MODEL in line and "convnext" in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]

@@ -22,7 +22,8 @@ def test_steps_run_in_order_and_can_be_appended(card_dir, monkeypatch):
     steps = [*demo.DEMO_STEPS, demo.DemoStep("a later issue's step", lambda console, options: seen.append(options))]
     monkeypatch.setattr(demo, "DEMO_STEPS", steps)
     console = Console(record=True, width=160)
-    demo.run_demo(pattern=SMALL_MODEL, console=console, max_gflops=1.0)
+    demo.run_demo(pattern=SMALL_MODEL, console=console, max_gflops=1.0, xray_minutes=0)
     text = console.export_text()
     assert text.index("Model zoo") < text.index("a later issue's step")
     assert SMALL_MODEL in text and seen[0].pattern == SMALL_MODEL and seen[0].max_gflops == 1.0
+    assert text.index("Model zoo") < text.index("X-ray") and "X-ray step skipped" in text
