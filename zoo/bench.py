@@ -3,9 +3,9 @@
 Results go to ``<out>/bench.json``, ``bench.md`` and ``bench.png`` (throughput vs. the card's top-1, one point per
 model, families coloured). Ratios are only meaningful between rows of one run on one machine.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps. On the CPU there is no allocator
-counter, so it is the peak resident-set growth above the level before the model ran, sampled every millisecond by a
-background thread: approximate, and it includes the allocator's caching.
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps, above what was allocated before.
+On the CPU it is not reported ("–"): there is no allocator counter, and resident-set growth hides memory that earlier
+models freed back into the C allocator, so it would read near zero for every model after the first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,42 +43,13 @@ class BenchRow:
     extra: dict = field(default_factory=dict)
 
 
-class _RssPeak:
-    """Peak RSS growth of this process while the context is open (CPU memory proxy)."""
-
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
-
-    def __enter__(self):
-        self._base = self._rss()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self._base)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss() - self._base)
-
-
 def _sync(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[float, float]:
-    """Median seconds per step and peak memory in MiB."""
+def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[float, float | None]:
+    """Median seconds per step and peak memory in MiB (None on the CPU)."""
     for _ in range(warmup):
         step()
     _sync(device)
@@ -94,13 +64,16 @@ def _timed(step, device: torch.device, warmup: int, iters: int) -> tuple[float, 
             times.append(time.perf_counter() - t0)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     else:
-        with _RssPeak() as rss:
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - t0)
-        peak = rss.peak / 2**20
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        peak = None
     return statistics.median(times), peak
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int = 224, amp: str = "none",
@@ -139,7 +112,7 @@ def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int
                 model(x)
 
         sec, peak = _timed(infer_step, dev, warmup, iters)
-        row.infer_img_s, row.infer_peak_mib = round(batch / sec, 2), round(peak, 1)
+        row.infer_img_s, row.infer_peak_mib = round(batch / sec, 2), _round(peak)
         if train:
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -153,7 +126,7 @@ def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int
                 opt.step()
 
             sec, peak = _timed(train_step, dev, warmup, iters)
-            row.train_img_s, row.train_peak_mib = round(batch / sec, 2), round(peak, 1)
+            row.train_img_s, row.train_peak_mib = round(batch / sec, 2), _round(peak)
     except Exception as err:
         row.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     finally:
