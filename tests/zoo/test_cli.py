@@ -85,11 +85,11 @@ def test_demo_prints_the_zoo_table(carded, capsys):
 
 
 def test_demo_counts_but_does_not_run_models_above_the_limits(carded, capsys):
-    assert main(["demo", "--pattern", SMALL_MODEL, "--max-gflops", "0.001"]) == 0
+    assert main(["demo", "--pattern", SMALL_MODEL, "--max-gflops", "0.001", "--xray-minutes", "0"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if SMALL_MODEL in line and "convnext" in line)
     assert "not run" in row and "> 0.001 GFLOPs" in row and "0.27" in row
     assert "Not run: above 0.001 GFLOPs" in out
-    assert main(["demo", "--pattern", SMALL_MODEL, "--budget-s", "-1"]) == 0
+    assert main(["demo", "--pattern", SMALL_MODEL, "--budget-s", "-1", "--xray-minutes", "0"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if SMALL_MODEL in line and "convnext" in line)
     assert "not run" in row and "time budget" in row
