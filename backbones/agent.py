@@ -42,6 +42,17 @@ __all__ = ["AgentCSWin", "AgentDeiT", "AgentPVT", "AgentSwinTransformer", "check
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _init_weights(m: nn.Module) -> None:
+    """The official models' initialisation, shared by every Agent family: truncated-normal Linear, unit LayerNorm."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.zeros_(m.bias)
+        nn.init.ones_(m.weight)
+
+
 def agent_pool_size(agent_num: int) -> int:
     """Side of the square agent grid; agents are pooled on a square grid, so agent_num must be a square."""
     agent_num = int(agent_num)
@@ -312,17 +323,7 @@ class AgentPVT(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         for i in range(num_stages):
             trunc_normal_(getattr(self, f"pos_embed{i + 1}"), std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.zeros_(m.bias)
-            nn.init.ones_(m.weight)
+        self.apply(_init_weights)
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -719,17 +720,7 @@ class AgentSwinTransformer(nn.Module):
             num_classes = self.num_classes = 0
         self.norm = nn.Identity() if out_norms else norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.zeros_(m.bias)
-            nn.init.ones_(m.weight)
+        self.apply(_init_weights)
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
@@ -903,17 +894,7 @@ class AgentDeiT(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.zeros_(m.bias)
-            nn.init.ones_(m.weight)
+        self.apply(_init_weights)
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -1166,17 +1147,7 @@ class AgentCSWin(nn.Module):
         self.num_features = self.head_hidden_size = dim
         self.norm = norm_layer(dim)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.zeros_(m.bias)
-            nn.init.ones_(m.weight)
+        self.apply(_init_weights)
 
     @torch.jit.ignore
     def get_classifier(self):
