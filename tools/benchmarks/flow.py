@@ -117,48 +117,9 @@ BENCHMARK = OpBenchmark(
 
 def main(argv=None) -> int:
     """Flowformer training (and inference) per kernel path, in one run on one machine."""
-    import argparse
+    from .models import kernel_path_table
 
-    import backbones  # noqa: F401  (registers flowformer with timm)
-
-    from .harness import device_label, environment
-    from .models import measure_model, zoo_kernels
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--models", default="flowformer")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--modes", default="train,infer")
-    parser.add_argument("--warmup", type=int)
-    parser.add_argument("--repeats", type=int)
-    args = parser.parse_args(argv)
-    cuda = args.device.startswith("cuda")
-    if not cuda:
-        torch.set_num_threads(1)
-    batch = args.batch_size or (128 if cuda else 2)
-    warmup, repeats = args.warmup or (5 if cuda else 1), args.repeats or (20 if cuda else 2)
-    paths = ("reference", "triton") if cuda else ("reference",)
-    print(f"# {device_label(environment(args.device), args.device)}; batch {batch}; "
-          f"{'bf16 autocast' if cuda else 'fp32'}; ZOO_KERNELS={' vs ='.join(paths)}")  # fmt: skip
-    print("| model | mode | path | img/s | ms/iter | peak MiB | speedup vs reference | memory vs reference |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    for name in args.models.split(","):
-        for mode in args.modes.split(","):
-            base = None
-            for path in paths:
-                with zoo_kernels(path):
-                    r = measure_model(name, mode, args.device, batch, 224, warmup, repeats)
-                ratio = mem = "-"
-                if base is None:
-                    base = r
-                else:
-                    ratio = f"{r['img_per_s'] / base['img_per_s']:.2f}"
-                    if r.get("peak_mib") and base.get("peak_mib"):
-                        mem = f"{r['peak_mib'] / base['peak_mib']:.2f}"
-                peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "-"
-                print(f"| {name} | {mode} | {path} | {r['img_per_s']:.1f} | {r['ms_per_iter']:.2f} | {peak} | "
-                      f"{ratio} | {mem} |", flush=True)  # fmt: skip
-    return 0
+    return kernel_path_table(argv, "flowformer", main.__doc__)
 
 
 if __name__ == "__main__":

@@ -191,3 +191,54 @@ def plot_models(path: Path, records: list[dict[str, Any]], meta: dict[str, Any])
             series.setdefault(r["mode"], {})[f"img_per_s@{r['label']}"] = r["img_per_s"]
     plot_bars(path, f"models, {meta['device_label']}, batch {meta['batch_size']}", groups, series,
               [("img_per_s", "images / s")])
+
+
+def kernel_path_table(argv, default_models: str, description: str, cpu_paths=("reference",),
+                      path_labels: dict[str, str] | None = None) -> int:
+    """Command line shared by the per-op model scripts (``python -m benchmarks.agent`` / ``.flow``): each model, mode
+    and kernel path measured in one run, printed as a Markdown table with ratios to the reference path.
+
+    cpu_paths: the kernel paths that can run on the CPU (the Triton ones only run on CUDA, or in the interpreter).
+    """
+    import argparse
+
+    import backbones  # noqa: F401  (registers the families with timm)
+
+    from .harness import device_label, environment
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", default=default_models)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--repeats", type=int)
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    if not cuda:
+        torch.set_num_threads(1)  # the harness's CPU convention: 2 shared threads make timings swing
+    batch = args.batch_size or (128 if cuda else 2)
+    warmup, repeats = args.warmup or (5 if cuda else 1), args.repeats or (20 if cuda else 2)
+    paths = ("reference", "triton") if cuda else tuple(cpu_paths)
+    labels = path_labels or {}
+    print(f"# {device_label(environment(args.device), args.device)}; batch {batch}; "
+          f"{'bf16 autocast' if cuda else 'fp32'}; ZOO_KERNELS={' vs ='.join(paths)}")
+    print("| model | mode | path | img/s | ms/iter | peak MiB | speedup vs reference | memory vs reference |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        for mode in args.modes.split(","):
+            base = None
+            for path in paths:
+                with zoo_kernels(path):
+                    r = measure_model(name, mode, args.device, batch, 224, warmup, repeats)
+                ratio = mem = "-"
+                if base is None:
+                    base = r
+                else:
+                    ratio = f"{r['img_per_s'] / base['img_per_s']:.2f}"
+                    if r.get("peak_mib") and base.get("peak_mib"):
+                        mem = f"{r['peak_mib'] / base['peak_mib']:.2f}"
+                peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "-"
+                print(f"| {name} | {mode} | {labels.get(path, path)} | {r['img_per_s']:.1f} | "
+                      f"{r['ms_per_iter']:.2f} | {peak} | {ratio} | {mem} |", flush=True)
+    return 0
