@@ -93,3 +93,15 @@ def test_demo_counts_but_does_not_run_models_above_the_limits(carded, capsys):
     assert main(["demo", "--pattern", SMALL_MODEL, "--budget-s", "-1", "--xray-minutes", "0"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if SMALL_MODEL in line and "convnext" in line)
     assert "not run" in row and "time budget" in row
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`zoo card NAME | true`: the reader is gone before the first write; no BrokenPipeError traceback on stderr."""
+    import subprocess
+    import sys
+
+    script = "import sys; from zoo.cli import main; sys.exit(main(['card', 'biformer_tiny']))"
+    proc = subprocess.run(f"'{sys.executable}' -c \"{script}\" | true; echo $" + "{PIPESTATUS[0]}", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "141"  # 128 + SIGPIPE, as `cat` or `grep` would end
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -1,0 +1,14 @@
+"""The verbs of the ``zoo`` command, one module per verb.
+
+Each module defines ``register(subparsers)``: it adds its sub-parser and sets ``run=<function(args) -> exit code>``.
+``zoo.cli`` builds the parser from ``VERB_MODULES`` in that order (the order of ``zoo --help``). A new verb is a new
+module here plus one entry in ``VERB_MODULES``.
+
+Conventions every verb keeps (DESIGN.md): the same flag names (``--data``, ``--out``, ``--device``, ``--batch-size``,
+``--img-size``, ``--checkpoint``); a user mistake raises ``UserError`` (or one of the zoo's own error types) and ends as
+one line on stderr with exit code 2; a measuring command prints one JSON object as its last stdout line.
+"""
+
+from __future__ import annotations
+
+VERB_MODULES = ("listing", "card", "convert", "export", "bench", "demo")

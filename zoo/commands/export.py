@@ -1,0 +1,36 @@
+"""``zoo export NAME``: export a model to ONNX and check it against eager in onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    import timm
+
+    from ..export import export_onnx
+    from ..registry import require_model
+
+    model = timm.create_model(require_model(args.name), pretrained=False)
+    if args.checkpoint:
+        from ..checkpoint import load_checkpoint
+
+        load_checkpoint(model, args.checkpoint)
+    size = tuple(args.input_size) if args.input_size else None
+    result = export_onnx(model, args.output or f"{args.name}.onnx", input_size=size, opset=args.opset,
+                         exporter=args.exporter)
+    diff = "not checked (onnxruntime missing)" if result.max_abs_diff is None else f"{result.max_abs_diff:.3g}"
+    print(f"{result.path}  exporter={result.exporter}  max |onnxruntime - eager| = {diff}")
+    return 0
+
+
+def register(commands) -> None:
+    export = commands.add_parser("export", help="export a model to ONNX and check it against eager in onnxruntime")
+    export.add_argument("name", help="model name, e.g. biformer_tiny")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default %(default)s)")
+    export.add_argument("--output", "-o", help="file to write (default NAME.onnx)")
+    export.add_argument("--checkpoint", help="weights to load first (path or card name, through zoo.load_checkpoint)")
+    export.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    export.set_defaults(run=run)
