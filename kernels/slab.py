@@ -30,23 +30,61 @@ the module casts where it needs the official dtype).
 In this file, in order:
 
 - ``simplified_linear_attention_reference``: plain torch, the official order of operations (the spec).
-- Triton kernels (forward and backward), one program per (batch, head), the d x dv state and the d-vector
-  normaliser kept on chip (see below).
+- Triton kernels: one program per (batch, head) that keeps the d x dv state ``k^T v`` and the d-vector
+  ``sum_j k_j`` in registers and streams the tokens in blocks; fp32 accumulation whatever the input dtype.
+  Forward: two sweeps (keys and values: the state and the key sum; queries: the output), so every input is read
+  once and nothing of size N x M or N x d x dv is ever written; the state and the key sum (d x dv + d floats per
+  head) are kept for the backward. Backward, with ``z_i = 1 / (q_i . s + eps)``, ``s = sum_j k_j``,
+  ``S = k^T v``::
+
+      dq_i = z_i (dO_i S^T) - z_i (dO_i . out_i) s          dS = sum_i z_i q_i^T dO_i
+      dk_j = v_j dS^T + ds                                  ds = -sum_i z_i (dO_i . out_i) q_i
+      dv_j = k_j dS
+
+  two sweeps (queries: dq, dS and ds; keys: dk and dv), no atomics (deterministic).
 - ``SimplifiedLinearAttentionFunction`` (autograd) and ``simplified_linear_attention`` (dispatch through
   ``kernels.backend``).
+
+Head dims up to 64 run in Triton (padded to a power of two >= 16 for ``tl.dot``), which covers every released SLAB
+model (DeiT-T/S, PVT, Swin, CSWin: 32 or 64); larger ones use the reference. The kernels always take the state-first
+order (that is what keeps the state on chip); the reference's scores-first case differs from it by rounding only.
+Dot products take fp32 operands: 3xTF32 for fp32 inputs (fp32-accurate on tensor cores), one TF32 pass for
+fp16/bf16 inputs; so the interpreter's bf16 ``tl.dot`` pitfall never arises (the interpreter computes every dot in
+fp32). float64 inputs always take the reference (the kernels compute in fp32; parity runs want the exact spec).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .backend import choose_backend
+from .backend import choose_backend, forced_backend, interpreting
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the reference path needs no Triton
+    triton = None
+
+    class _NoTriton:
+        constexpr = None
+
+    tl = _NoTriton()
+
+    def _jit(fn):
+        return fn
+else:
+    _jit = triton.jit
 
 __all__ = [
     "simplified_linear_attention",
     "simplified_linear_attention_reference",
+    "SimplifiedLinearAttentionFunction",
+    "state_first",
     "OFFICIAL_EPS",
+    "TRITON_MAX_HEAD_DIM",
 ]
+
+TRITON_MAX_HEAD_DIM = 64  # two d x dv fp32 tiles (state and its gradient) per program stay in registers at 64
 
 OFFICIAL_EPS = 1e-6  # ``+ 1e-6`` in the normaliser of every official SimplifiedLinearAttention
 
@@ -108,18 +146,234 @@ def simplified_linear_attention_reference(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Dispatch
+# Triton kernels
 # ----------------------------------------------------------------------------------------------------------------
+
+
+@_jit
+def _mm(a, b, FP32_DOT: tl.constexpr):
+    # fp32 inputs: 3xTF32 (fp32-accurate on tensor cores); half inputs: one TF32 pass (operands are fp32 either way)
+    if FP32_DOT:
+        return tl.dot(a, b, input_precision="tf32x3")
+    else:
+        return tl.dot(a, b, input_precision="tf32")
+
+
+@_jit
+def _load_rows(base, rows, cols, stride_l, stride_d, row_mask, col_mask):
+    """(rows x cols) tile in fp32, zero outside the tensor (padded keys add nothing to the state or the key sum)."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(base + rows[:, None] * stride_l + cols[None, :] * stride_d, mask=mask, other=0.0)
+    return x.to(tl.float32)
+
+
+@_jit
+def _store_rows(base, rows, cols, stride_l, stride_d, row_mask, col_mask, x):
+    """Store an fp32 (rows x cols) tile in the tensor's dtype, only inside the tensor."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    tl.store(base + rows[:, None] * stride_l + cols[None, :] * stride_d, x.to(base.dtype.element_ty), mask=mask)
+
+
+@_jit
+def _slab_fwd_kernel(
+    Q, K, V, OUT, STATE, KEY_SUM,
+    stride_qb, stride_qh, stride_ql, stride_qd,
+    stride_kb, stride_kh, stride_kl, stride_kd,
+    stride_vb, stride_vh, stride_vl, stride_vd,
+    stride_ob, stride_oh, stride_ol, stride_od,
+    n_heads, n_queries, n_keys, head_dim, value_dim, eps,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
+):  # fmt: skip
+    bh = tl.program_id(0)
+    b = bh // n_heads
+    h = bh % n_heads
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    o_base = OUT + b * stride_ob + h * stride_oh
+    offs_l = tl.arange(0, BLOCK_L)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_DV)
+    d_mask = offs_d < head_dim
+    e_mask = offs_e < value_dim
+
+    # sweep 1 (keys, values): the state k^T v and the key sum, both on chip
+    state = tl.zeros([BLOCK_D, BLOCK_DV], dtype=tl.float32)
+    key_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for start in range(0, n_keys, BLOCK_L):
+        rows = start + offs_l
+        row_mask = rows < n_keys
+        k = _load_rows(k_base, rows, offs_d, stride_kl, stride_kd, row_mask, d_mask)
+        v = _load_rows(v_base, rows, offs_e, stride_vl, stride_vd, row_mask, e_mask)
+        state += _mm(tl.trans(k), v, FP32_DOT)
+        key_sum += tl.sum(k, axis=0)
+    tl.store(STATE + bh * BLOCK_D * BLOCK_DV + offs_d[:, None] * BLOCK_DV + offs_e[None, :], state)
+    tl.store(KEY_SUM + bh * BLOCK_D + offs_d, key_sum)
+
+    # sweep 2 (queries): out_i = (q_i @ state) / (q_i . key_sum + eps)
+    for start in range(0, n_queries, BLOCK_L):
+        rows = start + offs_l
+        row_mask = rows < n_queries
+        q = _load_rows(q_base, rows, offs_d, stride_ql, stride_qd, row_mask, d_mask)
+        normaliser = 1.0 / (tl.sum(q * key_sum[None, :], axis=1) + eps)
+        out = _mm(q, state, FP32_DOT) * normaliser[:, None]
+        _store_rows(o_base, rows, offs_e, stride_ol, stride_od, row_mask, e_mask, out)
+
+
+@_jit
+def _slab_bwd_kernel(
+    Q, K, V, DO, DQ, DK, DV, STATE, KEY_SUM,
+    stride_qb, stride_qh, stride_ql, stride_qd,
+    stride_kb, stride_kh, stride_kl, stride_kd,
+    stride_vb, stride_vh, stride_vl, stride_vd,
+    stride_gb, stride_gh, stride_gl, stride_gd,
+    stride_dqb, stride_dqh, stride_dql, stride_dqd,
+    stride_dkb, stride_dkh, stride_dkl, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvl, stride_dvd,
+    n_heads, n_queries, n_keys, head_dim, value_dim, eps,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
+):  # fmt: skip
+    bh = tl.program_id(0)
+    b = bh // n_heads
+    h = bh % n_heads
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    g_base = DO + b * stride_gb + h * stride_gh
+    dq_base = DQ + b * stride_dqb + h * stride_dqh
+    dk_base = DK + b * stride_dkb + h * stride_dkh
+    dv_base = DV + b * stride_dvb + h * stride_dvh
+    offs_l = tl.arange(0, BLOCK_L)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_DV)
+    d_mask = offs_d < head_dim
+    e_mask = offs_e < value_dim
+
+    state = tl.load(STATE + bh * BLOCK_D * BLOCK_DV + offs_d[:, None] * BLOCK_DV + offs_e[None, :])
+    key_sum = tl.load(KEY_SUM + bh * BLOCK_D + offs_d)
+
+    # sweep 1 (queries): dq, and the gradients of the state and of the key sum
+    d_state = tl.zeros([BLOCK_D, BLOCK_DV], dtype=tl.float32)
+    d_key_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for start in range(0, n_queries, BLOCK_L):
+        rows = start + offs_l
+        row_mask = rows < n_queries
+        q = _load_rows(q_base, rows, offs_d, stride_ql, stride_qd, row_mask, d_mask)
+        grad = _load_rows(g_base, rows, offs_e, stride_gl, stride_gd, row_mask, e_mask)  # zero on padded rows
+        normaliser = 1.0 / (tl.sum(q * key_sum[None, :], axis=1) + eps)
+        d_numerator = grad * normaliser[:, None]  # gradient of q_i @ state
+        out = _mm(q, state, FP32_DOT) * normaliser[:, None]
+        d_denominator = -tl.sum(d_numerator * out, axis=1)  # gradient of q_i . key_sum + eps
+        dq = _mm(d_numerator, tl.trans(state), FP32_DOT) + d_denominator[:, None] * key_sum[None, :]
+        d_state += _mm(tl.trans(q), d_numerator, FP32_DOT)
+        d_key_sum += tl.sum(d_denominator[:, None] * q, axis=0)
+        _store_rows(dq_base, rows, offs_d, stride_dql, stride_dqd, row_mask, d_mask, dq)
+
+    # sweep 2 (keys, values): dk_j = v_j @ d_state^T + d_key_sum, dv_j = k_j @ d_state
+    for start in range(0, n_keys, BLOCK_L):
+        rows = start + offs_l
+        row_mask = rows < n_keys
+        k = _load_rows(k_base, rows, offs_d, stride_kl, stride_kd, row_mask, d_mask)
+        v = _load_rows(v_base, rows, offs_e, stride_vl, stride_vd, row_mask, e_mask)
+        dk = _mm(v, tl.trans(d_state), FP32_DOT) + d_key_sum[None, :]
+        dv = _mm(k, d_state, FP32_DOT)
+        _store_rows(dk_base, rows, offs_d, stride_dkl, stride_dkd, row_mask, d_mask, dk)
+        _store_rows(dv_base, rows, offs_e, stride_dvl, stride_dvd, row_mask, e_mask, dv)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# autograd.Function and dispatch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _padded(dim: int) -> int:
+    return max(16, triton.next_power_of_2(dim))
+
+
+def _block_l() -> int:
+    # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
+    return 128 if interpreting() else 64
+
+
+def _new_output(q: torch.Tensor, value_dim: int) -> torch.Tensor:
+    # (B, N, h, dv) in memory, seen as (B, h, N, dv): the model's ``transpose(1, 2).reshape`` is then free
+    b, h, length, _ = q.shape
+    return torch.empty(b, length, h, value_dim, dtype=q.dtype, device=q.device).transpose(1, 2)
+
+
+def _strides(t: torch.Tensor):
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+class SimplifiedLinearAttentionFunction(torch.autograd.Function):
+    """Fused SLAB linear attention (Triton). q and k after the feature map; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, eps: float):
+        b, h, n_queries, head_dim = q.shape
+        n_keys, value_dim = k.shape[2], v.shape[3]
+        block_d, block_dv = _padded(head_dim), _padded(value_dim)
+        block_l = _block_l()
+        fp32_dot = q.dtype == torch.float32
+        out = _new_output(q, value_dim)
+        state = torch.empty(b * h, block_d, block_dv, dtype=torch.float32, device=q.device)
+        key_sum = torch.empty(b * h, block_d, dtype=torch.float32, device=q.device)
+        _slab_fwd_kernel[(b * h,)](
+            q, k, v, out, state, key_sum,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            h, n_queries, n_keys, head_dim, value_dim, eps,
+            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
+            num_warps=4,
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, state, key_sum)
+        ctx.eps = eps
+        ctx.blocks = (block_l, block_d, block_dv, fp32_dot)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, state, key_sum = ctx.saved_tensors
+        block_l, block_d, block_dv, fp32_dot = ctx.blocks
+        b, h, n_queries, head_dim = q.shape
+        n_keys, value_dim = k.shape[2], v.shape[3]
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+        _slab_bwd_kernel[(b * h,)](
+            q, k, v, grad_out, dq, dk, dv, state, key_sum,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out),
+            *_strides(dq), *_strides(dk), *_strides(dv),
+            h, n_queries, n_keys, head_dim, value_dim, ctx.eps,
+            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
+            num_warps=4,
+        )  # fmt: skip
+        return dq, dk, dv, None
+
+
+def _triton_supports(q: torch.Tensor, v: torch.Tensor) -> bool:
+    return q.shape[3] <= TRITON_MAX_HEAD_DIM and v.shape[3] <= TRITON_MAX_HEAD_DIM
 
 
 def simplified_linear_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = OFFICIAL_EPS
 ) -> torch.Tensor:
-    """SLAB's linear attention, dispatched through ``kernels.backend``.
+    """SLAB's linear attention, dispatched: Triton on CUDA (or when ``ZOO_KERNELS=triton``), the reference otherwise.
 
     q (B, h, N, d), k (B, h, M, d), v (B, h, M, dv); q and k already through the feature map (ReLU: non-negative),
     any strides. ``eps`` is the official ``1e-6`` added to the normaliser. Returns (B, h, N, dv) in q's dtype.
+    float64 always takes the reference (the kernels compute in fp32); so do head dims over ``TRITON_MAX_HEAD_DIM``
+    unless ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them.
     """
     _check_inputs(q, k, v)
-    choose_backend(q, k, v)  # validates ZOO_KERNELS; the Triton path is not in this file yet
+    if choose_backend(q, k, v) == "triton":
+        if not _triton_supports(q, v):
+            if forced_backend() == "triton":
+                raise ValueError(
+                    f"the Triton SLAB linear-attention kernel takes head dims up to {TRITON_MAX_HEAD_DIM}; got "
+                    f"{q.shape[3]} (qk) and {v.shape[3]} (v): use ZOO_KERNELS=reference or smaller heads"
+                )
+            return simplified_linear_attention_reference(q, k, v, eps=eps)
+        if q.dtype == torch.float64:
+            return simplified_linear_attention_reference(q, k, v, eps=eps)
+        return SimplifiedLinearAttentionFunction.apply(q, k, v, float(eps))
     return simplified_linear_attention_reference(q, k, v, eps=eps)
