@@ -33,6 +33,34 @@ Schema (YAML keys; all required unless marked optional)::
       ...
     model_kwargs: {}                # optional: keyword arguments for timm.create_model that the checkpoints need
 
+Task heads (``task`` other than ``classification``) describe a whole detector, segmentor or forgery model instead of
+a timm model. Their name is any card name (not a timm name); ``params_m``, ``gflops``, ``input_size``, ``mean`` and
+``std`` become optional, and one more section is required::
+
+    task: xray                      # optional, default classification; one of TASKS: classification, xray,
+                                    # detection, segmentation, forgery (`zoo list --task` filters on it)
+    detector:                       # required for xray / detection / segmentation, not allowed otherwise
+      config: xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py   # a shipped config (zoo.shipped.config_path)
+      architecture: "Cascade Mask R-CNN, FPN + SDANet"             # text
+      backbone: "ResNet-101 (torchvision ImageNet weights)"        # text
+      backbone_card: null           # the zoo card of the backbone (e.g. biformer_small), or null when it has none
+      dataset: pidray               # the dataset the config trains on
+      key_mapping: heads.xray.selective_attention.convert_official_sdanet_checkpoint
+                                    # module.function that turns an official checkpoint's state dict into the
+                                    # config's keys, or null when the official keys load as they are
+    forgery:                        # required for forgery, not allowed otherwise
+      head: npr                     # the heads.forgery model: fakereasoning, univfd or npr
+      encoder_branches:             # one text per image-encoder branch (at least one)
+        - "ResNet-50 on neighbouring-pixel residuals"
+      language_model: null          # text naming the LM (FakeReasoning), or null
+      training_data: "ForenSynths ProGAN, 4 classes"               # what the paper trained on
+      key_mapping: null             # as for detectors
+
+    metrics:                        # every task: entries may also carry
+      - ...
+        split: easy                 # optional: the test split (PIDray easy / hard / hidden / overall)
+        generator: progan           # optional: the generator whose images are the fakes (forgery)
+
 ``zoo.load_checkpoint(model, "<name>")`` uses the first checkpoint, verifying its sha256 when the card gives one.
 Cards are read from ``zoo/cards/`` and from the directories in the ``ZOO_CARD_PATH`` environment variable
 (``os.pathsep``-separated), so private cards can live outside the package; a name defined twice is an error.
@@ -53,9 +81,12 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "TASKS",
     "Card",
     "CardError",
     "Checkpoint",
+    "DetectorSpec",
+    "ForgerySpec",
     "Metric",
     "Paper",
     "UnknownModelError",
@@ -72,6 +103,13 @@ CARD_PATH_ENV = "ZOO_CARD_PATH"
 _ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TASK = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_DOTTED_FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+CLASSIFICATION = "classification"
+DETECTOR_TASKS = ("xray", "detection", "segmentation")  # cards of these tasks carry a `detector` section
+FORGERY_TASK = "forgery"
+TASKS = (CLASSIFICATION, *DETECTOR_TASKS, FORGERY_TASK)
+FORGERY_HEADS = ("fakereasoning", "univfd", "npr")
 
 
 class CardError(ValueError):
@@ -117,6 +155,38 @@ class Metric:
     metric: str
     value: float
     source: str
+    split: str | None = None  # the test split the number is on (PIDray: easy, hard, hidden, overall)
+    generator: str | None = None  # forgery: the generator whose images are the fakes
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A detector / segmentor card's ``detector`` section: which shipped config builds it, on what, from what."""
+
+    config: str  # as written in the card; config_file resolves it
+    architecture: str
+    backbone: str
+    backbone_card: str | None
+    dataset: str
+    key_mapping: str | None
+
+    @property
+    def config_file(self) -> Path:
+        """The config as a file: a shipped config (zoo/.mim/configs installed, configs/ in a clone) or a path."""
+        from .shipped import config_path
+
+        return config_path(self.config)
+
+
+@dataclass(frozen=True)
+class ForgerySpec:
+    """A forgery model card's ``forgery`` section."""
+
+    head: str
+    encoder_branches: tuple[str, ...]
+    language_model: str | None
+    training_data: str
+    key_mapping: str | None
 
 
 @dataclass(frozen=True)
@@ -135,16 +205,19 @@ class Card:
     paper: Paper
     official_repo: str
     license: str
-    params_m: float
-    gflops: float
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    params_m: float | None  # None only on task-head cards that do not state it
+    gflops: float | None
+    input_size: tuple[int, int, int] | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
     metrics: tuple[Metric, ...]
     checkpoints: tuple[Checkpoint, ...]
     notes: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
+    task: str = CLASSIFICATION
+    detector: DetectorSpec | None = None
+    forgery: ForgerySpec | None = None
 
     def metric(self, metric: str, dataset: str | None = None) -> Metric | None:
         """The first reported metric called ``metric`` (optionally on ``dataset``), or None."""
@@ -213,11 +286,60 @@ class _Checker:
         return value
 
 
-_CARD_REQUIRED = {
-    "name", "family", "paper", "official_repo", "license", "params_m", "gflops",
-    "input_size", "mean", "std", "metrics", "checkpoints",
-}
-_CARD_OPTIONAL = {"notes", "model_kwargs"}
+_COMMON_REQUIRED = {"name", "family", "paper", "official_repo", "license", "metrics", "checkpoints"}
+_MODEL_STATS = {"params_m", "gflops", "input_size", "mean", "std"}  # required for classification, else optional
+_CARD_OPTIONAL = {"notes", "model_kwargs", "task"}
+_DETECTOR_FIELDS = {"config", "architecture", "backbone", "backbone_card", "dataset", "key_mapping"}
+_FORGERY_FIELDS = {"head", "encoder_branches", "language_model", "training_data", "key_mapping"}
+
+
+def _task_of(raw: Any, check: _Checker) -> str:
+    task = raw.get("task", CLASSIFICATION) if isinstance(raw, dict) else CLASSIFICATION
+    if task not in TASKS:
+        raise check.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
+    return task
+
+
+def _optional_text(check: _Checker, value: Any, where: str, pattern=None, hint: str = "") -> str | None:
+    return None if value is None else check.text(value, where, pattern, hint)
+
+
+def _detector_spec(check: _Checker, raw: Any) -> DetectorSpec:
+    from .shipped import config_path
+
+    raw = check.mapping(raw, "detector", _DETECTOR_FIELDS)
+    spec = DetectorSpec(
+        config=check.text(raw["config"], "detector.config"),
+        architecture=check.text(raw["architecture"], "detector.architecture"),
+        backbone=check.text(raw["backbone"], "detector.backbone"),
+        backbone_card=_optional_text(check, raw["backbone_card"], "detector.backbone_card"),
+        dataset=check.text(raw["dataset"], "detector.dataset"),
+        key_mapping=_optional_text(check, raw["key_mapping"], "detector.key_mapping", _DOTTED_FUNCTION,
+                                   "a dotted module.function name (or null)"),
+    )
+    try:
+        config_path(spec.config)
+    except FileNotFoundError as err:
+        raise check.fail("detector.config", str(err)) from err
+    return spec
+
+
+def _forgery_spec(check: _Checker, raw: Any) -> ForgerySpec:
+    raw = check.mapping(raw, "forgery", _FORGERY_FIELDS)
+    head = check.text(raw["head"], "forgery.head")
+    if head not in FORGERY_HEADS:
+        raise check.fail("forgery.head", f"{head!r} is not one of {', '.join(FORGERY_HEADS)}")
+    branches = check.items(raw["encoder_branches"], "forgery.encoder_branches")
+    if not branches:
+        raise check.fail("forgery.encoder_branches", "expected at least one encoder branch")
+    return ForgerySpec(
+        head=head,
+        encoder_branches=tuple(check.text(b, f"forgery.encoder_branches[{i}]") for i, b in enumerate(branches)),
+        language_model=_optional_text(check, raw["language_model"], "forgery.language_model"),
+        training_data=check.text(raw["training_data"], "forgery.training_data"),
+        key_mapping=_optional_text(check, raw["key_mapping"], "forgery.key_mapping", _DOTTED_FUNCTION,
+                                   "a dotted module.function name (or null)"),
+    )
 
 
 def load_card_file(path: str | os.PathLike) -> Card:
@@ -228,7 +350,13 @@ def load_card_file(path: str | os.PathLike) -> Card:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise CardError(f"{path}: not valid YAML ({err})") from err
-    raw = check.mapping(raw, "", _CARD_REQUIRED, _CARD_OPTIONAL)
+    task = _task_of(raw, check)
+    if task == CLASSIFICATION:
+        raw = check.mapping(raw, "", _COMMON_REQUIRED | _MODEL_STATS, _CARD_OPTIONAL)
+    elif task in DETECTOR_TASKS:
+        raw = check.mapping(raw, "", _COMMON_REQUIRED | {"detector"}, _CARD_OPTIONAL | _MODEL_STATS)
+    else:
+        raw = check.mapping(raw, "", _COMMON_REQUIRED | {"forgery"}, _CARD_OPTIONAL | _MODEL_STATS)
 
     name = check.text(raw["name"], "name")
     if name != path.stem:
@@ -244,22 +372,29 @@ def load_card_file(path: str | os.PathLike) -> Card:
     repo = check.text(raw["official_repo"], "official_repo", re.compile(r"^https?://"), "an http(s) URL")
     license_id = check.text(raw["license"], "license")
 
-    input_size = check.numbers(raw["input_size"], "input_size", 3, integer=True)
-    mean = check.numbers(raw["mean"], "mean", input_size[0])
-    std = check.numbers(raw["std"], "std", input_size[0])
-    if not all(s > 0 for s in std):
-        raise check.fail("std", f"every value must be positive, got {list(std)}")
+    input_size = mean = std = None
+    if "input_size" in raw:
+        input_size = check.numbers(raw["input_size"], "input_size", 3, integer=True)
+    if "mean" in raw or "std" in raw:
+        if input_size is None:
+            raise check.fail("input_size", "missing (mean and std need it: one value per input channel)")
+        mean = check.numbers(raw.get("mean"), "mean", input_size[0])
+        std = check.numbers(raw.get("std"), "std", input_size[0])
+        if not all(s > 0 for s in std):
+            raise check.fail("std", f"every value must be positive, got {list(std)}")
 
     metrics = []
     for i, item in enumerate(check.items(raw["metrics"], "metrics")):
         where = f"metrics[{i}]"
-        item = check.mapping(item, where, {"task", "dataset", "metric", "value", "source"})
+        item = check.mapping(item, where, {"task", "dataset", "metric", "value", "source"}, {"split", "generator"})
         metrics.append(Metric(
             task=check.text(item["task"], f"{where}.task", _TASK, "lower-case words joined by '-'"),
             dataset=check.text(item["dataset"], f"{where}.dataset"),
             metric=check.text(item["metric"], f"{where}.metric"),
             value=check.number(item["value"], f"{where}.value"),
             source=check.text(item["source"], f"{where}.source"),
+            split=_optional_text(check, item.get("split"), f"{where}.split"),
+            generator=_optional_text(check, item.get("generator"), f"{where}.generator"),
         ))
 
     checkpoints = []
@@ -282,14 +417,18 @@ def load_card_file(path: str | os.PathLike) -> Card:
     if not isinstance(model_kwargs, dict) or not all(isinstance(k, str) for k in model_kwargs):
         raise check.fail("model_kwargs", f"expected a mapping of argument names to values, got {model_kwargs!r}")
 
+    def stat(key: str) -> float | None:
+        return check.number(raw[key], key, positive=True) if raw.get(key) is not None or task == CLASSIFICATION \
+            else None
+
     return Card(
         name=name,
         family=family,
         paper=paper,
         official_repo=repo,
         license=license_id,
-        params_m=check.number(raw["params_m"], "params_m", positive=True),
-        gflops=check.number(raw["gflops"], "gflops", positive=True),
+        params_m=stat("params_m"),
+        gflops=stat("gflops"),
         input_size=input_size,
         mean=mean,
         std=std,
@@ -298,6 +437,9 @@ def load_card_file(path: str | os.PathLike) -> Card:
         notes=notes.strip(),
         model_kwargs=dict(model_kwargs),
         path=path,
+        task=task,
+        detector=_detector_spec(check, raw["detector"]) if task in DETECTOR_TASKS else None,
+        forgery=_forgery_spec(check, raw["forgery"]) if task == FORGERY_TASK else None,
     )
 
 
@@ -329,9 +471,12 @@ def _all_cards() -> dict[str, Card]:
     return _load_cards(dirs, stamp)
 
 
-def list_cards(pattern: str = "*") -> list[str]:
-    """Names of the cards matching the shell-style ``pattern`` (fnmatch), sorted."""
-    return sorted(name for name in _all_cards() if fnmatch.fnmatchcase(name, pattern))
+def list_cards(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Names of the cards matching the shell-style ``pattern`` (fnmatch), of ``task`` when given, sorted."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    return sorted(name for name, card in _all_cards().items()
+                  if fnmatch.fnmatchcase(name, pattern) and (task is None or card.task == task))
 
 
 def has_card(name: str) -> bool:
@@ -349,8 +494,8 @@ def get_card(name: str) -> Card:
 # ---------------------------------------------------------------------------------------------------- rendering
 
 
-def _front_matter(license_id: str, tags: list[str], datasets: list[str]) -> list[str]:
-    lines = ["---", "library_name: timm", f"license: {license_id}", "tags:"]
+def _front_matter(license_id: str, tags: list[str], datasets: list[str], library: str = "timm") -> list[str]:
+    lines = ["---", f"library_name: {library}", f"license: {license_id}", "tags:"]
     lines += [f"- {tag}" for tag in tags]
     if datasets:
         lines += ["datasets:"] + [f"- {d}" for d in datasets]
@@ -388,6 +533,10 @@ def usage_lines(name: str, has_weights: bool) -> list[str]:
 def render_card(name: str) -> str:
     """The card as a Markdown model card in the Hugging Face hub README style (YAML front matter, then sections)."""
     card = get_card(name)
+    if card.detector is not None:
+        return _render_detector(card)
+    if card.forgery is not None:
+        return _render_forgery(card)
     datasets = sorted({m.dataset for m in card.metrics})
     tags = ["image-classification", "timm", "attnzoo", card.family]
     h, w = card.input_size[1:]
@@ -412,19 +561,136 @@ def render_card(name: str) -> str:
         lines.append(f"- **Model arguments for the checkpoints:** `{card.model_kwargs}`")
     lines.append("")
     lines += usage_lines(card.name, bool(card.checkpoints))
-    if card.metrics:
-        lines += ["## Results", "", "| task | dataset | metric | value | source |", "|---|---|---|---|---|"]
-        lines += [f"| {m.task} | {m.dataset} | {m.metric} | {m.value:g} | {m.source} |" for m in card.metrics]
-        lines.append("")
+    lines += _results_lines(card)
     if card.checkpoints:
-        lines += ["## Checkpoints", "", "| url | sha256 | note |", "|---|---|---|"]
-        lines += [f"| {c.url} | {c.sha256 or 'unknown'} | {c.note} |" for c in card.checkpoints]
+        lines += _checkpoint_table(card)
         lines += [
-            "",
             f"`zoo.load_checkpoint(model, '{card.name}')` fetches the first one into the torch hub cache, checks its",
             "sha256 when known, and loads it without executing pickled code.",
             "",
         ]
+    if card.notes:
+        lines += ["## Notes", "", card.notes, ""]
+    return "\n".join(lines)
+
+
+def _results_lines(card: Card) -> list[str]:
+    """The Results table; split / generator columns appear when some number has one."""
+    if not card.metrics:
+        return ["## Results", "", "No published numbers for this model (see the notes).", ""]
+    extra = [key for key in ("split", "generator") if any(getattr(m, key) for m in card.metrics)]
+    header = ["task", "dataset", *extra, "metric", "value", "source"]
+    lines = ["## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in card.metrics:
+        cells = [m.task, m.dataset, *(getattr(m, key) or "-" for key in extra), m.metric, str(m.value), m.source]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _checkpoint_table(card: Card) -> list[str]:
+    lines = ["## Checkpoints", "", "| url | sha256 | note |", "|---|---|---|"]
+    return lines + [f"| {c.url} | {c.sha256 or 'unknown'} | {c.note} |" for c in card.checkpoints] + [""]
+
+
+def _stats_lines(card: Card) -> list[str]:
+    stats = []
+    if card.params_m is not None:
+        stats.append(f"  - Params (M): {card.params_m:g}")
+    if card.gflops is not None:
+        stats.append(f"  - GMACs: {card.gflops:g}")
+    if card.input_size is not None:
+        stats.append(f"  - Image size: {card.input_size[1]} x {card.input_size[2]}")
+    return ["- **Model Stats:**", *stats] if stats else []
+
+
+def _header_lines(card: Card, library: str, tags: list[str], what: str) -> list[str]:
+    lines = _front_matter(card.license, tags, sorted({m.dataset for m in card.metrics}), library)
+    return lines + [
+        f"# Model card for {card.name}",
+        "",
+        f"{what}, from \"{card.paper.title}\" ([arXiv:{card.paper.arxiv}]({card.paper.url})).",
+        "",
+        "## Model Details",
+    ]
+
+
+def _key_mapping_text(key_mapping: str | None) -> str:
+    if key_mapping:
+        return f"rename them with `{key_mapping}(state_dict)` before loading"
+    return "load as they are (no key mapping)"
+
+
+def _render_detector(card: Card) -> str:
+    spec = card.detector
+    try:
+        config = str(spec.config_file)
+    except FileNotFoundError as err:  # the card was valid when loaded; say what went missing since
+        config = f"{spec.config} (not found: {err})"
+    from .shipped import tools_dir
+
+    kinds = {"xray": "X-ray prohibited-item detector", "detection": "Object detector", "segmentation": "Segmentor"}
+    lines = _header_lines(card, "mmdet" if card.task != "segmentation" else "mmsegmentation",
+                          [card.task, "openmmlab", "attnzoo", card.family],
+                          {"xray": "An X-ray prohibited-item detector", "detection": "An object detector",
+                           "segmentation": "A segmentor"}[card.task])
+    backbone = spec.backbone + (f" (zoo card `{spec.backbone_card}`: `zoo card {spec.backbone_card}`)"
+                                if spec.backbone_card else " (no zoo card)")
+    lines += [
+        f"- **Model Type:** {kinds[card.task]}: {spec.architecture}",
+        f"- **Backbone:** {backbone}",
+        f"- **Dataset:** {spec.dataset}",
+        f"- **Config:** `{spec.config}` (this install: {config})",
+        f"- **Official checkpoint keys:** {_key_mapping_text(spec.key_mapping)}",
+        *_stats_lines(card),
+        f"- **Papers:**\n  - {card.paper.title}: {card.paper.url}",
+        f"- **Original:** {card.official_repo}",
+        f"- **License:** {card.license}",
+        "",
+        "## Model Usage",
+        "",
+        "```bash",
+        *([f"zoo xray detect {card.name} CHECKPOINT bags/ --out predictions/  # the card name stands for its config"]
+          if card.task == "xray" else []),
+        f"python {tools_dir()}/train.py {config}",
+        f"python {tools_dir()}/test.py {config} CHECKPOINT",
+        "```",
+        "",
+    ]
+    lines += _results_lines(card)
+    if card.checkpoints:
+        lines += _checkpoint_table(card)
+    if card.notes:
+        lines += ["## Notes", "", card.notes, ""]
+    return "\n".join(lines)
+
+
+def _render_forgery(card: Card) -> str:
+    spec = card.forgery
+    lines = _header_lines(card, "attnzoo", ["image-forgery-detection", "attnzoo", card.family],
+                          f"A generated-image detector ({spec.head})")
+    lines += [
+        "- **Model Type:** Real-vs-generated image classifier" +
+        (" with reasoning text (language model)" if spec.language_model else ""),
+        "- **Encoder branches:**",
+        *[f"  - {branch}" for branch in spec.encoder_branches],
+        f"- **Language model:** {spec.language_model or 'none'}",
+        f"- **Training data (paper):** {spec.training_data}",
+        f"- **Official checkpoint keys:** {_key_mapping_text(spec.key_mapping)}",
+        *_stats_lines(card),
+        f"- **Papers:**\n  - {card.paper.title}: {card.paper.url}",
+        f"- **Original:** {card.official_repo}",
+        f"- **License:** {card.license}",
+        "",
+        "## Model Usage",
+        "",
+        "```bash",
+        "zoo forgery check RUN images/ --json  # RUN: a trained run folder; one JSON line per image with p_fake",
+        "```",
+        "",
+    ]
+    lines += _results_lines(card)
+    if card.checkpoints:
+        lines += _checkpoint_table(card)
     if card.notes:
         lines += ["## Notes", "", card.notes, ""]
     return "\n".join(lines)

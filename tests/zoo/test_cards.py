@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 import yaml
-from zoo_helpers import SMALL_MODEL, card_fields, write_card
+from zoo_helpers import SMALL_MODEL, card_fields, detector_fields, forgery_fields, write_card
 
 import zoo
 from zoo.cards import PACKAGE_CARD_DIR, CardError, UnknownModelError, load_card_file
@@ -31,8 +31,13 @@ def check_params(card) -> None:
     )
 
 
+def _task_of(path) -> str:
+    return (yaml.safe_load(path.read_text()) or {}).get("task", "classification")
+
+
 # Collected when pytest collects this module: one test per card shipped in zoo/cards.
-SHIPPED_CARDS = sorted(p.stem for p in PACKAGE_CARD_DIR.glob("*.yaml"))
+SHIPPED_CARDS = sorted(p.stem for p in PACKAGE_CARD_DIR.glob("*.yaml") if _task_of(p) == "classification")
+SHIPPED_TASK_CARDS = sorted(p.stem for p in PACKAGE_CARD_DIR.glob("*.yaml") if _task_of(p) != "classification")
 
 
 @pytest.mark.parametrize("name", SHIPPED_CARDS)
@@ -129,3 +134,101 @@ def test_render_card_is_hub_style_markdown(card_dir):
     assert f"# Model card for {SMALL_MODEL}" in body
     assert "| image-classification | imagenet-1k | top1 | 12.5 | made up for the tests |" in body
     assert sha in body and "https://arxiv.org/abs/2201.03545" in body and "## Notes" in body
+
+
+# ------------------------------------------------------------------------------------ task-head cards (issue 17)
+
+
+def test_task_cards_load_with_their_sections(tmp_path):
+    detector = load_card_file(write_card(tmp_path, detector_fields()))
+    assert detector.task == "xray" and detector.params_m is None and detector.input_size is None
+    assert detector.detector.config_file.name == "cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py"
+    assert detector.detector.config_file.is_file() and detector.metrics[0].split == "easy"
+    forgery = load_card_file(write_card(tmp_path, forgery_fields()))
+    assert forgery.task == "forgery" and forgery.forgery.head == "npr" and forgery.detector is None
+    assert forgery.metrics[0].generator == "stylegan" and forgery.forgery.language_model is None
+
+
+def _without(fields: dict, section: str, key: str) -> dict:
+    return {**fields, section: {k: v for k, v in fields[section].items() if k != key}}
+
+
+BAD_TASK_CARDS = [
+    # (fields, field named in the error, words in the error)
+    (card_fields(task="vision"), "task", "not one of"),
+    (detector_fields(detector=None), "detector", "expected a mapping"),
+    (_without(detector_fields(), "detector", "config"), "detector.config", "missing"),
+    (detector_fields(detector={**detector_fields()["detector"], "config": "xray/no_such_config.py"}),
+     "detector.config", "no such config"),
+    (detector_fields(detector={**detector_fields()["detector"], "key_mapping": "convert official keys"}),
+     "detector.key_mapping", "dotted"),
+    (detector_fields(forgery=forgery_fields()["forgery"]), "forgery", "unknown field"),
+    (card_fields(detector=detector_fields()["detector"]), "detector", "unknown field"),
+    ({k: v for k, v in forgery_fields().items() if k != "forgery"}, "forgery", "missing"),
+    (forgery_fields(forgery={**forgery_fields()["forgery"], "head": "cnnspot"}), "forgery.head", "not one of"),
+    (forgery_fields(forgery={**forgery_fields()["forgery"], "encoder_branches": []}), "forgery.encoder_branches",
+     "at least one"),
+    (forgery_fields(metrics=[{**forgery_fields()["metrics"][0], "generator": ""}]), "metrics[0].generator",
+     "non-empty"),
+    (detector_fields(metrics=[{**detector_fields()["metrics"][0], "subset": "easy"}]), "metrics[0].subset",
+     "unknown field"),
+]
+
+
+@pytest.mark.parametrize("fields, field, words", BAD_TASK_CARDS, ids=[b[1] + "-" + b[2] for b in BAD_TASK_CARDS])
+def test_task_card_schema_errors_name_file_and_field(tmp_path, fields, field, words):
+    path = write_card(tmp_path, fields)
+    with pytest.raises(CardError) as info:
+        load_card_file(path)
+    message = str(info.value)
+    assert str(path) in message and f"field '{field}'" in message and words in message
+
+
+def test_list_cards_filters_by_task(card_dir):
+    write_card(card_dir, card_fields())
+    write_card(card_dir, detector_fields())
+    write_card(card_dir, forgery_fields())
+    assert zoo.list_cards("test_*", task="classification") == [SMALL_MODEL]
+    assert zoo.list_cards("test_*", task="xray") == ["test_sdanet"]
+    assert zoo.list_cards("test_*", task="forgery") == ["test_npr"]
+    assert zoo.list_cards("test_*") == sorted([SMALL_MODEL, "test_sdanet", "test_npr"])
+    assert "test_sdanet" not in zoo.list_models() and "test_npr" not in zoo.list_models()  # not timm models
+    with pytest.raises(ValueError, match="unknown task"):
+        zoo.list_cards(task="vision")
+
+
+def test_task_cards_render(card_dir):
+    write_card(card_dir, detector_fields())
+    write_card(card_dir, forgery_fields())
+    detector = zoo.render_card("test_sdanet")
+    assert detector.startswith("---\nlibrary_name: mmdet") and "| easy | box_ap | 71.2 |" in detector
+    assert "zoo xray detect test_sdanet" in detector and "convert_official_sdanet_checkpoint(state_dict)" in detector
+    forgery = zoo.render_card("test_npr")
+    assert "| stylegan | accuracy | 99.0 |" in forgery and "ResNet-50 on neighbouring-pixel residuals" in forgery
+    assert "**Language model:** none" in forgery
+
+
+@pytest.mark.parametrize("name", SHIPPED_TASK_CARDS)
+def test_shipped_task_card_is_consistent(name):
+    """Config present, backbone card real, key mapping importable, paper numbers per split complete, renders."""
+    import importlib
+
+    card = zoo.get_card(name)
+    assert not timm.is_model(name), f"{card.path}: a task card must not shadow the timm model '{name}'"
+    spec = card.detector or card.forgery
+    if card.detector is not None:
+        assert card.detector.config_file.is_file()
+        if card.detector.backbone_card:
+            assert zoo.get_card(card.detector.backbone_card).task == "classification"
+        splits = {}
+        for m in card.metrics:
+            splits.setdefault(m.metric, set()).add(m.split)
+        for metric, seen in splits.items():  # a per-split table is the paper's whole row, not a pick
+            assert seen == {"easy", "hard", "hidden", "overall"}, f"{card.path}: {metric} splits {seen}"
+    if spec.key_mapping:
+        module, _, function = spec.key_mapping.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), function))
+    rendered = zoo.render_card(name)
+    assert f"# Model card for {name}" in rendered
+    if not card.metrics:  # the cards without paper numbers say so
+        assert "No published numbers" in rendered and "No paper numbers" in card.notes

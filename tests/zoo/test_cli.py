@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import timm
 import torch
-from zoo_helpers import SMALL_MODEL, card_fields, write_card
+from zoo_helpers import SMALL_MODEL, card_fields, detector_fields, forgery_fields, write_card
 
 from zoo.cli import EXIT_USER_ERROR, main
 
@@ -23,6 +23,23 @@ def test_list_shows_live_params_and_card_numbers(carded, capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if SMALL_MODEL in line)
     assert "convnext" in row and "0.27" in row and "0.02" in row and "12.5" in row
+
+
+def test_list_filters_by_task(carded, capsys):
+    write_card(carded, detector_fields())
+    write_card(carded, forgery_fields())
+
+    def rows(*argv):
+        assert main(["list", "test_*", *argv]) == 0
+        out = capsys.readouterr().out
+        return {name for name in (SMALL_MODEL, "test_sdanet", "test_npr") if name in out}
+
+    assert rows("--task", "classification") == {SMALL_MODEL}
+    assert rows("--task", "xray") == {"test_sdanet"}
+    assert rows("--task", "forgery") == {"test_npr"}
+    assert rows() == {SMALL_MODEL, "test_sdanet", "test_npr"}
+    assert main(["list", "test_*", "--task", "segmentation"]) == EXIT_USER_ERROR
+    assert "no segmentation model matches 'test_*'" in capsys.readouterr().err
 
 
 def test_card_prints_markdown(carded, capsys):
@@ -105,3 +122,14 @@ def test_a_closed_pipe_ends_the_command_quietly():
                           executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "141"  # 128 + SIGPIPE, as `cat` or `grep` would end
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_configs_prints_existing_shipped_config_paths(capsys):
+    assert main(["configs", "xray/*sdanet*"]) == 0
+    paths = capsys.readouterr().out.split()
+    assert any(p.endswith("xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py") for p in paths)
+    assert all(p.endswith(".py") and "_base_" not in p and "sdanet" in p for p in paths)
+    from pathlib import Path
+
+    assert all(Path(p).is_file() for p in paths)
+    assert main(["configs", "no_such/*"]) == EXIT_USER_ERROR

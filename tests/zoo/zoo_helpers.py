@@ -31,6 +31,38 @@ def card_fields(name: str = SMALL_MODEL, **overrides) -> dict:
     return fields
 
 
+def detector_fields(name: str = "test_sdanet", **overrides) -> dict:
+    """A valid X-ray detector card (no model stats: a detector card need not state them)."""
+    fields = {
+        "name": name, "task": "xray", "family": "sdanet",
+        "paper": {"title": "Towards Real-World Prohibited Item Detection", "arxiv": "2108.07020"},
+        "official_repo": "https://github.com/bywang2018/security-dataset", "license": "apache-2.0",
+        "detector": {"config": "xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py", "architecture": "Cascade",
+                     "backbone": "ResNet-101", "backbone_card": None, "dataset": "pidray",
+                     "key_mapping": "heads.xray.selective_attention.convert_official_sdanet_checkpoint"},
+        "metrics": [{"task": "object-detection", "dataset": "pidray", "split": "easy", "metric": "box_ap",
+                     "value": 71.2, "source": "made up for the tests"}],
+        "checkpoints": [],
+    }
+    fields.update(overrides)
+    return fields
+
+
+def forgery_fields(name: str = "test_npr", **overrides) -> dict:
+    fields = {
+        "name": name, "task": "forgery", "family": "npr",
+        "paper": {"title": "Rethinking the Up-Sampling Operations", "arxiv": "2312.10461"},
+        "official_repo": "https://github.com/chuangchuangtan/NPR-DeepfakeDetection", "license": "unknown",
+        "forgery": {"head": "npr", "encoder_branches": ["ResNet-50 on neighbouring-pixel residuals"],
+                    "language_model": None, "training_data": "ProGAN, 4 classes", "key_mapping": None},
+        "metrics": [{"task": "forgery-detection", "dataset": "forensynths", "generator": "stylegan",
+                     "metric": "accuracy", "value": 99.0, "source": "made up for the tests"}],
+        "checkpoints": [],
+    }
+    fields.update(overrides)
+    return fields
+
+
 def write_card(directory: Path, fields: dict, stem: str | None = None) -> Path:
     path = directory / f"{stem or fields['name']}.yaml"
     path.write_text(yaml.safe_dump(fields, sort_keys=False))

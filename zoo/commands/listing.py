@@ -1,4 +1,9 @@
-"""``zoo list [PATTERN]``: the zoo's models as a table (name, family, live params, card GFLOPs and top-1)."""
+"""``zoo list [PATTERN] [--task TASK]``: the zoo's models as tables.
+
+Classification models (timm names): name, family, live params, card GFLOPs and top-1. Task-head cards (X-ray
+detectors, forgery models, ...): name, task, family, what they are built from, and the paper's headline numbers.
+Without ``--task`` both tables are printed (the second only when a task-head card matches).
+"""
 
 from __future__ import annotations
 
@@ -18,17 +23,16 @@ def _live_params_m(name: str, model_kwargs: dict) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def run(args: argparse.Namespace) -> int:
+def _classification_table(pattern: str):
     from rich.table import Table
 
     from ..cards import get_card, has_card
-    from ..demo import wide_console
     from ..registry import family_of, list_models
 
-    names = list_models(args.pattern)
+    names = list_models(pattern)
     if not names:
-        raise UserError(f"no model matches '{args.pattern}' (`zoo list` shows every model)")
-    table = Table(title=f"attnzoo models matching '{args.pattern}'")
+        return None
+    table = Table(title=f"attnzoo classification models matching '{pattern}'")
     table.add_column("name", no_wrap=True, min_width=max(map(len, names)))
     table.add_column("family", no_wrap=True)
     for column in ("params (M)", "GFLOPs (card)", "top-1 (card)"):
@@ -39,11 +43,70 @@ def run(args: argparse.Namespace) -> int:
         gflops = f"{card.gflops:g}" if card else "-"
         top1 = f"{card.top1:g}" if card and card.top1 is not None else "-"
         table.add_row(name, family_of(name), f"{params:.2f}", gflops, top1)
-    wide_console().print(table)
+    return table
+
+
+def headline(card) -> str:
+    """The paper's summary numbers of a task-head card: the overall / unsplit metrics, else how many it has."""
+    summary = [m for m in card.metrics
+               if (m.split in (None, "overall")) and (m.generator in (None, "mean", "average", "overall"))]
+    if summary:
+        return ", ".join(f"{m.metric} {m.value}" for m in summary[:3])  # as the card writes it: 61.0, not 61
+    if card.metrics:
+        return f"{len(card.metrics)} per-split numbers (`zoo card {card.name}`)"
+    return "no paper numbers"
+
+
+def _task_table(pattern: str, tasks: list[str]):
+    from rich.table import Table
+
+    from ..cards import get_card, list_cards
+
+    found = {task: list_cards(pattern, task=task) for task in tasks}
+    names = [name for task in tasks for name in found[task]]
+    if not names:
+        return None
+    shown = ", ".join(task for task in tasks if found[task])
+    table = Table(title=f"attnzoo task models ({shown}) matching '{pattern}'")
+    table.add_column("name", no_wrap=True, min_width=max(map(len, names)))
+    for column in ("task", "family", "built from", "paper (card)"):
+        table.add_column(column)
+    for name in names:
+        card = get_card(name)
+        if card.detector is not None:
+            built = f"{card.detector.backbone.split(' (')[0]}; {card.detector.config}"
+        else:
+            built = " + ".join(b.split(" (")[0] for b in card.forgery.encoder_branches)
+            if card.forgery.language_model:
+                built += f"; LM {card.forgery.language_model.split(' (')[0]}"
+        table.add_row(name, card.task, card.family, built, headline(card))
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cards import CLASSIFICATION, TASKS
+    from ..demo import wide_console
+
+    other_tasks = [t for t in TASKS if t != CLASSIFICATION]
+    tables = []
+    if args.task in (None, CLASSIFICATION):
+        tables.append(_classification_table(args.pattern))
+    if args.task != CLASSIFICATION:
+        tables.append(_task_table(args.pattern, [args.task] if args.task else other_tasks))
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        what = f"no {args.task} model" if args.task else "no model"
+        raise UserError(f"{what} matches '{args.pattern}' (`zoo list` shows every model; tasks: {', '.join(TASKS)})")
+    console = wide_console()
+    for table in tables:
+        console.print(table)
     return 0
 
 
 def register(commands) -> None:
-    listing = commands.add_parser("list", help="table of the zoo's models (name, family, params, GFLOPs, top-1)")
+    from ..cards import TASKS
+
+    listing = commands.add_parser("list", help="tables of the zoo's models (classification, X-ray, forgery, ...)")
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'focalnet*'")
+    listing.add_argument("--task", choices=TASKS, help="only this task's models (default: every task)")
     listing.set_defaults(run=run)
