@@ -15,6 +15,7 @@ OP_BENCHMARKS = {
     "agent": ".agent",
     "bra": ".bra",
     "flow": ".flow",
+    "slab": ".slab",
 }
 
 
