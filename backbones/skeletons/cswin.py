@@ -1,0 +1,192 @@
+"""CSWin skeleton: the official ``CSWinTransformer`` with the attention of each block's branches chosen by the
+family.
+
+Shared by Agent-CSWin and SLAB-CSWin (same state-dict layout: ``stage1_conv_embed.{0,2}``, ``stage{i}.{j}.{qkv,
+norm1, attns.k.*, proj, norm2, mlp.*}``, ``merge{i}``, ``norm``, ``head``). Fixed input size, as the official model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, to_2tuple
+
+from .shared import init_weights, merge_heads, split_heads
+
+__all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinTransformer", "cswin_strip",
+           "strip_partition", "strip_reverse"]
+
+
+def strip_partition(x, hw, strip):
+    """(B, H*W, C) -> (B * n_strips, sh * sw, C): row-major strips of size ``strip`` = (sh, sw)."""
+    b, _, c = x.shape
+    (h, w), (sh, sw) = hw, strip
+    x = x.view(b, h // sh, sh, w // sw, sw, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, sh * sw, c)
+
+
+def strip_reverse(x, hw, strip):
+    (h, w), (sh, sw) = hw, strip
+    c = x.shape[-1]
+    x = x.view(-1, h // sh, w // sw, sh, sw, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h * w, c)
+
+
+def cswin_strip(resolution, split_size, branch):
+    """Strip shape of a CSWin branch: -1 the whole map, 0 full-height columns, 1 full-width rows."""
+    if branch == -1:
+        return resolution, resolution
+    return (resolution, split_size) if branch == 0 else (split_size, resolution)
+
+
+class CSWinLePEAttention(nn.Module):
+    """CSWin cross-shaped window attention with locally-enhanced positional encoding (the softmax blocks)."""
+
+    def __init__(self, dim, resolution, branch, split_size=7, num_heads=8, attn_drop=0.0, qk_scale=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.resolution = resolution
+        self.strip = cswin_strip(resolution, split_size, branch)
+        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, groups=dim)
+        self.attn_drop = attn_drop
+
+    def forward(self, q, k, v):
+        hw = (self.resolution, self.resolution)
+        q, k, v = (strip_partition(t, hw, self.strip) for t in (q, k, v))
+        n, c = v.shape[1:]
+        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        return strip_reverse(merge_heads(out) + lepe, hw, self.strip)
+
+
+class CSWinBlock(nn.Module):
+    """CSWin block: one branch over the whole map (last stage, or split == resolution), else two half-width
+    branches (columns, rows). ``attn_layer(branch_dim, branch, branch_heads)`` builds each branch's attention
+    (branch -1 whole map, 0 columns, 1 rows), called as ``attn(q, k, v)`` on (B, H*W, branch_dim) tensors."""
+
+    def __init__(self, dim, reso, num_heads, attn_layer: Callable[[int, int, int], nn.Module], split_size=7,
+                 mlp_ratio=4.0, qkv_bias=False, drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm,
+                 last_stage=False):
+        super().__init__()
+        self.resolution = reso
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.norm1 = norm_layer(dim)
+        self.branch_num = 1 if (last_stage or reso == split_size) else 2
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(drop)
+        branches = [-1] if self.branch_num == 1 else [0, 1]
+        branch_dim, branch_heads = (dim, num_heads) if self.branch_num == 1 else (dim // 2, num_heads // 2)
+        self.attns = nn.ModuleList([attn_layer(branch_dim, i, branch_heads) for i in branches])
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.norm2 = norm_layer(dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        if n != self.resolution ** 2:
+            raise ValueError(f"CSWinBlock expects {self.resolution}x{self.resolution} tokens, got {n} "
+                             "(CSWin models are built for one input size: pass img_size)")
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, c).unbind(2)
+        if self.branch_num == 2:
+            half = c // 2
+            out = torch.cat([self.attns[0](q[..., :half], k[..., :half], v[..., :half]),
+                             self.attns[1](q[..., half:], k[..., half:], v[..., half:])], dim=2)
+        else:
+            out = self.attns[0](q, k, v)
+        x = x + self.drop_path(self.proj_drop(self.proj(out)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CSWinMergeBlock(nn.Module):
+    """3x3 stride-2 conv + norm between stages (official ``Merge_Block``)."""
+
+    def __init__(self, dim, dim_out, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim_out, 3, 2, 1)
+        self.norm = norm_layer(dim_out)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        side = math.isqrt(n)
+        x = self.conv(x.transpose(1, 2).reshape(b, c, side, side))
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+class _ToTokens(nn.Module):
+    """(B, C, H, W) -> (B, H*W, C); sits at index 1 of the stem so the official keys (stage1_conv_embed.0/.2) hold."""
+
+    def forward(self, x):
+        return x.flatten(2).transpose(1, 2)
+
+
+class CSWinTransformer(nn.Module):
+    """CSWin Transformer. ``block_fn(stage=, index=, dim=, reso=, num_heads=, mlp_ratio=, qkv_bias=, qk_scale=,
+    drop=, attn_drop=, drop_path=, norm_layer=, last_stage=)`` builds block ``index`` of stage ``stage`` (a
+    :class:`CSWinBlock` with the family's attention and split size). ``norm_layer`` is the blocks' and the final norm,
+    ``embed_norm_layer`` the stem's and the merge blocks' (default: the same)."""
+
+    def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, in_chans=3, num_classes=1000, embed_dim=96,
+                 depth=(2, 2, 6, 2), num_heads=(2, 4, 8, 16), mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=nn.LayerNorm,
+                 embed_norm_layer=None, global_pool="avg"):
+        super().__init__()
+        embed_norm_layer = embed_norm_layer or norm_layer
+        img_size = to_2tuple(img_size)
+        if img_size[0] != img_size[1]:
+            raise ValueError(f"{type(self).__name__} needs a square input (official model), got img_size={img_size}")
+        img_size = img_size[0]
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.stage1_conv_embed = nn.Sequential(nn.Conv2d(in_chans, embed_dim, 7, 4, 2), _ToTokens(),
+                                               embed_norm_layer(embed_dim))
+        dpr = torch.linspace(0, drop_path_rate, sum(depth), device="cpu").tolist()
+        dim, cur = embed_dim, 0
+        for i in range(4):
+            if i > 0:
+                setattr(self, f"merge{i}", CSWinMergeBlock(dim, dim * 2, norm_layer=embed_norm_layer))
+                dim *= 2
+            setattr(self, f"stage{i + 1}", nn.ModuleList([
+                block_fn(stage=i, index=j, dim=dim, reso=img_size // 2 ** (i + 2), num_heads=num_heads[i],
+                         mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                         attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_layer=norm_layer, last_stage=i == 3)
+                for j in range(depth[i])
+            ]))
+            cur += depth[i]
+        self.num_features = self.head_hidden_size = dim
+        self.norm = norm_layer(dim)
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+
+    @torch.jit.ignore
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x):
+        x = self.stage1_conv_embed(x)
+        for i in range(4):
+            if i > 0:
+                x = getattr(self, f"merge{i}")(x)
+            for blk in getattr(self, f"stage{i + 1}"):
+                x = blk(x)
+        return self.norm(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,228 @@
+"""PVT (v1) skeleton: the official ``PyramidVisionTransformer`` with the attention chosen per block by the family.
+
+Shared by Agent-PVT and SLAB-PVT (same state-dict layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}.{j}``).
+Quirk kept for checkpoint fidelity: no final norm; the classifier sees the mean of the last stage's tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.models._features import feature_take_indices
+
+from .shared import init_weights, merge_heads, split_heads
+
+__all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer"]
+
+
+class PvtAttention(nn.Module):
+    """PVT spatial-reduction softmax attention (the families' softmax stages); ``norm_layer`` normalises the reduced
+    keys (LayerNorm in Agent-PVT, the family norm in SLAB-PVT)."""
+
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0, sr_ratio=1,
+                 norm_layer=nn.LayerNorm):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = norm_layer(dim)
+
+    def forward(self, x, H, W):
+        b, n, c = x.shape
+        q = split_heads(self.q(x), self.num_heads)
+        if self.sr_ratio > 1:
+            x = self.norm(self.sr(x.transpose(1, 2).reshape(b, c, H, W)).flatten(2).transpose(1, 2))
+        k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
+        out = F.scaled_dot_product_attention(
+            q, split_heads(k, self.num_heads), split_heads(v, self.num_heads),
+            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale,
+        )
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+
+class PvtBlock(nn.Module):
+    """Pre-norm transformer block; ``attn_layer(dim)`` builds the attention, called as ``attn(x, H, W)``."""
+
+    def __init__(self, dim, attn_layer: Callable[[int], nn.Module], mlp_ratio=4.0, drop=0.0, drop_path=0.0,
+                 act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = attn_layer(dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x, H, W):
+        x = x + self.drop_path(self.attn(self.norm1(x), H, W))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PvtPatchEmbed(nn.Module):
+    """Strided conv + norm; returns tokens and their grid."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, norm_layer=nn.LayerNorm):
+        super().__init__()
+        img_size, patch_size = to_2tuple(img_size), to_2tuple(patch_size)
+        self.patch_size = patch_size
+        self.H, self.W = img_size[0] // patch_size[0], img_size[1] // patch_size[1]
+        self.num_patches = self.H * self.W
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim)
+
+    def forward(self, x):
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw
+
+
+class PyramidVisionTransformer(nn.Module):
+    """PVT v1 with flat official stage names (``patch_embed{i}``, ``pos_embed{i}``, ``pos_drop{i}``, ``block{i}``).
+
+    ``block_fn(stage=, index=, dim=, num_patches=, num_heads=, mlp_ratio=, qkv_bias=, qk_scale=, drop=, attn_drop=,
+    drop_path=, norm_layer=)`` builds block ``index`` of stage ``stage`` (a :class:`PvtBlock` with the family's
+    attention). ``norm_layer`` is the blocks' norm, ``embed_norm_layer`` the patch embeddings' (default: the same).
+    """
+
+    def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, patch_size=16, in_chans=3, num_classes=1000,
+                 embed_dims=(64, 128, 256, 512), num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4), qkv_bias=False,
+                 qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None,
+                 embed_norm_layer=None, depths=(3, 4, 6, 3), num_stages=4, global_pool="avg"):
+        super().__init__()
+        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        embed_norm_layer = embed_norm_layer or norm_layer
+        self.num_classes = num_classes
+        self.num_stages = num_stages
+        self.depths = depths
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = embed_dims[num_stages - 1]
+        self.feature_info = []
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        cur = 0
+        for i in range(num_stages):
+            patch_embed = PvtPatchEmbed(
+                img_size=img_size if i == 0 else img_size // (2 ** (i - 1) * patch_size),
+                patch_size=patch_size if i == 0 else 2,
+                in_chans=in_chans if i == 0 else embed_dims[i - 1],
+                embed_dim=embed_dims[i],
+                norm_layer=embed_norm_layer,
+            )
+            pos_embed = nn.Parameter(torch.zeros(1, patch_embed.num_patches, embed_dims[i]))
+            blocks = nn.ModuleList([
+                block_fn(stage=i, index=j, dim=embed_dims[i], num_patches=patch_embed.num_patches,
+                         num_heads=num_heads[i], mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, qk_scale=qk_scale,
+                         drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_layer=norm_layer)
+                for j in range(depths[i])
+            ])
+            cur += depths[i]
+            setattr(self, f"patch_embed{i + 1}", patch_embed)
+            setattr(self, f"pos_embed{i + 1}", pos_embed)
+            setattr(self, f"pos_drop{i + 1}", nn.Dropout(p=drop_rate))
+            setattr(self, f"block{i + 1}", blocks)
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2 ** i, module=f"block{i + 1}"))
+
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        for i in range(num_stages):
+            trunc_normal_(getattr(self, f"pos_embed{i + 1}"), std=0.02)
+        self.apply(init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {f"pos_embed{i + 1}" for i in range(self.num_stages)}
+
+    @torch.jit.ignore
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _pos_embed(self, index, hw):
+        """Stage position embedding on the actual grid.
+
+        The official ``_get_pos_embed`` skips the resize when H*W equals *stage 1's* patch count (for every stage);
+        at the training size that is the identity for stage 1 and an identity resize for the others, so we compare
+        with the stage's own grid instead (the official check would skip the resize of a non-square stage-1 grid of
+        the same area, and fail for a stage-2 grid as large as stage 1's).
+        """
+        patch_embed = getattr(self, f"patch_embed{index + 1}")
+        pos_embed = getattr(self, f"pos_embed{index + 1}")
+        if tuple(hw) == (patch_embed.H, patch_embed.W):
+            return pos_embed
+        grid = pos_embed.reshape(1, patch_embed.H, patch_embed.W, -1).permute(0, 3, 1, 2)
+        return F.interpolate(grid, size=tuple(hw), mode="bilinear").flatten(2).transpose(1, 2)
+
+    def _stage(self, index, x):
+        """Runs stage ``index`` on an NCHW map (or the image); returns tokens (B, H*W, C) and (H, W)."""
+        x, hw = getattr(self, f"patch_embed{index + 1}")(x)
+        x = getattr(self, f"pos_drop{index + 1}")(x + self._pos_embed(index, hw))
+        for blk in getattr(self, f"block{index + 1}"):
+            x = blk(x, hw[0], hw[1])
+        return x, hw
+
+    @staticmethod
+    def _to_nchw(x, hw):
+        return x.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
+
+    def forward_features(self, x):
+        for i in range(self.num_stages):
+            x, hw = self._stage(i, x)
+            if i != self.num_stages - 1:
+                x = self._to_nchw(x, hw)
+        return x  # (B, N, C) tokens of the last stage
+
+    def forward_head(self, x, pre_logits: bool = False):
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """Per-stage NCHW maps (the official downstream outputs) and, unless intermediates_only, the final tokens."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"{type(self).__name__} intermediates are NCHW only")
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        intermediates = []
+        last = max_index if stop_early or intermediates_only else self.num_stages - 1
+        for i in range(last + 1):
+            x, hw = self._stage(i, x)
+            feat = self._to_nchw(x, hw)
+            if i in take_indices:
+                intermediates.append(feat)
+            if i != self.num_stages - 1:
+                x = feat
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        for i in range(max_index + 1, self.num_stages):
+            for name in ("patch_embed", "pos_drop", "block"):
+                setattr(self, f"{name}{i + 1}", nn.Identity() if name != "block" else nn.ModuleList())
+            delattr(self, f"pos_embed{i + 1}")
+            self.register_parameter(f"pos_embed{i + 1}", None)
+        self.num_stages = max_index + 1
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices

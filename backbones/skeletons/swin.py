@@ -1,0 +1,321 @@
+"""Swin skeleton: the official ``SwinTransformer`` (classification and downstream) with the attention chosen per
+block by the family.
+
+Shared by Agent-Swin and SLAB-Swin (same state-dict layout: ``layers.i.blocks.j.{norm1, attn.*, norm2, mlp.*}``,
+``layers.i.downsample``, ``patch_embed``, ``norm``, ``head``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.models._features import feature_take_indices
+
+from .shared import init_weights
+
+__all__ = ["PatchMerging", "SwinBlock", "SwinPatchEmbed", "SwinStage", "SwinTransformer", "WindowAttention",
+           "shifted_window_mask", "window_partition", "window_reverse"]
+
+
+def window_partition(x, window_size):
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
+
+
+def window_reverse(windows, window_size, h, w):
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+def shifted_window_mask(h, w, window_size, shift_size, device=None):
+    """Swin's (0 / -100) mask for the cyclically shifted windows of an (h, w) map (h, w multiples of the window)."""
+    img_mask = torch.zeros((1, h, w, 1), device=device)
+    slices = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+    cnt = 0
+    for hs in slices:
+        for ws in slices:
+            img_mask[:, hs, ws, :] = cnt
+            cnt += 1
+    mask_windows = window_partition(img_mask, window_size).squeeze(-1)
+    mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class WindowAttention(nn.Module):
+    """Swin window attention with relative position bias (the families' softmax blocks)."""
+
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        self.window_size = to_2tuple(window_size)
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+        index = (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
+        # Rebuilt from the window size; the families' checkpoint filters drop the copy official checkpoints carry.
+        self.register_buffer("relative_position_index", index, persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x, mask=None):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, n, n)
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = (bias + mask.unsqueeze(1)).unsqueeze(0)  # (1, nW, heads, n, n)
+            q, k, v = (t.view(b // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
+        if torch.compiler.is_exporting():
+            # torch.export's SDPA decomposition (torch 2.14) reports output strides it does not have, and the
+            # reshape below then fails as an invalid view in the ONNX exporter: spell the same attention out.
+            attn = (q * self.scale) @ k.transpose(-2, -1) + bias.to(q.dtype)
+            out = attn.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
+                                                 dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.reshape(b, self.num_heads, n, -1).transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+class SwinBlock(nn.Module):
+    """Swin block around a family attention built by ``attn_layer(dim, window_size)``.
+
+    ``global_attn=False``: (shifted) window attention, called as ``attn(windows, mask=mask)``; a window as large as
+    the grid is neither partitioned nor shifted (official classification behaviour, from Swin) unless
+    ``always_partition`` (the official downstream backbones keep window and shift at every size).
+    ``global_attn=True``: the attention sees the whole map, called as ``attn(x, (H, W))``; no shift.
+    """
+
+    def __init__(self, dim, input_resolution, num_heads, attn_layer: Callable[[int, int], nn.Module], window_size=7,
+                 shift_size=0, global_attn=False, mlp_ratio=4.0, drop=0.0, drop_path=0.0, act_layer=nn.GELU,
+                 norm_layer=nn.LayerNorm, always_partition=False):
+        super().__init__()
+        self.global_attn = global_attn
+        self.input_resolution = tuple(input_resolution)
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        if global_attn:
+            self.shift_size = 0
+        elif not always_partition and min(self.input_resolution) <= window_size:
+            self.shift_size = 0
+            self.window_size = min(self.input_resolution)
+        if not 0 <= self.shift_size < self.window_size:
+            raise ValueError(f"shift_size {self.shift_size} must lie in [0, window_size={self.window_size})")
+        self.norm1 = norm_layer(dim)
+        self.attn = attn_layer(dim, self.window_size)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def _window_attention(self, x):
+        b, h, w, c = x.shape
+        ws = self.window_size
+        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        hp, wp = x.shape[1], x.shape[2]
+        mask = None
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            mask = shifted_window_mask(hp, wp, ws, self.shift_size, device=x.device).to(x.dtype)
+        x = window_reverse(self.attn(window_partition(x, ws), mask=mask), ws, hp, wp)
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        return x[:, :h, :w, :]
+
+    def forward(self, x, hw):
+        b, n, c = x.shape
+        if n != hw[0] * hw[1]:
+            raise ValueError(f"SwinBlock got {n} tokens but was told the grid is {hw[0]}x{hw[1]}")
+        shortcut = x
+        x = self.norm1(x)
+        if self.global_attn:
+            x = self.attn(x, hw)
+        else:
+            x = self._window_attention(x.view(b, hw[0], hw[1], c)).reshape(b, n, c)
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """2x2 patch merging; odd grids are zero-padded (official downstream behaviour)."""
+
+    def __init__(self, dim, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.norm = norm_layer(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x, hw):
+        b, n, c = x.shape
+        h, w = hw
+        x = x.view(b, h, w, c)
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        out_hw = (x.shape[1], x.shape[2])
+        return self.reduction(self.norm(x.reshape(b, -1, 4 * c))), out_hw
+
+
+class SwinStage(nn.Module):
+    """Official ``BasicLayer``: blocks, then the patch merging that feeds the next stage."""
+
+    def __init__(self, blocks, dim, norm_layer=nn.LayerNorm, downsample=True):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = PatchMerging(dim, norm_layer=norm_layer) if downsample else None
+
+    def forward(self, x, hw):
+        """Returns (stage output, its grid) before the patch merging; call ``self.downsample`` for the next stage."""
+        for blk in self.blocks:
+            x = blk(x, hw)
+        return x, hw
+
+
+class SwinPatchEmbed(nn.Module):
+    """Patch embedding that pads the image to a multiple of the patch size (official downstream behaviour)."""
+
+    def __init__(self, patch_size=4, in_chans=3, embed_dim=96, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.patch_size = to_2tuple(patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+    def forward(self, x):
+        ph, pw = self.patch_size
+        x = F.pad(x, (0, (pw - x.shape[3] % pw) % pw, 0, (ph - x.shape[2] % ph) % ph))
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)
+        return (self.norm(x) if self.norm is not None else x), hw
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer (classification and downstream layouts).
+
+    ``block_fn(stage=, index=, dim=, input_resolution=, num_heads=, window_size=, mlp_ratio=, qkv_bias=, qk_scale=,
+    drop=, attn_drop=, drop_path=, norm_layer=, always_partition=)`` builds block ``index`` of stage ``stage`` (a
+    :class:`SwinBlock` with the family's attention, window and shift). ``input_resolution`` is the stage grid at
+    ``img_size``. ``out_norms=True`` is the official downstream layout: per-stage LayerNorms ``norm0..norm3`` on the
+    intermediates and no final norm or classifier, so detection / segmentation checkpoints load strictly.
+    """
+
+    def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, patch_size=4, in_chans=3, num_classes=1000,
+                 embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0,
+                 qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1,
+                 norm_layer=nn.LayerNorm, ape=False, patch_norm=True, always_partition=False, out_norms=False,
+                 global_pool="avg"):
+        super().__init__()
+        if ape:
+            raise ValueError("ape=True (absolute position embedding) is used by none of the official models here; "
+                             "not supported")
+        self.num_classes = num_classes
+        self.num_layers = len(depths)
+        self.global_pool = global_pool
+        self.embed_dim = embed_dim
+        self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (self.num_layers - 1))
+        img_size = to_2tuple(img_size)
+        grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+
+        self.patch_embed = SwinPatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        self.layers = nn.ModuleList()
+        self.feature_info = []
+        for i in range(self.num_layers):
+            dim = int(embed_dim * 2 ** i)
+            drop_path = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+            blocks = [
+                block_fn(stage=i, index=j, dim=dim, input_resolution=(grid[0] // 2 ** i, grid[1] // 2 ** i),
+                         num_heads=num_heads[i], window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                         qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path[j],
+                         norm_layer=norm_layer, always_partition=always_partition)
+                for j in range(depths[i])
+            ]
+            self.layers.append(SwinStage(blocks, dim, norm_layer=norm_layer, downsample=i < self.num_layers - 1))
+            self.feature_info.append(dict(num_chs=dim, reduction=patch_size * 2 ** i, module=f"layers.{i}"))
+        self.out_norms = out_norms
+        if out_norms:
+            # The official downstream backbone: per-stage output norms, and neither final norm nor classifier.
+            for i in range(self.num_layers):
+                self.add_module(f"norm{i}", norm_layer(int(embed_dim * 2 ** i)))
+            num_classes = self.num_classes = 0
+        self.norm = nn.Identity() if out_norms else norm_layer(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self):
+        return {"relative_position_bias_table"}
+
+    @torch.jit.ignore
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x):
+        x, hw = self.patch_embed(x)
+        x = self.pos_drop(x)
+        for layer in self.layers:
+            x, hw = layer(x, hw)
+            if layer.downsample is not None:
+                x, hw = layer.downsample(x, hw)
+        return self.norm(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """Stage outputs before patch merging, as NCHW maps (through ``norm{i}`` when built with out_norms)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"{type(self).__name__} intermediates are NCHW only")
+        take_indices, max_index = feature_take_indices(self.num_layers, indices)
+        x, hw = self.patch_embed(x)
+        x = self.pos_drop(x)
+        intermediates = []
+        layers = self.layers if not (stop_early or intermediates_only) else self.layers[:max_index + 1]
+        for i, layer in enumerate(layers):
+            x, hw = layer(x, hw)
+            if i in take_indices:
+                feat = getattr(self, f"norm{i}")(x) if self.out_norms else x
+                intermediates.append(feat.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous())
+            if layer.downsample is not None and i < len(layers) - 1:
+                x, hw = layer.downsample(x, hw)
+        if intermediates_only:
+            return intermediates
+        if len(layers) == self.num_layers:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        take_indices, max_index = feature_take_indices(self.num_layers, indices)
+        self.layers = self.layers[:max_index + 1]
+        self.layers[-1].downsample = None
+        self.num_layers = max_index + 1
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
