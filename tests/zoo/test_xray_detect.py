@@ -1,0 +1,180 @@
+"""``zoo xray detect``: one JSON + one picture per image, directory input, non-images skipped with a warning, a
+checkpoint that does not fit the config refused with both names, labels that never overlap.
+
+The detector is the CPU demo's (configs/xray/...synthetic-demo.py) at its seeded initialisation, saved without
+``dataset_meta`` as a plain ``torch.save`` file: an untrained head scores every class about equally, so
+``--score-thr 0`` keeps its full quota of detections (boxes and masks) for the schema checks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mmdet")
+mask_utils = pytest.importorskip("pycocotools.mask")
+
+from zoo.cli import EXIT_USER_ERROR, main  # noqa: E402
+from zoo.commands import xray  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = "xray/cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py"
+PIDRAY_CLASSES = ("Baton", "Pliers", "Hammer", "Powerbank", "Scissors", "Wrench", "Gun", "Bullet", "Sprayer",
+                  "HandCuffs", "Knife", "Lighter")
+
+
+def _make_pidray():
+    spec = importlib.util.spec_from_file_location("make_pidray", REPO / "tools" / "make_pidray.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_pidray", module)  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(sys.modules["make_pidray"])
+    return sys.modules["make_pidray"]
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    """Two folders of synthetic scans (96 px) with a text file among them, and the untrained demo detector."""
+    root = tmp_path_factory.mktemp("bags")
+    _make_pidray().make_pidray(root / "set", num_train=0, num_test=2, image_size=96, seed=5,
+                               splits=("easy", "hard"))
+    (root / "set" / "hard" / "packing_list.txt").write_text("not an image")
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from zoo.shipped import config_path
+
+    cfg = Config.fromfile(str(config_path(DEMO_CONFIG)))
+    init_default_scope("mmdet")
+    from mmdet.registry import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save({"state_dict": model.state_dict()}, root / "untrained.pth")
+    return root
+
+
+@pytest.fixture(scope="module")
+def detected(bags, tmp_path_factory):
+    """One in-process run on a folder (with a non-image in it) plus a single file; returns (out dir, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("detected")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["xray", "detect", DEMO_CONFIG, str(bags / "untrained.pth"), str(bags / "set" / "hard"),
+                     str(bags / "set" / "easy" / "easy_00001.png"), "--out", str(out), "--score-thr", "0"])
+    assert code == 0, stderr.getvalue()[-2000:]
+    return out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_one_json_and_one_picture_per_image(detected):
+    out, stdout, _ = detected
+    assert sorted(p.name for p in out.iterdir()) == ["easy_00001.json", "easy_00001.png", "hard_00000.json",
+                                                     "hard_00000.png", "hard_00001.json", "hard_00001.png"]
+    import cv2
+
+    for path in out.glob("*.json"):
+        result = json.loads(path.read_text())
+        assert set(result) == {"image", "width", "height", "config", "checkpoint", "score_thr", "instances"}
+        assert (result["width"], result["height"]) == (96, 96) and result["score_thr"] == 0.0
+        assert Path(result["image"]).name == path.stem + ".png"
+        instances = result["instances"]
+        assert instances, f"{path}: an untrained detector at threshold 0 still returns its detections"
+        scores = [r["score"] for r in instances]
+        assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+        for record in instances:
+            assert set(record) == {"class", "label", "score", "box", "mask"}
+            assert record["class"] == PIDRAY_CLASSES[record["label"]]  # the config's classes, not COCO's
+            x1, y1, x2, y2 = record["box"]
+            assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
+            mask = mask_utils.decode({"size": record["mask"]["size"], "counts": record["mask"]["counts"].encode()})
+            assert mask.shape == (96, 96)
+        picture = cv2.imread(str(path.with_suffix(".png")))
+        assert picture.shape[0] >= 96 * 5 and picture.shape[1] == 96 * 5  # enlarged to about 512 px for the labels
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["images"] == 3 and summary["instances"] == sum(
+        len(json.loads(p.read_text())["instances"]) for p in out.glob("*.json"))
+
+
+def test_summary_line_per_image_names_classes_and_scores(detected):
+    out, stdout, _ = detected
+    lines = stdout.strip().splitlines()[:-1]
+    assert [line.split(":")[0] for line in lines] == ["hard_00000.png", "hard_00001.png", "easy_00001.png"]
+    first = json.loads((out / "hard_00000.json").read_text())["instances"]
+    assert lines[0] == "hard_00000.png: " + ", ".join(f"{r['class']} {r['score']:.2f}" for r in first)
+
+
+def test_non_image_in_a_folder_is_skipped_with_a_warning_naming_it(detected):
+    _, stdout, stderr = detected
+    warnings = [line for line in stderr.splitlines() if "skipping" in line]
+    assert len(warnings) == 1 and "packing_list.txt" in warnings[0] and "not an image" in warnings[0]
+    assert "packing_list" not in stdout
+
+
+def test_checkpoint_that_does_not_fit_the_config_names_both(bags, tmp_path, capsys):
+    state = torch.load(bags / "untrained.pth", weights_only=True)["state_dict"]
+    state.pop("neck.selective_attentions.0.channel_attention.squeeze.0.weight")
+    state["roi_head.bbox_head.0.fc_cls.weight"] = torch.zeros(81, 128)  # a COCO-sized class head
+    bad = tmp_path / "other_detector.pth"
+    torch.save({"state_dict": state}, bad)
+    code = main(["xray", "detect", DEMO_CONFIG, str(bad), str(bags / "set" / "easy"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    message = [line for line in err.splitlines() if line.startswith("zoo: error:")]
+    assert code == EXIT_USER_ERROR and len(message) == 1
+    assert str(bad) in message[0] and DEMO_CONFIG.split("/")[-1] in message[0]
+    assert "neck.selective_attentions.0.channel_attention.squeeze.0.weight" in message[0]
+    assert "roi_head.bbox_head.0.fc_cls.weight (81, 128) in the checkpoint vs (13, 128) in the model" in message[0]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sdanet_r101_pidray", "{ckpt}", "{dir}/nowhere"], "nowhere: no such file or directory"),
+    (["biformer_small", "{ckpt}", "{dir}"], "is a classification card, not a detector"),
+    (["xray/no_such_config.py", "{ckpt}", "{dir}"], "no shipped config of that name"),
+    ([DEMO_CONFIG, "{dir}/absent.pth", "{dir}"], "absent.pth: no such checkpoint file"),
+])
+def test_user_mistakes_exit_2_with_one_line(bags, tmp_path, capsys, argv, words):
+    argv = [a.format(ckpt=bags / "untrained.pth", dir=bags / "set" / "easy") for a in argv]
+    assert main(["xray", "detect", *argv, "--out", str(tmp_path)]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("zoo: error: ") and words in err[-1]
+
+
+def test_collect_images_keeps_order_and_warns_per_skipped_file(tmp_path):
+    import cv2
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("b.png", "a.jpg"):
+        cv2.imwrite(str(folder / name), np.zeros((8, 8, 3), np.uint8))
+    (folder / "c.png").write_bytes(b"not really a png")
+    (folder / "notes.md").write_text("x")
+    (folder / "sub").mkdir()
+    warnings = []
+    found = xray.collect_images([folder, folder / "b.png"], warnings.append)
+    assert [p.name for p in found] == ["a.jpg", "b.png"]  # sorted, no repeat, no subfolder
+    assert len(warnings) == 2 and "c.png" in warnings[0] and "cannot be decoded" in warnings[0]
+    assert "notes.md" in warnings[1] and "not an image" in warnings[1]
+
+
+def test_labels_never_overlap_each_other():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 25))
+        corners = rng.uniform(0, 400, (n, 2))
+        boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(corners, rng.uniform(5, 200, (n, 2)))]
+        sizes = [(int(w), 19) for w in rng.integers(60, 110, n)]
+        labels = xray.place_labels(boxes, sizes, 512, 512)
+        for i, a in enumerate(labels):
+            assert a[2] - a[0] == sizes[i][0] and a[3] - a[1] == sizes[i][1] and a[0] >= 0 and a[1] >= 0
+            assert a[2] <= 512
+            for b in labels[i + 1:]:
+                assert not xray._overlaps(a, b), (a, b)
