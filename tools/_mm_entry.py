@@ -58,10 +58,53 @@ def load_config(args):
     return cfg
 
 
+def _sync_bn_to_bn(node) -> int:
+    """Turn every ``type='SyncBN'`` in a config subtree into ``'BN'``; returns how many were changed."""
+    changed = 0
+    if isinstance(node, dict):
+        if node.get("type") == "SyncBN":
+            node["type"] = "BN"
+            changed += 1
+        for value in node.values():
+            changed += _sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            changed += _sync_bn_to_bn(value)
+    return changed
+
+
+def prepare_cpu_distributed(cfg) -> bool:
+    """Under torchrun without CUDA, make the Runner's distributed path work on the CPU; True when it applied.
+
+    mmengine 0.10.7's ``pytorch`` launcher calls ``torch.cuda.set_device`` unconditionally and its DDP wrapper passes
+    ``device_ids=[LOCAL_RANK]``, which DDP refuses for a CPU module. So: join the gloo process group here (the Runner
+    then skips its own init), wrap without ``device_ids``, and use plain BN where the config asks for SyncBN (torch's
+    SyncBatchNorm only synchronises CUDA tensors; each process then keeps its own batch statistics).
+    """
+    import torch
+
+    if cfg.launcher != "pytorch" or torch.cuda.is_available():
+        return False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    cfg.env_cfg = {**cfg.get("env_cfg", {}), "dist_cfg": dict(backend="gloo")}
+    wrapper = dict(cfg.get("model_wrapper_cfg") or dict(
+        type="MMDistributedDataParallel", broadcast_buffers=False,
+        find_unused_parameters=cfg.get("find_unused_parameters", False)))
+    wrapper["device_ids"] = None
+    cfg.model_wrapper_cfg = wrapper
+    if _sync_bn_to_bn(cfg.model) and dist.get_rank() == 0:
+        print("CPU distributed run: SyncBN replaced by BN (SyncBatchNorm needs CUDA tensors)", flush=True)
+    return True
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
+    prepare_cpu_distributed(cfg)
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -37,9 +37,13 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as typed, for records such as a training run's model card
     from .cards import CardError, UnknownModelError
     from .checkpoint import CheckpointError
+    from .classification.datasets import DatasetError
+    from .classification.runs import RunError
 
     try:
         code = args.run(args)
@@ -47,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _quiet_broken_pipe()
-    except (UserError, UnknownModelError, CheckpointError, CardError, FileNotFoundError) as err:
+    except (UserError, UnknownModelError, CheckpointError, CardError, DatasetError, RunError,
+            FileNotFoundError) as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
 

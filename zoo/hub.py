@@ -66,20 +66,27 @@ def _generated_readme(model: torch.nn.Module, architecture: str, config: dict) -
     return "\n".join(lines)
 
 
-def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, *, label_names: list[str] | None = None,
+                    data_config: dict | None = None, readme: str | None = None) -> Path:
     """Write ``model`` as a hub-style folder: config.json (timm format), model.safetensors, README.md.
 
     config.json carries timm's ``architecture``, ``num_classes``, ``num_features``, ``pretrained_cfg`` and the
-    ``model_args`` needed to rebuild the model; README.md is the rendered model card when the zoo has one.
-    Returns the folder.
+    ``model_args`` needed to rebuild the model, plus ``label_names`` (one per output) when given; ``data_config``
+    (timm's ``input_size``/``crop_pct``/... keys) records the preprocessing the weights were trained and measured with.
+    README.md is ``readme`` when given (e.g. a fine-tuning run's own card), else the zoo's card for the architecture,
+    else one generated from the model. Returns the folder.
     """
     architecture = _architecture(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise ValueError(f"{len(label_names)} label_names for a model with {model.num_classes} outputs.")
     save_safetensors(model.state_dict(), directory / WEIGHTS_NAME, metadata={"architecture": architecture})
-    save_config_for_hf(model, str(directory / CONFIG_NAME))
+    model_config = {"label_names": list(label_names)} if label_names else None
+    save_config_for_hf(model, str(directory / CONFIG_NAME), model_config=model_config, data_config=data_config)
     config = json.loads((directory / CONFIG_NAME).read_text())
-    readme = render_card(architecture) if has_card(architecture) else _generated_readme(model, architecture, config)
+    if readme is None:
+        readme = render_card(architecture) if has_card(architecture) else _generated_readme(model, architecture, config)
     (directory / README_NAME).write_text(readme, encoding="utf-8")
     return directory
 

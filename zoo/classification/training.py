@@ -1,0 +1,223 @@
+"""The fine-tuning loop behind ``zoo train``: timm's data, optimizer, scheduler, mixup, EMA and AMP helpers, one
+process or many (DDP under torchrun), and the run folder written by rank 0 after every epoch.
+
+``train(args)`` takes the parsed ``zoo train`` arguments (see ``zoo/commands/train.py`` for their meaning and
+defaults) and returns the last epoch's summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from timm.data import Mixup, create_loader, resolve_model_data_config
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn, random_seed
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..hub import create_model
+from .datasets import DatasetError, build_dataset, class_to_index_for_model, find_split, scan_image_folder
+from .distributed import Processes, sum_across_ranks
+from .evaluation import AMP_DTYPES, autocast, evaluate, make_eval_loader
+from .models import load_backbone_weights
+from .runs import RunError, RunRecord, has_run, read_state, write_epoch
+
+__all__ = ["RunError", "train"]
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume and not has_run(out):
+        raise RunError(f"{out}: nothing to resume (no train_state.pth); drop --resume to start a run there.")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise RunError(f"{out}: folder exists and is not empty; pass --resume to continue the run in it, or choose "
+                       "another --out.")
+
+
+def _build_model(args, num_classes: int, processes: Processes) -> torch.nn.Module:
+    kwargs = dict(args.model_kwargs)
+    if args.drop_path is not None:
+        kwargs["drop_path_rate"] = args.drop_path
+    model = create_model(args.model, pretrained=False, num_classes=num_classes, **kwargs)
+    if args.pretrained and not args.resume:
+        load_backbone_weights(model, args.pretrained)
+    if args.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise RunError(f"{args.model} has no gradient checkpointing (set_grad_checkpointing); drop "
+                           "--grad-checkpointing.")
+        model.set_grad_checkpointing(True)
+    return model.to(processes.device)
+
+
+def _recipe(args, processes: Processes, layer_decay: float | None) -> dict:
+    recipe = {
+        "epochs": args.epochs,
+        "batch size": f"{args.batch_size} x {processes.world_size} process(es)",
+        "optimizer": f"{args.opt}, lr {args.lr}, weight decay {args.weight_decay}"
+                     + (f", layer decay {layer_decay}" if layer_decay else ""),
+        "schedule": f"{args.sched}, {args.warmup_epochs} warmup epoch(s), min lr {args.min_lr}",
+        "augmentation": "none" if args.no_aug else
+                        f"random resized crop scale {tuple(args.scale)}, colour jitter {args.color_jitter}, hflip",
+        "label smoothing": args.smoothing,
+        "amp": args.amp,
+    }
+    if args.mixup or args.cutmix:
+        recipe["mixup / cutmix"] = f"{args.mixup} / {args.cutmix}"
+    if args.model_ema:
+        recipe["model_ema"] = f"decay {args.model_ema_decay} (validated and saved)"
+    if args.grad_checkpointing:
+        recipe["gradient checkpointing"] = "on"
+    return recipe
+
+
+def train(args, processes: Processes) -> dict:
+    out = Path(args.out)
+    _check_out(out, args.resume)
+    random_seed(args.seed, processes.rank)
+    verbose = processes.is_primary
+
+    train_scan = scan_image_folder(find_split(args.data, "train"), check_images=not args.no_image_check,
+                                   verbose=verbose)
+    classes = train_scan.classes
+    train_dataset = build_dataset(train_scan, {c: i for i, c in enumerate(classes)})
+    val_folder = find_split(args.data, "val", required=False)
+    val_dataset = None
+    if val_folder is not None and val_folder != train_scan.root:
+        val_scan = scan_image_folder(val_folder, check_images=not args.no_image_check, verbose=verbose)
+        val_dataset = build_dataset(val_scan, class_to_index_for_model(val_scan, len(classes), classes),
+                                    shard=(processes.rank, processes.world_size))
+
+    model = _build_model(args, len(classes), processes)
+    overrides = {k: v for k, v in (("img_size", args.img_size), ("crop_pct", args.crop_pct)) if v is not None}
+    data_config = resolve_model_data_config(model, args=overrides)
+    device = processes.device
+    use_prefetcher = device.type == "cuda"
+    train_loader = create_loader(
+        train_dataset, input_size=data_config["input_size"], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, scale=tuple(args.scale), color_jitter=args.color_jitter, hflip=0.5,
+        interpolation=data_config["interpolation"], mean=data_config["mean"], std=data_config["std"],
+        num_workers=args.workers, distributed=processes.distributed, use_prefetcher=use_prefetcher, device=device,
+        pin_memory=use_prefetcher, persistent_workers=args.workers > 0)
+    if len(train_loader) == 0:
+        raise DatasetError(f"{train_scan.root}: {train_scan.num_images} images make no full batch of "
+                           f"{args.batch_size} per process x {processes.world_size}; lower --batch-size.")
+    val_loader = (make_eval_loader(val_dataset, data_config, args.batch_size, args.workers, device)
+                  if val_dataset is not None else None)
+
+    layer_decay = args.layer_decay
+    if layer_decay is not None and not hasattr(model, "group_matcher"):
+        raise RunError(f"{args.model} has no group_matcher, so no layer-wise lr decay; drop --layer-decay.")
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    layer_decay=layer_decay)
+    amp_dtype = AMP_DTYPES[args.amp]
+    scaler = NativeScaler(device=device.type) if amp_dtype is torch.float16 else None
+    ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
+
+    start_epoch = 0
+    if args.resume:
+        state = read_state(out)
+        if state.get("architecture") != model.pretrained_cfg["architecture"] or state.get("classes") != classes:
+            raise RunError(f"{out}: the run there trained {state.get('architecture')} on classes "
+                           f"{state.get('classes')}; resume it with the same MODEL and --data.")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise RunError(f"{out}: its resume state does not fit this model ({str(err).splitlines()[0][:200]}); "
+                           "pass the same MODEL and --model-kwargs as the run that wrote it.") from err
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"])
+        if start_epoch >= args.epochs:
+            raise RunError(f"{out}: already trained {start_epoch} epochs; pass --epochs above {start_epoch} to "
+                           "train on.")
+
+    train_model = model
+    if processes.distributed:
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
+                                       warmup_epochs=args.warmup_epochs, min_lr=args.min_lr, warmup_lr=args.warmup_lr,
+                                       updates_per_epoch=len(train_loader))
+    if start_epoch > 0:
+        scheduler.step(start_epoch)  # as timm's train.py: put the lr where the run left it
+
+    mixup = None
+    if args.mixup > 0 or args.cutmix > 0:
+        mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=args.smoothing,
+                      num_classes=len(classes))
+        criterion = SoftTargetCrossEntropy()
+    elif args.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss()
+
+    record = RunRecord(model.pretrained_cfg["architecture"], args.argv, str(args.data), classes,
+                       _recipe(args, processes, layer_decay),
+                       f"from {args.pretrained}, head re-initialised" if args.pretrained else "from random weights")
+    num_updates = start_epoch * len(train_loader)
+    summary: dict = {}
+    for epoch in range(start_epoch, args.epochs):
+        started = time.perf_counter()
+        if processes.distributed:
+            train_loader.sampler.set_epoch(epoch)
+        train_model.train()
+        loss_sum = seen = 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
+                   disable=not verbose)
+        for inputs, targets in bar:
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if mixup is not None:
+                inputs, targets = mixup(inputs, targets)
+            with autocast(device, amp_dtype):
+                loss = criterion(train_model(inputs), targets)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr (or use --amp bf16 "
+                                         "instead of fp16).")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler(loss, optimizer, clip_grad=args.clip_grad, parameters=model.parameters())
+            else:
+                loss.backward()
+                if args.clip_grad is not None:
+                    dispatch_clip_grad(model.parameters(), args.clip_grad)
+                optimizer.step()
+            num_updates += 1
+            if ema is not None:
+                ema.update(model, step=num_updates)
+            scheduler.step_update(num_updates=num_updates)
+            loss_sum += loss.item() * inputs.shape[0]
+            seen += inputs.shape[0]
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        scheduler.step(epoch + 1)
+        if processes.distributed:
+            distribute_bn(model, processes.world_size, reduce=True)  # no-op for models without BatchNorm
+        loss_sum, seen = sum_across_ranks([loss_sum, seen], processes)
+
+        eval_model = ema.module if ema is not None else model
+        val = None
+        if val_loader is not None:
+            result = evaluate(eval_model, val_loader, processes, amp_dtype, progress=verbose, desc="val")
+            val = dict(data=str(val_folder), images=result.images, top1=result.top1, top5=result.top5,
+                       loss=result.loss)
+        seconds = time.perf_counter() - started
+        summary = dict(epoch=epoch + 1, epochs=args.epochs, train_loss=loss_sum / seen,
+                       lr=optimizer.param_groups[0]["lr"], seconds=round(seconds, 2),
+                       top1=val["top1"] if val else None, top5=val["top5"] if val else None,
+                       val_images=val["images"] if val else 0)
+        if verbose:
+            line = f"epoch {epoch + 1}/{args.epochs}  train loss {loss_sum / seen:.4f}  lr {summary['lr']:.2e}"
+            if val:
+                line += f"  val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}  loss {val['loss']:.4f}"
+            print(line + f"  ({seconds:.1f} s)", flush=True)
+            state = dict(epoch=epoch + 1, epochs=args.epochs, architecture=model.pretrained_cfg["architecture"],
+                         classes=classes, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         ema=ema.module.state_dict() if ema is not None else None,
+                         scaler=scaler.state_dict() if scaler is not None else None)
+            write_epoch(out, record, eval_model, state, summary, data_config, val)
+    return summary

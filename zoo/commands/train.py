@@ -1,0 +1,84 @@
+"""``zoo train MODEL --data DIR --out RUN``: fine-tune (or train from scratch) a zoo or timm classifier on an
+ImageFolder, in one process or many (``torchrun --nproc_per_node N -m zoo.cli train ...``).
+
+DIR/train/<class>/<image> is trained on; DIR/val/<class>/<image>, when present, is validated after every epoch. RUN
+becomes a hub folder (config.json with the class names, model.safetensors, a card with the measured top-1 and this
+command) plus the resume state; ``zoo validate RUN --data DIR/val`` gives the top-1 of the last epoch again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .errors import UserError
+from .validate import DEFAULT_WORKERS, check_device
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..classification import start_processes, stop_processes
+    from ..classification.training import train
+
+    check_device(args.device)
+    if args.pretrained and args.resume:
+        raise UserError("--pretrained starts a run, --resume continues one; pass one of them.")
+    processes = start_processes(args.device)
+    summary = train(args, processes)
+    stop_processes(processes)
+    if processes.is_primary:
+        # Percentages to 4 decimals, as zoo validate prints them (so the two compare equal); the lr to 4 digits.
+        rounded = {k: round(v, 4) if isinstance(v, float) and k != "lr" else v for k, v in summary.items()}
+        rounded["lr"] = float(f"{summary['lr']:.4g}")
+        print(json.dumps({"model": args.model, "out": args.out, **rounded, "world_size": processes.world_size,
+                          "device": str(processes.device)}))
+    return 0
+
+
+def register(commands) -> None:
+    from timm.utils import ParseKwargs
+
+    p = commands.add_parser("train", help="fine-tune a classifier on an ImageFolder (torchrun for several processes)")
+    p.add_argument("model", help="a zoo or timm model name, e.g. poolformer_s12 or biformer_tiny")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder with train/<class>/ (and val/<class>/)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (hub folder + resume state)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32, help="per process")
+    p.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    p.add_argument("--crop-pct", type=float, default=None,
+                   help="validation centre-crop fraction, saved with the run (default: the model's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s; torchrun: one per process)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loading processes per process")
+    p.add_argument("--seed", type=int, default=0)
+    start = p.add_argument_group("where to start")
+    start.add_argument("--pretrained", metavar="FILE_OR_CARD",
+                       help="backbone weights (a file, URL, card name or model folder); the head is re-initialised "
+                            "for the folder's classes")
+    start.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    start.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
+                       help="constructor arguments, e.g. depth='(1,1,1,1)' (saved in config.json)")
+    start.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the model's)")
+    start.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
+    opt = p.add_argument_group("optimizer and schedule (timm's factories)")
+    opt.add_argument("--opt", default="adamw", help="any timm optimizer name (default %(default)s)")
+    opt.add_argument("--lr", type=float, default=1e-3)
+    opt.add_argument("--weight-decay", type=float, default=0.05)
+    opt.add_argument("--layer-decay", type=float, default=None,
+                     help="layer-wise lr decay, e.g. 0.75 (models with group_matcher)")
+    opt.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this")
+    opt.add_argument("--sched", default="cosine", help="any timm scheduler name (default %(default)s)")
+    opt.add_argument("--warmup-epochs", type=int, default=1)
+    opt.add_argument("--warmup-lr", type=float, default=1e-5)
+    opt.add_argument("--min-lr", type=float, default=1e-6)
+    aug = p.add_argument_group("augmentation and regularisation")
+    aug.add_argument("--no-aug", action="store_true", help="train on resized centre crops, no augmentation")
+    aug.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+                     help="random-resized-crop area range (default 0.08 1.0)")
+    aug.add_argument("--color-jitter", type=float, default=0.4)
+    aug.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
+    aug.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    aug.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    aug.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights; validate and save it")
+    aug.add_argument("--model-ema-decay", type=float, default=0.999)
+    p.add_argument("--no-image-check", action="store_true", help="skip reading every image header first")
+    p.set_defaults(run=run)

@@ -1,0 +1,109 @@
+"""``zoo validate MODEL_OR_FOLDER --data DIR``: top-1 / top-5 of a classifier on an ImageFolder, e.g. ImageNet val.
+
+With an official checkpoint and ImageNet-1k val this is the command that reproduces a card's top-1 (see the README's
+classification section); with a ``zoo train`` run folder it reproduces the run's last reported top-1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .errors import UserError
+
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+
+def add_model_source_args(parser: argparse.ArgumentParser) -> None:
+    """The flags that say which weights a classification verb runs (shared by validate and predict)."""
+    from timm.utils import ParseKwargs
+
+    parser.add_argument("model", metavar="MODEL_OR_FOLDER",
+                        help="a zoo/timm model name, or a folder written by zoo train / zoo.save_pretrained")
+    parser.add_argument("--checkpoint", metavar="FILE_OR_CARD",
+                        help="weights for a model name: a file, URL or card name (default: the card's checkpoint)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="random weights instead of the card's checkpoint (for speed measurements only)")
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
+                        help="constructor arguments for a model name, e.g. depth='(1,1,1,1)'")
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} but no CUDA device is visible; use --device cpu.")
+
+
+def data_config_overrides(args: argparse.Namespace) -> dict:
+    """--img-size / --crop-pct as timm's resolve_model_data_config arguments (unset ones keep the model's)."""
+    overrides = {}
+    if args.img_size is not None:
+        overrides["img_size"] = args.img_size
+    if getattr(args, "crop_pct", None) is not None:
+        overrides["crop_pct"] = args.crop_pct
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from timm.data import resolve_model_data_config
+
+    from ..classification import (
+        AMP_DTYPES,
+        build_dataset,
+        class_to_index_for_model,
+        evaluate,
+        find_split,
+        load_classifier,
+        make_eval_loader,
+        scan_image_folder,
+        start_processes,
+        stop_processes,
+    )
+
+    check_device(args.device)
+    if args.random_init and args.checkpoint:
+        raise UserError("--random-init and --checkpoint contradict each other; pass one of them.")
+    processes = start_processes(args.device)
+    folder = find_split(args.data, "val")
+    scan = scan_image_folder(folder, check_images=not args.no_image_check, verbose=processes.is_primary)
+    model = load_classifier(args.model, args.checkpoint, random_init=args.random_init, **args.model_kwargs)
+    model.to(processes.device)
+    data_config = resolve_model_data_config(model, args=data_config_overrides(args))
+    class_to_idx = class_to_index_for_model(scan, model.num_classes, model.pretrained_cfg.get("label_names"))
+    dataset = build_dataset(scan, class_to_idx, shard=(processes.rank, processes.world_size))
+    loader = make_eval_loader(dataset, data_config, args.batch_size, args.workers, processes.device)
+    result = evaluate(model, loader, processes, AMP_DTYPES[args.amp])
+    stop_processes(processes)
+    if not processes.is_primary:
+        return 0
+    architecture = model.pretrained_cfg.get("architecture")
+    print(f"{args.model} on {folder}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  loss {result.loss:.4f}  "
+          f"({result.images} images, {result.images_per_s:.1f} images/s, {len(scan.skipped)} skipped)")
+    print(json.dumps({
+        "model": args.model, "architecture": architecture, "checkpoint": args.checkpoint, "data": str(folder),
+        "top1": round(result.top1, 4), "top5": round(result.top5, 4), "loss": round(result.loss, 6),
+        "images": result.images, "skipped": [str(p) for p, _ in scan.skipped],
+        "images_per_s": round(result.images_per_s, 2), "input_size": list(data_config["input_size"]),
+        "crop_pct": data_config["crop_pct"], "batch_size": args.batch_size, "amp": args.amp,
+        "device": str(processes.device), "world_size": processes.world_size,
+    }))
+    return 0
+
+
+def register(commands) -> None:
+    validate = commands.add_parser("validate", help="top-1 / top-5 of a classifier on an ImageFolder (e.g. ImageNet val)")
+    add_model_source_args(validate)
+    validate.add_argument("--data", required=True, metavar="DIR",
+                          help="an ImageFolder (DIR/<class>/<image>), a folder with val/ in it, or ImageNet val "
+                               "(DIR/n01440764/*.JPEG, ...)")
+    validate.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    validate.add_argument("--crop-pct", type=float, default=None, help="centre-crop fraction (default: the model's)")
+    validate.add_argument("--batch-size", type=int, default=64)
+    validate.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    validate.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    validate.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loading processes")
+    validate.add_argument("--no-image-check", action="store_true",
+                          help="skip reading every image header first (unreadable images then stop the run)")
+    validate.set_defaults(run=run)
