@@ -10,7 +10,7 @@ Heads split the channels head-major, as the official code does (``rearrange(...,
 rayleizhu/BiFormer ops/bra_legacy.py and ``view(B, num_heads, C // num_heads, ...)`` in ops/torch/rrsda.py):
 channel ``h * head_dim + c`` belongs to head ``h``; the output keeps that order.
 
-Three implementations of the same function live here:
+Four implementations of the same function live here:
 
 * :func:`bra_attention_reference` -- **the spec**: a loop over the topk routed slots that gathers one routed key/value
   region per query region at a time (advanced indexing of whole regions) and takes one exact softmax over all routed
@@ -22,6 +22,9 @@ Three implementations of the same function live here:
   is where the official code spends its memory: ``torch.gather`` over the ``expand``-ed (B, Rq, Rk, T, C) view
   allocates a gradient of that full Rq-fold shape (49x the keys/values at n_win 7) before summing it back. Kept for
   the benchmark and as a second, independent check of the spec.
+* :func:`bra_attention_chunked` -- the CPU path: the spec computed flash-attention style in blocks of query regions
+  (fp32 log-sum-exp kept, probabilities recomputed in the backward), so the gathered keys/values, logits and
+  probabilities of only one block exist at a time and memory grows linearly with the map;
 * the Triton kernels below (forward + backward) that read the routed regions in place.
 
 ``r_idx`` must hold valid key-region indices in [0, Rk) (torch.topk's output does); the kernels do not bounds-check.
@@ -40,9 +43,15 @@ __all__ = [
     "bra_attention",
     "bra_attention_reference",
     "bra_attention_gather",
+    "bra_attention_chunked",
+    "REFERENCE_CHUNK_LOGITS",
     "bra_attention_triton",
     "BraAttentionFunction",
 ]
+
+REFERENCE_CHUNK_LOGITS = 1 << 22
+"""Logits (query tokens x routed key tokens x heads) one block of the chunked CPU path, or of the region routing, may
+hold: 16 MiB in fp32. BiFormer-T's 224x224 stages (batch 8) fit one block; a 1x32x600x500 map with 8x8 regions ~20."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -65,9 +74,14 @@ def region_routing(q_region: torch.Tensor, k_region: torch.Tensor, topk: int, sc
         raise ValueError(f"topk={topk} must be in [1, {num_key_regions}] (the number of key regions)")
     query_mean = q_region.detach().mean(dim=2)  # (B, Rq, C)
     key_mean = k_region.detach().mean(dim=2)  # (B, Rk, C)
-    logits = (query_mean * scale) @ key_mean.transpose(-2, -1)  # (B, Rq, Rk)
-    _, r_idx = torch.topk(logits, k=topk, dim=-1)
-    return r_idx
+    # The (Rq x Rk) affinity is the one term quadratic in the region count: at most REFERENCE_CHUNK_LOGITS of it exist
+    # at a time (rows are independent, so the top-k of each block of rows is the top-k of the whole).
+    rows_per_block = max(1, REFERENCE_CHUNK_LOGITS // max(1, q_region.shape[0] * num_key_regions))
+    indices = []
+    for start in range(0, query_mean.shape[1], rows_per_block):
+        logits = (query_mean[:, start : start + rows_per_block] * scale) @ key_mean.transpose(-2, -1)  # (B, r, Rk)
+        indices.append(torch.topk(logits, k=topk, dim=-1).indices)
+    return indices[0] if len(indices) == 1 else torch.cat(indices, dim=1)
 
 
 def _check_rank(name: str, tensor: torch.Tensor, rank: int) -> None:
@@ -180,6 +194,153 @@ def bra_attention_gather(
     out = attn @ value_sel  # (B*Rq, h, Tq, dv)
     return out.transpose(1, 2).reshape(batch, query_regions, query_tokens, -1)
 
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Chunked reference: the CPU path (memory linear in the map, never the whole (queries x routed keys) logits at once)
+# ----------------------------------------------------------------------------------------------------------------------
+#
+# The spec above keeps, under autograd, every slot's gathered copy and the logits and probabilities of the whole map
+# for the backward: for a 600x500 map that is hundreds of MB per head. The chunked path is the same function written
+# flash-attention style in plain torch: the forward walks blocks of query regions (all batch elements flattened) and
+# keeps only each row's fp32 log-sum-exp; the backward walks the same blocks, recomputes the probabilities from it and
+# scatters the key/value gradients of each block into 1-fold dK/dV with index_add_. At any moment only one block's
+# gathered keys/values, logits and probabilities exist, so peak memory is O(map) + O(block), whatever the map size.
+
+
+def _flat_routes(r_idx: torch.Tensor, key_regions: int) -> torch.Tensor:
+    """(B, Rq, topk) per-batch key-region indices -> (B*Rq, topk) indices into the flattened (B*Rk) key regions."""
+    batch = r_idx.shape[0]
+    offsets = torch.arange(batch, device=r_idx.device, dtype=torch.int64).view(batch, 1, 1) * key_regions
+    return (r_idx.long() + offsets).flatten(0, 1)
+
+
+def _chunk_bounds(query_regions: int, logits_per_region: int, max_chunk_logits: int) -> list[tuple[int, int]]:
+    per_chunk = max(1, max_chunk_logits // max(1, logits_per_region))
+    return [(start, min(start + per_chunk, query_regions)) for start in range(0, query_regions, per_chunk)]
+
+
+def _routed_heads(flat: torch.Tensor, routes: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """flat (B*Rk, Tk, C), routes (c, topk) -> (c, h, topk*Tk, d): the routed tokens of each query region, per head."""
+    chunk, topk = routes.shape
+    tokens, channels = flat.shape[1:]
+    routed = flat[routes]  # (c, topk, Tk, C): one block's copy, slot-major token order as in the spec
+    return routed.view(chunk, topk * tokens, num_heads, channels // num_heads).transpose(1, 2)
+
+
+def _query_heads(flat: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(c, T, C) -> (c, h, T, d), head-major channels."""
+    chunk, tokens, channels = flat.shape
+    return flat.view(chunk, tokens, num_heads, channels // num_heads).transpose(1, 2)
+
+
+def _merge_chunk_heads(x: torch.Tensor) -> torch.Tensor:
+    """(c, h, T, d) -> (c, T, h*d)."""
+    chunk, heads, tokens, dim = x.shape
+    return x.transpose(1, 2).reshape(chunk, tokens, heads * dim)
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)  # fp32 statistics; float64 stays float64 for exact checks
+
+
+def _chunked_forward(q_flat, k_flat, v_flat, routes, num_heads: int, scale: float, max_chunk_logits: int):
+    """Blocks of query regions: out (B*Rq, Tq, Cv) and the per-row log-sum-exp (B*Rq, h, Tq, 1) in fp32 or wider."""
+    query_regions, query_tokens, _ = q_flat.shape
+    routed_tokens = routes.shape[1] * k_flat.shape[1]
+    outputs, row_lse = [], []
+    for start, stop in _chunk_bounds(query_regions, num_heads * query_tokens * routed_tokens, max_chunk_logits):
+        block_routes = routes[start:stop]
+        query = _query_heads(q_flat[start:stop], num_heads) * scale
+        logits = (query @ _routed_heads(k_flat, block_routes, num_heads).transpose(-2, -1)).to(
+            _stat_dtype(q_flat.dtype)
+        )
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        probs = torch.exp(logits - lse).to(q_flat.dtype)
+        del logits
+        outputs.append(_merge_chunk_heads(probs @ _routed_heads(v_flat, block_routes, num_heads)))
+        row_lse.append(lse)
+    return torch.cat(outputs), torch.cat(row_lse)
+
+
+class _ChunkedBraFunction(torch.autograd.Function):
+    """The chunked path under autograd: saves q, k, v, routes, out and the log-sum-exp; the backward recomputes."""
+
+    @staticmethod
+    def forward(ctx, q_flat, k_flat, v_flat, routes, num_heads: int, scale: float, max_chunk_logits: int):
+        out, lse = _chunked_forward(q_flat, k_flat, v_flat, routes, num_heads, scale, max_chunk_logits)
+        ctx.save_for_backward(q_flat, k_flat, v_flat, routes, out, lse)
+        ctx.num_heads, ctx.scale, ctx.max_chunk_logits = num_heads, scale, max_chunk_logits
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_flat, k_flat, v_flat, routes, out, lse = ctx.saved_tensors
+        heads, scale = ctx.num_heads, ctx.scale
+        query_regions, query_tokens, _ = q_flat.shape
+        topk = routes.shape[1]
+        key_tokens = k_flat.shape[1]
+        stat_dtype = _stat_dtype(q_flat.dtype)
+        grad_q = torch.empty_like(q_flat)
+        grad_k = torch.zeros_like(k_flat)
+        grad_v = torch.zeros_like(v_flat)
+        logits_per_region = heads * query_tokens * topk * key_tokens
+        for start, stop in _chunk_bounds(query_regions, logits_per_region, ctx.max_chunk_logits):
+            block_routes = routes[start:stop]
+            query = _query_heads(q_flat[start:stop], heads) * scale
+            keys = _routed_heads(k_flat, block_routes, heads)  # (c, h, topk*Tk, dqk)
+            values = _routed_heads(v_flat, block_routes, heads)
+            grad_block = _query_heads(grad_out[start:stop], heads)  # (c, h, Tq, dv)
+            # delta = rowsum(dO * O), the softmax backward's correction term, in the statistics dtype
+            delta = (grad_block.to(stat_dtype) * _query_heads(out[start:stop], heads).to(stat_dtype)).sum(
+                dim=-1, keepdim=True
+            )
+            probs = torch.exp((query @ keys.transpose(-2, -1)).to(stat_dtype) - lse[start:stop])
+            grad_logits = (probs * ((grad_block @ values.transpose(-2, -1)).to(stat_dtype) - delta)).to(q_flat.dtype)
+            probs = probs.to(q_flat.dtype)
+            grad_q[start:stop] = _merge_chunk_heads(grad_logits @ keys) * scale
+            chunk = stop - start
+            flat_routes = block_routes.flatten()
+            # (c, h, topk*Tk, d) -> (c*topk, Tk, h*d): one row per routed slot, summed into its key region
+            grad_keys = _merge_chunk_heads(grad_logits.transpose(-2, -1) @ query)
+            grad_k.index_add_(0, flat_routes, grad_keys.view(chunk * topk, key_tokens, -1))
+            grad_values = _merge_chunk_heads(probs.transpose(-2, -1) @ grad_block)
+            grad_v.index_add_(0, flat_routes, grad_values.view(chunk * topk, key_tokens, -1))
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def bra_attention_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    r_idx: torch.Tensor,
+    num_heads: int,
+    scale: float,
+    max_chunk_logits: int = REFERENCE_CHUNK_LOGITS,
+) -> torch.Tensor:
+    """The spec's function, computed in blocks of query regions (the CPU path of :func:`bra_attention`).
+
+    Same inputs and result as :func:`bra_attention_reference` (up to summation order). Memory: q, k, v, the output
+    and an fp32 log-sum-exp per query row are kept for the backward; the topk-fold gathered keys/values, the logits
+    and the probabilities exist for one block of at most ``max_chunk_logits`` logits at a time (forward and backward),
+    so the peak grows linearly with the map at a fixed region size and topk. The backward recomputes each block's
+    logits (one extra q @ k^T per block, as flash attention does). Without grad no autograd.Function is involved
+    (plain ops: what torch.export / ONNX trace).
+    """
+    _check_inputs(q, k, v, r_idx, num_heads)
+    if max_chunk_logits < 1:
+        raise ValueError(f"max_chunk_logits must be >= 1, got {max_chunk_logits}")
+    batch, query_regions, query_tokens, _ = q.shape
+    _, key_regions, key_tokens, _ = k.shape
+    q_flat = q.reshape(batch * query_regions, query_tokens, q.shape[-1])
+    k_flat = k.reshape(batch * key_regions, key_tokens, k.shape[-1])
+    v_flat = v.reshape(batch * key_regions, key_tokens, v.shape[-1])
+    routes = _flat_routes(r_idx, key_regions)
+    scale = float(scale)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        out = _ChunkedBraFunction.apply(q_flat, k_flat, v_flat, routes, num_heads, scale, max_chunk_logits)
+    else:
+        out, _ = _chunked_forward(q_flat, k_flat, v_flat, routes, num_heads, scale, max_chunk_logits)
+    return out.view(batch, query_regions, query_tokens, v.shape[-1])
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Triton kernels: block-sparse attention driven by the routing index
@@ -606,8 +767,9 @@ def bra_attention(
 ) -> torch.Tensor:
     """Bi-level routing attention: (B, Rq, Tq, Cqk), (B, Rk, Tk, Cqk), (B, Rk, Tk, Cv), (B, Rq, topk) -> (B, Rq, Tq, Cv).
 
-    Runs the Triton kernel for CUDA tensors (or when ``ZOO_KERNELS=triton``), the reference otherwise.
+    Runs the Triton kernel for CUDA tensors (or when ``ZOO_KERNELS=triton``), otherwise the reference computed in
+    blocks of query regions (:func:`bra_attention_chunked`: memory linear in the map).
     """
     if choose_backend(q, k, v) == "triton":
         return bra_attention_triton(q, k, v, r_idx, num_heads, scale)
-    return bra_attention_reference(q, k, v, r_idx, num_heads, scale)
+    return bra_attention_chunked(q, k, v, r_idx, num_heads, scale)

@@ -6,6 +6,10 @@ module; ``import zoo`` never does, so the zoo works without mmdet / mmseg instal
 What importing it does:
 
 * registers :class:`ZooBackbone` in mmdet's and mmseg's ``MODELS`` (whichever of the two is installed);
+* registers the :mod:`zoo.layers` attentions as mmcv plug-ins under their class names (``BiLevelRoutingAttention2d``,
+  ``AgentAttention2d``, ``FlowAttention2d``: ``x + gamma * layer(x)`` with ``gamma`` starting at 0; ``ELA``: the gate
+  itself), so ``plugins=[dict(cfg=dict(type='BiLevelRoutingAttention2d'), stages=(False, True, True, True),
+  position='after_conv2')]`` builds in mmdet's and mmseg's ResNets;
 * allow-lists, with ``torch.serialization.add_safe_globals``, exactly the non-tensor objects an mmengine Runner
   checkpoint holds (mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which torch >= 2.6 treats as
   ``weights_only=True``; without the list, ``--resume``, ``load_from`` and ``tools/test.py`` fail with
@@ -29,7 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import zoo  # noqa: F401  (registers every zoo family with timm)
 
-__all__ = ["ZooBackbone", "RUNNER_CHECKPOINT_GLOBALS", "register_runner_checkpoint_globals"]
+__all__ = ["ZooBackbone", "PLUGIN_LAYERS", "RUNNER_CHECKPOINT_GLOBALS", "register_runner_checkpoint_globals"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -397,7 +401,69 @@ def _few(keys) -> str:
     return "[" + ", ".join(keys[:4]) + (f", ... {len(keys) - 4} more" if len(keys) > 4 else "") + "]"
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# zoo.layers as mmcv plug-ins (ResNet's ``plugins=[dict(cfg=dict(type=...), stages=..., position=...)]``)
+# --------------------------------------------------------------------------------------------------------------------
+class _ResidualPlugin(nn.Module):
+    """An attention layer as an mmcv plug-in: ``x + gamma * layer(x)`` with ``gamma`` initialised to 0.
+
+    mmcv's ``build_plugin_layer`` passes ``in_channels`` and the plug-in's output replaces the block's feature map
+    (mmdet/mmseg ResNet ``forward_plugin``), so an attention plug-in carries its own residual; the zero ``gamma`` (the
+    convention of mmcv's GeneralizedAttention) leaves a pretrained ResNet's function unchanged at the first step.
+    """
+
+    layer_class: type[nn.Module]
+
+    def __init__(self, in_channels: int, **layer_kwargs):
+        super().__init__()
+        self.layer = self.layer_class(in_channels, **layer_kwargs)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gamma * self.layer(x)
+
+
+class _GatePlugin(nn.Module):
+    """A gating layer (ELA) as an mmcv plug-in: its output already is the input rescaled, so no residual is added."""
+
+    layer_class: type[nn.Module]
+
+    def __init__(self, in_channels: int, **layer_kwargs):
+        super().__init__()
+        self.layer = self.layer_class(in_channels, **layer_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def _plugin_classes() -> dict[str, type[nn.Module]]:
+    """Registered name -> plug-in class; ``_abbr_`` names the plug-in's attribute in the ResNet block."""
+    from zoo import layers
+
+    plugins = {}
+    for name, layer, base, abbr in (
+        ("BiLevelRoutingAttention2d", layers.BiLevelRoutingAttention2d, _ResidualPlugin, "bra"),
+        ("AgentAttention2d", layers.AgentAttention2d, _ResidualPlugin, "agent_attention"),
+        ("FlowAttention2d", layers.FlowAttention2d, _ResidualPlugin, "flow_attention"),
+        ("ELA", layers.ELA, _GatePlugin, "ela"),
+    ):
+        doc = f"mmcv plug-in form of :class:`zoo.layers.{name}` (built with ``in_channels``; see {base.__name__})."
+        plugins[name] = type(f"{name}Plugin", (base,), {"layer_class": layer, "_abbr_": abbr, "__doc__": doc,
+                                                        "__module__": __name__})
+    return plugins
+
+
+PLUGIN_LAYERS = _plugin_classes()
+
+
 def _register() -> None:
+    # mmcv's build_plugin_layer looks plug-ins up in the current scope's MODELS and then its parents, so the root
+    # registry serves mmdet and mmseg configs alike.
+    from mmengine.registry import MODELS as ROOT_MODELS
+
+    for name, plugin in PLUGIN_LAYERS.items():
+        ROOT_MODELS.register_module(name, module=plugin, force=True)
+
     registered = False
     errors = []
     for package in ("mmdet", "mmseg"):

@@ -353,3 +353,51 @@ def test_biformer_same_logits_on_both_paths(monkeypatch, name, overrides):
         results[path] = (logits.detach(), grad)
     torch.testing.assert_close(results["triton"][0], results["reference"][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(results["triton"][1], results["reference"][1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("budget", [1, 200, 10**9], ids=["block-per-region", "several-regions", "one-block"])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 9, 7, 2, 8, 4, {}), (1, 5, 6, 2, 12, 2, {"key_regions": 7, "key_tokens": 9, "head_dim_v": 4})],
+    ids=["square", "rectangular"],
+)
+def test_chunked_reference_equals_unchunked(shape, budget):
+    """The CPU path (blocks of query regions, recomputing backward) is the spec: values and gradients, float64."""
+    batch, regions, tokens, heads, head_dim, topk, extra = shape
+    q, k, v, r_idx = make_inputs(batch, regions, tokens, heads, head_dim, topk, torch.float64, **extra)
+    q, k, v, r_idx = q.cpu(), k.cpu(), v.cpu(), r_idx.cpu()
+    grad_out = torch.randn(*q.shape[:3], v.shape[-1], dtype=torch.float64)
+    spec = run_with_grads(bra_attention_reference, q, k, v, r_idx, heads, 0.3, grad_out)
+    chunked = run_with_grads(lambda *a: bra.bra_attention_chunked(*a, max_chunk_logits=budget), q, k, v, r_idx,
+                             heads, 0.3, grad_out)
+    for name, a, b in zip(NAMES, spec, chunked):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=name)
+    with torch.no_grad():  # the inference path (no autograd.Function: what ONNX export traces)
+        torch.testing.assert_close(bra.bra_attention_chunked(q, k, v, r_idx, heads, 0.3, budget), spec[0])
+
+
+def test_chunked_reference_never_holds_the_whole_map(monkeypatch):
+    """Every logits block stays within the budget, in the forward and in the recomputing backward."""
+    q, k, v, r_idx = make_inputs(1, 16, 9, 2, 8, 4, torch.float32)
+    q, k, v, r_idx = (t.cpu() for t in (q, k, v, r_idx))
+    largest = []
+    original = bra._routed_heads
+
+    def spy(flat, routes, num_heads):
+        largest.append(routes.shape[0] * num_heads * 9 * routes.shape[1] * flat.shape[1])  # logits of this block
+        return original(flat, routes, num_heads)
+
+    monkeypatch.setattr(bra, "_routed_heads", spy)
+    budget = 2 * 9 * 4 * 9 * 3  # three query regions' logits
+    q.requires_grad_()
+    bra.bra_attention_chunked(q, k, v, r_idx, 2, 0.3, budget).sum().backward()
+    whole_map = 2 * 16 * 9 * 4 * 9
+    assert largest and max(largest) <= budget < whole_map
+
+
+def test_chunked_routing_equals_one_block(monkeypatch):
+    q, k, _, _ = make_inputs(2, 30, 5, 1, 16, 1, torch.float32, seed=4)
+    q, k = q.cpu(), k.cpu()
+    whole = region_routing(q, k, topk=5, scale=0.25)
+    monkeypatch.setattr(bra, "REFERENCE_CHUNK_LOGITS", 2 * 30 * 4)  # four query regions per block
+    assert torch.equal(region_routing(q, k, topk=5, scale=0.25), whole)

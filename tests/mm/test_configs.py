@@ -31,17 +31,24 @@ def test_config_builds(config):
     cfg = Config.fromfile(str(CONFIGS / config))
     assert cfg.custom_imports.imports == ["zoo.openmmlab"]
     backbone = cfg.model.backbone
-    assert backbone.type == "ZooBackbone"
-    if backbone.pretrained is not None:  # the card the config loads from exists (the synthetic-data demo has none)
-        assert zoo.get_card(backbone.pretrained).name == backbone.pretrained
-
-    cfg.model.backbone.pretrained = None
+    plugin_resnet = backbone.type != "ZooBackbone"
+    if plugin_resnet:  # an OpenMMLab ResNet with zoo.layers plug-ins (e.g. det/faster-rcnn_r50-bra-c3-c5_*)
+        assert backbone.type.startswith("ResNet") and backbone.plugins, config
+        assert all(p.cfg.type in zoo.openmmlab.PLUGIN_LAYERS for p in backbone.plugins), config
+    else:
+        if backbone.pretrained is not None:  # the card the config loads from exists (the synthetic demo has none)
+            assert zoo.get_card(backbone.pretrained).name == backbone.pretrained
+        cfg.model.backbone.pretrained = None
     scope = cfg.default_scope
     init_default_scope(scope)
     registry = __import__(f"{scope}.registry", fromlist=["MODELS"]).MODELS
     with torch.device("meta"):
         model = registry.build(cfg.model)
     built = model.backbone
+    if plugin_resnet:  # the plug-ins are in the built blocks, with the channels of their position
+        plugin_layers = [m for m in built.modules() if isinstance(m, tuple(zoo.openmmlab.PLUGIN_LAYERS.values()))]
+        assert plugin_layers, config
+        return
     assert built.out_channels == [int(c) for c in _consumer_channels(cfg.model)], config
 
 
