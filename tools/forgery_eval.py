@@ -24,15 +24,7 @@ if str(REPO) not in sys.path:
 
 from heads.forgery.data import read_annotations  # noqa: E402
 from heads.forgery.metrics import ForgeryRecord, forgery_metrics_table, format_table  # noqa: E402
-
-
-def _load_train_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("forgery_train", Path(__file__).with_name("forgery_train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from heads.forgery.runs import ForgeryRun, load_run  # noqa: E402
 
 
 def css_model(kind: str):
@@ -50,44 +42,29 @@ def css_model(kind: str):
     return CLIPTextSimilarity(open_clip.CLIP(**tiny_open_clip_config()), open_clip.get_tokenizer("ViT-L-14-336"))
 
 
-def evaluate_detector(run: Path, test_file: str, train_args: dict) -> list[ForgeryRecord]:
-    from safetensors.torch import load_file
+def evaluate_detector(run: ForgeryRun, test_file: str, batch_size: int = 64) -> list[ForgeryRecord]:
+    from heads.forgery.data import ForgeryImageDataset
 
-    train = _load_train_module()
-    model = train.build_detector(train_args["head"], train_args["tiny"], train_args["image_size"])
-    model.load_state_dict(load_file(str(run / "model.safetensors")), strict=True)
-    _, loader = train.detector_loaders(model, test_file, train_args["image_size"], 64, False, test_file)
-    labels, scores = train.predict_detector(model, loader)
-    records = read_annotations(test_file)
-    return [ForgeryRecord(r.generator, label, score) for r, label, score in zip(records, labels, scores, strict=True)]
+    annotations = read_annotations(test_file)
+    dataset = ForgeryImageDataset(annotations, run.preprocess)
+    scores = []
+    with torch.no_grad():
+        for images, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+            scores += torch.sigmoid(run.model(images)).tolist()
+    return [ForgeryRecord(a.generator, a.label, score) for a, score in zip(annotations, scores, strict=True)]
 
 
-def evaluate_fakereasoning(run: Path, test_file: str, train_args: dict, max_new_tokens: int) -> list[ForgeryRecord]:
-    from safetensors.torch import load_file
-
+def evaluate_fakereasoning(run: ForgeryRun, test_file: str, max_new_tokens: int,
+                           batch_size: int = 16) -> list[ForgeryRecord]:
     from heads.forgery.data import load_rgb
-    from heads.forgery.prompt import parse_reasoning
-    from heads.forgery.tiny import tiny_fakereasoning
 
-    if not train_args["tiny"]:
-        from heads.forgery.mllm import build_official_fakereasoning
-
-        model = build_official_fakereasoning().float()
-        model.enable_lora()
-    else:
-        responses = json.loads((run / "responses.json").read_text())
-        model = tiny_fakereasoning(responses, image_size=train_args["image_size"])
-        model.enable_lora(r=8, alpha=16, dropout=0.0)
-    missing, unexpected = model.load_state_dict(load_file(str(run / "trainable.safetensors")), strict=False)
-    if unexpected:
-        raise RuntimeError(f"weights that this model does not have: {unexpected[:5]}")
-    model.eval()
+    annotations = read_annotations(test_file)
     records = []
-    for annotation in read_annotations(test_file):
-        image = model.processor.image_processor(load_rgb(annotation.image_path))[None]
-        verdict = model.generate(image, max_new_tokens=max_new_tokens)[0]
-        records.append(ForgeryRecord(annotation.generator, annotation.label, verdict.probability_fake,
-                                     parse_reasoning(verdict.text), annotation.reasoning_text or None))
+    for start in range(0, len(annotations), batch_size):
+        batch = annotations[start:start + batch_size]
+        verdicts = run.check([load_rgb(a.image_path) for a in batch], max_new_tokens=max_new_tokens)
+        records += [ForgeryRecord(a.generator, a.label, v.p_fake, v.reasoning, a.reasoning_text or None)
+                    for a, v in zip(batch, verdicts, strict=True)]
     return records
 
 
@@ -99,14 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    train_args = json.loads((run / "run.json").read_text())["args"]
-    if train_args["head"] == "fakereasoning":
-        records = evaluate_fakereasoning(run, args.test, train_args, args.max_new_tokens)
+    run = load_run(args.run)
+    if run.head == "fakereasoning":
+        records = evaluate_fakereasoning(run, args.test, args.max_new_tokens)
     else:
-        records = evaluate_detector(run, args.test, train_args)
+        records = evaluate_detector(run, args.test)
     table = forgery_metrics_table(records, css_model(args.css), args.threshold)
-    (run / "metrics.json").write_text(json.dumps(table, indent=2))
+    (run.folder / "metrics.json").write_text(json.dumps(table, indent=2))
     print(format_table(table))
     return 0
 

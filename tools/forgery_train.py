@@ -10,7 +10,10 @@
 
 Without ``--tiny`` UnivFD uses CLIP ViT-L/14 (openai weights) with a new linear layer, and
 FakeReasoning the paper's branches and released weights (downloads; ``heads.forgery.mllm.build_official_fakereasoning``).
-UnivFD without ``--augment`` trains its linear layer on features computed once (the backbone is frozen). The run
+UnivFD without ``--augment`` trains its linear layer on features computed once (the backbone is frozen). After
+training, NPR's BatchNorm running statistics are recomputed in one pass over the training images with the final
+weights (``heads.forgery.baselines.recalibrate_batchnorm``; ``--no-bn-recalibration`` skips it): a short run leaves
+them near their initial values, which puts every image on one side of the 0.5 threshold. The run
 folder gets the weights (``model.safetensors`` for the detectors, the trainable part ``trainable.safetensors`` for
 FakeReasoning) and ``run.json`` (the arguments, so ``tools/forgery_eval.py`` rebuilds the same head).
 """
@@ -29,25 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from heads.forgery.baselines import NPR, UnivFD, evaluation_transform, training_augmentation  # noqa: E402
+from heads.forgery.baselines import (  # noqa: E402
+    UnivFD,
+    evaluation_transform,
+    recalibrate_batchnorm,
+    training_augmentation,
+)
 from heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
-
-HEADS = ("npr", "univfd", "fakereasoning")
-
-
-def build_detector(head: str, tiny: bool, image_size: int) -> torch.nn.Module:
-    if head == "npr":
-        return NPR()
-    if head == "univfd":
-        if not tiny:
-            return UnivFD.from_pretrained(fc_weights=None)  # the linear layer trains from scratch, as in the paper
-        import open_clip
-
-        from heads.forgery.tiny import tiny_univfd_clip_config
-
-        torch.manual_seed(0)
-        return UnivFD(open_clip.CLIP(**tiny_univfd_clip_config(image_size=image_size)))
-    raise ValueError(f"unknown detector {head!r}; choose from {HEADS}")
+from heads.forgery.runs import HEADS, build_detector  # noqa: E402
 
 
 def detector_loaders(model, train_file, crop: int, batch_size: int, augment: bool, test_file=None):
@@ -182,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="default: NPR 2e-4, UnivFD 1e-3 (linear probe), MLLM 2e-4")
     parser.add_argument("--augment", action="store_true", help="blur + JPEG augmentation (CNNDetection/UnivFD)")
     parser.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--no-bn-recalibration", action="store_true",
+                        help="keep BatchNorm's running statistics as training left them (NPR; see README)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.lr is None:
@@ -199,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = train_linear_probe(model, loader, args.epochs, args.lr, args.batch_size)
         else:
             summary = train_detector(model, loader, args.epochs, args.lr, args.time_budget)
+        if not args.no_bn_recalibration:
+            # the training images as evaluation sees them (no augmentation), with the final weights
+            plain, _ = detector_loaders(model, args.train, args.image_size, args.batch_size, False)
+            summary["bn_recalibration_images"] = recalibrate_batchnorm(model, plain)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
     (out_dir / "run.json").write_text(json.dumps({"args": vars(args), "summary": summary}, indent=2))
     print(json.dumps(summary))

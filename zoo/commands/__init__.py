@@ -11,4 +11,5 @@ one line on stderr with exit code 2; a measuring command prints one JSON object 
 
 from __future__ import annotations
 
-VERB_MODULES = ("listing", "card", "configs", "convert", "export", "bench", "validate", "train", "predict", "xray", "demo")
+VERB_MODULES = ("listing", "card", "configs", "convert", "export", "bench", "validate", "train", "predict", "xray",
+                "forgery", "demo")

@@ -1,0 +1,141 @@
+"""`zoo forgery check`: one JSON line per image with the run's own P(fake), folders, non-image files skipped with a
+warning that names them, and a bad run folder ending in one error line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo.cli import EXIT_USER_ERROR, main
+
+pytest.importorskip("albumentations")
+pytest.importorskip("safetensors")
+
+
+def _write_run(folder, head: str, state: dict, **args):
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = "trainable.safetensors" if head == "fakereasoning" else "model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / weights))
+    (folder / "run.json").write_text(json.dumps({"args": {"head": head, **args}, "summary": {}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def npr_run(tmp_path_factory):
+    from heads.forgery.baselines import NPR
+
+    torch.manual_seed(0)
+    model = NPR().eval()
+    folder = _write_run(tmp_path_factory.mktemp("runs") / "npr", "npr", model.state_dict(), tiny=False,
+                        image_size=32)
+    return folder, model
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Three images (one in a subfolder, one larger than the crop), a text file and a truncated PNG."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for name, shape in (("a.png", (32, 32, 3)), ("b.jpg", (40, 48, 3)), ("more/c.png", (36, 36, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not a picture\n")
+    (folder / "broken.png").write_bytes((folder / "a.png").read_bytes()[:80])
+    return folder
+
+
+def test_json_lines_carry_the_runs_own_probability(npr_run, image_folder, capsys):
+    from heads.forgery.baselines import evaluation_transform
+
+    folder, model = npr_run
+    assert main(["forgery", "check", str(folder), str(image_folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [row["image"] for row in rows] == [str(image_folder / n) for n in ("a.png", "b.jpg", "more/c.png")]
+    transform = evaluation_transform(32, model.mean, model.std)
+    for row in rows:
+        assert set(row) == {"image", "p_fake", "verdict", "head"} and row["head"] == "npr"
+        image = np.asarray(Image.open(row["image"]).convert("RGB"))
+        with torch.no_grad():
+            expected = float(torch.sigmoid(model(transform(image)[None]))[0])
+        assert row["p_fake"] == pytest.approx(expected, abs=1e-6)
+        assert row["verdict"] == ("fake" if row["p_fake"] > 0.5 else "real")
+    assert f"skipping {image_folder / 'notes.txt'}: not an image" in captured.err
+    assert f"skipping {image_folder / 'broken.png'}: unreadable image" in captured.err
+
+
+def test_plain_output_and_threshold(npr_run, image_folder, capsys):
+    folder, _ = npr_run
+    assert main(["forgery", "check", str(folder), str(image_folder / "a.png"), str(image_folder / "more"),
+                 "--threshold", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{image_folder / 'a.png'}: fake ") and len(lines) == 3
+    assert lines[-1].startswith("2 image(s): 2 fake, 0 real (P(fake) > 0;")
+
+
+def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from heads.forgery.prompt import build_response
+    from heads.forgery.runs import build_fakereasoning
+
+    responses = [build_response("Edges look soft.", 1), build_response("Noise is even.", 0)]
+    model = build_fakereasoning(tiny=True, image_size=56, responses=responses)
+    trained = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    folder = _write_run(tmp_path / "fr", "fakereasoning", trained, tiny=True, image_size=56)
+    (folder / "responses.json").write_text(json.dumps(responses))
+    assert main(["forgery", "check", str(folder), str(image_folder), "--json", "--max-new-tokens", "4"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert set(row) == {"image", "p_fake", "verdict", "head", "reasoning", "text", "conclusion_in_text"}
+        assert 0.0 <= row["p_fake"] <= 1.0 and isinstance(row["text"], str)
+        assert row["conclusion_in_text"] is False  # 4 tokens cannot reach the conclusion: it was appended
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("no_run_json", "has no run.json: not a run of tools/forgery_train.py"),
+    ("unknown_head", "head 'cnn' is not one of npr, univfd, fakereasoning"),
+    ("no_weights", "has run.json but no model.safetensors"),
+    ("missing_key", "model.safetensors does not fit the npr head"),
+    ("corrupt_weights", "model.safetensors is truncated or corrupt"),
+])
+def test_bad_run_folder_is_one_line_and_exit_2(npr_run, image_folder, tmp_path, capsys, damage, words):
+    from safetensors.torch import save_file
+
+    source, model = npr_run
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text((source / "run.json").read_text())
+    (folder / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes())
+    if damage == "no_run_json":
+        (folder / "run.json").unlink()
+    elif damage == "unknown_head":
+        (folder / "run.json").write_text(json.dumps({"args": {"head": "cnn", "tiny": False, "image_size": 32}}))
+    elif damage == "no_weights":
+        (folder / "model.safetensors").unlink()
+    elif damage == "missing_key":
+        state = {k: v for k, v in model.state_dict().items() if k != "fc1.bias"}
+        save_file(state, str(folder / "model.safetensors"))
+    else:
+        (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    assert main(["forgery", "check", str(folder), str(image_folder)]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: ") and words in err and str(folder) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_no_image_at_all_and_missing_path_exit_2(npr_run, tmp_path, capsys):
+    folder, _ = npr_run
+    (tmp_path / "notes.txt").write_text("text")
+    assert main(["forgery", "check", str(folder), str(tmp_path / "notes.txt")]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert f"skipping {tmp_path / 'notes.txt'}" in err and "zoo: error: no readable image" in err
+    assert main(["forgery", "check", str(folder), str(tmp_path / "absent")]) == EXIT_USER_ERROR
+    assert "no such image or folder" in capsys.readouterr().err
