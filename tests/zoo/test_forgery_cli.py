@@ -54,7 +54,8 @@ def test_json_lines_carry_the_runs_own_probability(npr_run, image_folder, capsys
     from heads.forgery.baselines import evaluation_transform
 
     folder, model = npr_run
-    assert main(["forgery", "check", str(folder), str(image_folder), "--json"]) == 0
+    # a folder gives its image files, not its subfolders; a second argument names the subfolder
+    assert main(["forgery", "check", str(folder), str(image_folder), str(image_folder / "more"), "--json"]) == 0
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in captured.out.splitlines()]
     assert [row["image"] for row in rows] == [str(image_folder / n) for n in ("a.png", "b.jpg", "more/c.png")]
@@ -66,8 +67,8 @@ def test_json_lines_carry_the_runs_own_probability(npr_run, image_folder, capsys
             expected = float(torch.sigmoid(model(transform(image)[None]))[0])
         assert row["p_fake"] == pytest.approx(expected, abs=1e-6)
         assert row["verdict"] == ("fake" if row["p_fake"] > 0.5 else "real")
-    assert f"skipping {image_folder / 'notes.txt'}: not an image" in captured.err
-    assert f"skipping {image_folder / 'broken.png'}: unreadable image" in captured.err
+    assert f"zoo: warning: skipping {image_folder / 'notes.txt'}: not an image file" in captured.err
+    assert f"zoo: warning: skipping {image_folder / 'broken.png'}: cannot be decoded" in captured.err
 
 
 def test_plain_output_and_threshold(npr_run, image_folder, capsys):
@@ -92,7 +93,7 @@ def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, ca
     (folder / "responses.json").write_text(json.dumps(responses))
     assert main(["forgery", "check", str(folder), str(image_folder), "--json", "--max-new-tokens", "4"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 3
+    assert len(rows) == 2
     for row in rows:
         assert set(row) == {"image", "p_fake", "verdict", "head", "reasoning", "text", "conclusion_in_text"}
         assert 0.0 <= row["p_fake"] <= 1.0 and isinstance(row["text"], str)
@@ -138,4 +139,4 @@ def test_no_image_at_all_and_missing_path_exit_2(npr_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"skipping {tmp_path / 'notes.txt'}" in err and "zoo: error: no readable image" in err
     assert main(["forgery", "check", str(folder), str(tmp_path / "absent")]) == EXIT_USER_ERROR
-    assert "no such image or folder" in capsys.readouterr().err
+    assert "absent: no such file or directory" in capsys.readouterr().err

@@ -14,17 +14,19 @@ with ``--json`` one JSON object per image and nothing else on stdout::
      "reasoning": "...", "text": "<REASONING>...</REASONING> <CONCLUSION>This image is real.</CONCLUSION>",
      "conclusion_in_text": true}
 
-``verdict`` is ``fake`` when ``p_fake > --threshold`` (0.5, as the evaluation). Files that are not images are skipped
-with a warning naming them; a folder that is not a run ends with one error line (exit 2).
+``verdict`` is ``fake`` when ``p_fake > --threshold`` (0.5, as the evaluation). Inputs follow ``zoo xray detect``'s rule
+(``zoo.commands.image_inputs``): a folder contributes its image files, not its subfolders; a file that is not an image
+is skipped with a warning naming it. A folder that is not a run ends with one error line (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .errors import UserError
-from .image_inputs import read_images
+from .image_inputs import read_rgb_images
 
 
 def _batches(items, size: int):
@@ -54,7 +56,8 @@ def run_check(args: argparse.Namespace) -> int:
     except RunFolderError as error:
         raise UserError(str(error)) from error
     counts = {"fake": 0, "real": 0}
-    for batch in _batches(read_images(args.images, min_side=run.min_side), args.batch_size):
+    for batch in _batches(read_rgb_images(args.images, lambda message: print(f"zoo: {message}", file=sys.stderr),
+                                                   min_side=run.min_side), args.batch_size):
         paths, images = zip(*batch)
         for path, verdict in zip(paths, run.check(list(images), max_new_tokens=args.max_new_tokens), strict=True):
             label = "fake" if verdict.p_fake > args.threshold else "real"

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .image_inputs import IMAGE_SUFFIXES, collect_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_SCORE_THR = 0.3
 DISPLAY_SIDE = 512  # pictures of small scans are enlarged (nearest neighbour) to about this size so labels fit
 _LISTED = 4  # keys named in a mismatch message
@@ -48,32 +48,6 @@ def resolve_config(name: str) -> Path:
                             "card (`zoo list --task xray`)")
         return card.detector.config_file
     return config_path(name)
-
-
-def collect_images(inputs: Sequence[str | Path], warn: Callable[[str], None]) -> list[Path]:
-    """The image files named by ``inputs`` (files, or directories' image files, sorted), in order, without repeats.
-
-    A file that is not an image (by suffix, or because it cannot be decoded) is skipped with a warning naming it; a
-    missing input is an error.
-    """
-    import cv2
-
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            candidates = sorted(p for p in item.iterdir() if p.is_file())
-        elif item.is_file():
-            candidates = [item]
-        else:
-            raise UserError(f"{item}: no such file or directory (pass image files or folders of images)")
-        for path in candidates:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                warn(f"warning: skipping {path}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-            elif cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None:
-                warn(f"warning: skipping {path}: cannot be decoded as an image (corrupt or truncated?)")
-            elif path.resolve() not in {p.resolve() for p in found}:
-                found.append(path)
-    return found
 
 
 def output_stems(images: Sequence[Path]) -> list[str]:
