@@ -5,6 +5,6 @@ PoolFormer and FocalNet are timm's own models; ``poolformer_official`` only adds
 """
 
 # Importing a family module registers its variants with timm's registry.
-from . import agent, biformer, flowformer, poolformer_official  # noqa: F401
+from . import agent, biformer, flowformer, poolformer_official, slab  # noqa: F401
 
-__all__ = ["agent", "biformer", "flowformer", "poolformer_official"]
+__all__ = ["agent", "biformer", "flowformer", "poolformer_official", "slab"]

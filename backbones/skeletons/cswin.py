@@ -15,9 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple
 
+from .folding import fold_into_linear_input, fold_into_output, fold_norm
 from .shared import init_weights, merge_heads, split_heads
 
-__all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinTransformer", "cswin_strip",
+__all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinStem", "CSWinTransformer", "cswin_strip",
            "strip_partition", "strip_reverse"]
 
 
@@ -103,6 +104,11 @@ class CSWinBlock(nn.Module):
         x = x + self.drop_path(self.proj_drop(self.proj(out)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+    def reparameterize(self):
+        """Folds affine-at-inference norms into qkv and the MLP's fc1 (no-op for LayerNorm)."""
+        fold_norm(self, "norm1", lambda s, b: fold_into_linear_input(self.qkv, s, b))
+        fold_norm(self, "norm2", lambda s, b: fold_into_linear_input(self.mlp.fc1, s, b))
+
 
 class CSWinMergeBlock(nn.Module):
     """3x3 stride-2 conv + norm between stages (official ``Merge_Block``)."""
@@ -117,6 +123,19 @@ class CSWinMergeBlock(nn.Module):
         side = math.isqrt(n)
         x = self.conv(x.transpose(1, 2).reshape(b, c, side, side))
         return self.norm(x.flatten(2).transpose(1, 2))
+
+    def reparameterize(self):
+        fold_norm(self, "norm", lambda s, b: fold_into_output(self.conv, s, b))
+
+
+class CSWinStem(nn.Sequential):
+    """7x7 stride-4 conv, tokens, norm; a Sequential so the official keys (stage1_conv_embed.0/.2) hold."""
+
+    def __init__(self, in_chans, embed_dim, norm_layer):
+        super().__init__(nn.Conv2d(in_chans, embed_dim, 7, 4, 2), _ToTokens(), norm_layer(embed_dim))
+
+    def reparameterize(self):
+        fold_norm(self, "2", lambda s, b: fold_into_output(self[0], s, b))
 
 
 class _ToTokens(nn.Module):
@@ -144,8 +163,7 @@ class CSWinTransformer(nn.Module):
         img_size = img_size[0]
         self.num_classes = num_classes
         self.global_pool = global_pool
-        self.stage1_conv_embed = nn.Sequential(nn.Conv2d(in_chans, embed_dim, 7, 4, 2), _ToTokens(),
-                                               embed_norm_layer(embed_dim))
+        self.stage1_conv_embed = CSWinStem(in_chans, embed_dim, embed_norm_layer)
         dpr = torch.linspace(0, drop_path_rate, sum(depth), device="cpu").tolist()
         dim, cur = embed_dim, 0
         for i in range(4):

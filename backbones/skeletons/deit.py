@@ -15,6 +15,7 @@ import torch.nn as nn
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models._features import feature_take_indices
 
+from .folding import fold_into_attention_input, fold_into_linear_input, fold_norm
 from .shared import init_weights
 
 __all__ = ["DeitBlock", "VisionTransformer"]
@@ -35,6 +36,11 @@ class DeitBlock(nn.Module):
     def forward(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def reparameterize(self):
+        """Folds affine-at-inference norms into the attention's qkv and the MLP's fc1 (no-op for LayerNorm)."""
+        fold_norm(self, "norm1", lambda s, b: fold_into_attention_input(self.attn, s, b))
+        fold_norm(self, "norm2", lambda s, b: fold_into_linear_input(self.mlp.fc1, s, b))
 
 
 class VisionTransformer(nn.Module):

@@ -15,6 +15,13 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models._features import feature_take_indices
 
+from .folding import (
+    fold_into_attention_input,
+    fold_into_conv_input,
+    fold_into_linear_input,
+    fold_into_output,
+    fold_norm,
+)
 from .shared import init_weights, merge_heads, split_heads
 
 __all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer"]
@@ -53,6 +60,19 @@ class PvtAttention(nn.Module):
         )
         return self.proj_drop(self.proj(merge_heads(out)))
 
+    def fold_input_affine(self, scale, shift):
+        """The block norm before this attention feeds q and (sr conv, or kv)."""
+        fold_into_linear_input(self.q, scale, shift)
+        if self.sr_ratio > 1:
+            fold_into_conv_input(self.sr, scale, shift)
+        else:
+            fold_into_linear_input(self.kv, scale, shift)
+
+    def reparameterize(self):
+        """Folds the reduced-key norm into the sr conv when that norm is affine at inference."""
+        if self.sr_ratio > 1:
+            fold_norm(self, "norm", lambda s, b: fold_into_output(self.sr, s, b))
+
 
 class PvtBlock(nn.Module):
     """Pre-norm transformer block; ``attn_layer(dim)`` builds the attention, called as ``attn(x, H, W)``."""
@@ -69,6 +89,11 @@ class PvtBlock(nn.Module):
     def forward(self, x, H, W):
         x = x + self.drop_path(self.attn(self.norm1(x), H, W))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def reparameterize(self):
+        """Folds affine-at-inference norms into the attention's and the MLP's input layers (no-op for LayerNorm)."""
+        fold_norm(self, "norm1", lambda s, b: fold_into_attention_input(self.attn, s, b))
+        fold_norm(self, "norm2", lambda s, b: fold_into_linear_input(self.mlp.fc1, s, b))
 
 
 class PvtPatchEmbed(nn.Module):
@@ -87,6 +112,9 @@ class PvtPatchEmbed(nn.Module):
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), hw
+
+    def reparameterize(self):
+        fold_norm(self, "norm", lambda s, b: fold_into_output(self.proj, s, b))
 
 
 class PyramidVisionTransformer(nn.Module):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models._features import feature_take_indices
 
+from .folding import fold_into_attention_input, fold_into_linear_input, fold_into_output, fold_norm
 from .shared import init_weights
 
 __all__ = ["PatchMerging", "SwinBlock", "SwinPatchEmbed", "SwinStage", "SwinTransformer", "WindowAttention",
@@ -115,6 +116,9 @@ class SwinBlock(nn.Module):
         if not 0 <= self.shift_size < self.window_size:
             raise ValueError(f"shift_size {self.shift_size} must lie in [0, window_size={self.window_size})")
         self.norm1 = norm_layer(dim)
+        # Value of the padding of windowed maps: 0 after norm1; once norm1 is folded into the attention (reparameterize)
+        # the padded tokens must be the pre-norm value that norm1 maps to 0, so the two models stay equal.
+        self.register_buffer("pad_value", None, persistent=False)
         self.attn = attn_layer(dim, self.window_size)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -126,6 +130,10 @@ class SwinBlock(nn.Module):
         pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
         x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = x.shape[1], x.shape[2]
+        if self.pad_value is not None and (pad_b or pad_r):
+            rows = torch.arange(hp, device=x.device)[:, None] >= h
+            cols = torch.arange(wp, device=x.device)[None, :] >= w
+            x = torch.where((rows | cols)[None, :, :, None], self.pad_value.to(x.dtype), x)
         mask = None
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
@@ -148,6 +156,16 @@ class SwinBlock(nn.Module):
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+    def reparameterize(self):
+        """Folds affine-at-inference norms into the attention's qkv and the MLP's fc1 (no-op for LayerNorm)."""
+        affine = fold_norm(self, "norm1", lambda s, b: fold_into_attention_input(self.attn, s, b))
+        if affine is not None and not self.global_attn:
+            scale, shift = affine
+            if bool((scale == 0).any()):
+                raise ValueError("norm1 has a zero scale: padded windows could not be reproduced after folding")
+            self.register_buffer("pad_value", -shift / scale, persistent=False)
+        fold_norm(self, "norm2", lambda s, b: fold_into_linear_input(self.mlp.fc1, s, b))
+
 
 class PatchMerging(nn.Module):
     """2x2 patch merging; odd grids are zero-padded (official downstream behaviour)."""
@@ -166,6 +184,9 @@ class PatchMerging(nn.Module):
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         out_hw = (x.shape[1], x.shape[2])
         return self.reduction(self.norm(x.reshape(b, -1, 4 * c))), out_hw
+
+    def reparameterize(self):
+        fold_norm(self, "norm", lambda s, b: fold_into_linear_input(self.reduction, s, b))
 
 
 class SwinStage(nn.Module):
@@ -200,6 +221,10 @@ class SwinPatchEmbed(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         return (self.norm(x) if self.norm is not None else x), hw
 
+    def reparameterize(self):
+        if self.norm is not None:
+            fold_norm(self, "norm", lambda s, b: fold_into_output(self.proj, s, b))
+
 
 class SwinTransformer(nn.Module):
     """Swin Transformer (classification and downstream layouts).
@@ -207,15 +232,16 @@ class SwinTransformer(nn.Module):
     ``block_fn(stage=, index=, dim=, input_resolution=, num_heads=, window_size=, mlp_ratio=, qkv_bias=, qk_scale=,
     drop=, attn_drop=, drop_path=, norm_layer=, always_partition=)`` builds block ``index`` of stage ``stage`` (a
     :class:`SwinBlock` with the family's attention, window and shift). ``input_resolution`` is the stage grid at
-    ``img_size``. ``out_norms=True`` is the official downstream layout: per-stage LayerNorms ``norm0..norm3`` on the
-    intermediates and no final norm or classifier, so detection / segmentation checkpoints load strictly.
+    ``img_size``. ``out_norms=True`` is the official downstream layout: per-stage norms ``norm0..norm3`` (built by
+    ``out_norm_layer``, default ``norm_layer``) on the intermediates and no final norm or classifier, so detection /
+    segmentation checkpoints load strictly.
     """
 
     def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, patch_size=4, in_chans=3, num_classes=1000,
                  embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0,
                  qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1,
                  norm_layer=nn.LayerNorm, ape=False, patch_norm=True, always_partition=False, out_norms=False,
-                 global_pool="avg"):
+                 out_norm_layer=None, global_pool="avg"):
         super().__init__()
         if ape:
             raise ValueError("ape=True (absolute position embedding) is used by none of the official models here; "
@@ -249,7 +275,7 @@ class SwinTransformer(nn.Module):
         if out_norms:
             # The official downstream backbone: per-stage output norms, and neither final norm nor classifier.
             for i in range(self.num_layers):
-                self.add_module(f"norm{i}", norm_layer(int(embed_dim * 2 ** i)))
+                self.add_module(f"norm{i}", (out_norm_layer or norm_layer)(int(embed_dim * 2 ** i)))
             num_classes = self.num_classes = 0
         self.norm = nn.Identity() if out_norms else norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

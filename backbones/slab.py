@@ -1,0 +1,638 @@
+"""SLAB backbones: simplified linear attention + progressive re-parameterized BatchNorm (PRepBN).
+
+Paper: "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch
+Normalization" (Guo, Chen, Tang, Wang; ICML 2024), https://arxiv.org/abs/2405.11582. Official code:
+https://github.com/xinghaochen/SLAB (classification/models/{prepbn,slab_deit,deit,slab_pvt,slab_swin,swin_transformer,
+slab_cswin}.py, configs classification/cfgs/*.yaml over classification/config.py; detection/mmdet_custom).
+
+The architectures are the shared skeletons in ``backbones/skeletons`` (the same PVT / Swin / CSWin / DeiT code and
+state-dict layout as Agent attention); this file supplies what is SLAB's own:
+
+- the norms: :class:`RepBN` (``BN(x) + alpha * x``) and :class:`LinearNorm`, which blends LayerNorm into RepBN during
+  training (``lambda * LN(x) + (1 - lambda) * RepBN(x)`` with ``lambda = r0 * iter / total_step``; the buffers
+  ``warm`` and ``iter`` count down once per training forward, so a fine-tune resumed from a checkpoint continues the
+  schedule) and is RepBN alone at inference;
+- the simplified linear attention (ReLU feature map on q and k + a learnt positional encoding on k, the linear
+  attention core of :func:`kernels.slab.simplified_linear_attention`, plus a depth-wise conv of v shared by the
+  heads) for each skeleton, picked per stage by the ``attn_type`` letters ('L' linear, 'S' the skeleton's softmax
+  attention);
+- ``reparameterize()`` (timm's ``reparameterize_model``): every RepBN is folded into the linear / conv layer next to
+  it (the final norm, whose output ``forward_features`` returns, into a per-channel scale and shift), so no
+  BatchNorm is left and the outputs equal the unfolded model's in eval mode;
+- the checkpoint filter, default cfgs and the 12 released models (6 SLAB, 6 PRepBN baselines).
+
+Quirks kept for checkpoint fidelity are marked where they live. ``focusing_factor`` is accepted (the official
+configs set it) but, as in the official code, unused; so is attention dropout.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import register_notrace_module
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import Attention as VitAttention
+
+from kernels.slab import simplified_linear_attention
+
+from .skeletons import cswin, deit, pvt, swin
+from .skeletons.folding import ChannelAffine, fold_into_conv_input, fold_into_linear_input, fold_into_output, fold_norm
+from .skeletons.shared import merge_heads, split_heads
+
+__all__ = ["LinearNorm", "RepBN", "SlabCSWin", "SlabDeiT", "SlabPVT", "SlabSwinTransformer", "checkpoint_filter_fn",
+           "slab_norm"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PRepBN: RepBN and the progressive LinearNorm
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RepBN(nn.Module):
+    """``BatchNorm1d(x) + alpha * x`` over the channels of (B, N, C) tokens (official ``prepbn.RepBN``)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.bn = nn.BatchNorm1d(channels)
+
+    def forward(self, x):
+        if x.dim() != 3:
+            raise ValueError(f"RepBN normalises (B, N, C) tokens; got a tensor of shape {tuple(x.shape)}")
+        return (self.bn(x.transpose(1, 2)) + self.alpha * x.transpose(1, 2)).transpose(1, 2)
+
+    def inference_affine(self):
+        """(scale, shift) with ``RepBN(x) = scale * x + shift`` in eval mode (running statistics)."""
+        bn = self.bn
+        inv_std = torch.rsqrt(bn.running_var + bn.eps)
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(inv_std)
+        beta = bn.bias if bn.bias is not None else torch.zeros_like(inv_std)
+        return gamma * inv_std + self.alpha, beta - gamma * bn.running_mean * inv_std
+
+    def fuse(self):
+        """timm ``reparameterize_model``: a RepBN that no neighbouring layer absorbed becomes its eval affine."""
+        return ChannelAffine(*self.inference_affine())
+
+
+@register_notrace_module  # its training branch reads its own buffers: an FX leaf, as timm does for such modules
+class LinearNorm(nn.Module):
+    """Progressive LayerNorm -> RepBN (official ``prepbn.LinearNorm``).
+
+    Training: while ``warm > 0`` only ``norm1`` (LayerNorm) is used and ``warm`` counts down; then
+    ``lambda = r0 * iter / total_step`` blends ``lambda * norm1(x) + (1 - lambda) * norm2(x)`` and ``iter`` counts
+    down to 0, once per training forward of this module. Eval: ``norm2`` (RepBN) alone. The three buffers are saved
+    in checkpoints, so a resumed fine-tune continues the schedule where it stopped.
+    """
+
+    def __init__(self, dim, norm1, norm2, warm=0, step=300000, r0=1.0):
+        super().__init__()
+        # Official buffers: 0-dim int64 tensors (torch.tensor(int)); lambda is computed from them as the official
+        # code does (an int tensor division, float32), so the blend rounds the same.
+        self.register_buffer("warm", torch.tensor(warm))
+        self.register_buffer("iter", torch.tensor(step))
+        self.register_buffer("total_step", torch.tensor(step))
+        self.r0 = r0
+        self.norm1 = norm1(dim)
+        self.norm2 = norm2(dim)
+
+    def forward(self, x):
+        if self.training:
+            if self.warm > 0:
+                self.warm.copy_(self.warm - 1)
+                return self.norm1(x)
+            lamda = self.r0 * self.iter / self.total_step
+            if self.iter > 0:
+                self.iter.copy_(self.iter - 1)
+            return lamda * self.norm1(x) + (1 - lamda) * self.norm2(x)
+        return self.norm2(x)
+
+    def inference_affine(self):
+        """The eval-mode map (norm2) as (scale, shift), when norm2 is affine at inference (RepBN)."""
+        affine = getattr(self.norm2, "inference_affine", None)
+        return affine() if callable(affine) else None
+
+    def fuse(self):
+        affine = self.inference_affine()
+        if affine is None:
+            raise TypeError(f"LinearNorm with norm2={type(self.norm2).__name__} is not affine at inference")
+        return ChannelAffine(*affine)
+
+
+def slab_norm(step: int, layer_norm_eps: float = 1e-5):
+    """The official PRepBN norm: ``LinearNorm(norm1=LayerNorm(eps), norm2=RepBN, step=step)``."""
+    return partial(LinearNorm, norm1=partial(nn.LayerNorm, eps=layer_norm_eps), norm2=RepBN, step=step)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Simplified linear attention
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _linear_attention_heads(q, k, v, num_heads):
+    """ReLU'd q (B, N, C), k (B, M, C) and v (B, M, C) -> the linear-attention core per head (B, h, N, d) and the
+    values per head (B, h, M, d). Heads split channels as the official ``b n (h c) -> (b h) n c``."""
+    q, k, v = (split_heads(t, num_heads) for t in (F.relu(q), F.relu(k), v))
+    return simplified_linear_attention(q, k, v), v
+
+
+def _depthwise_heads(dwc: nn.Conv2d, v: torch.Tensor, grid) -> torch.Tensor:
+    """The official depth-wise conv of v: one (head_dim)-channel conv shared by all heads, on the token grid."""
+    b, h, m, d = v.shape
+    fmap = v.reshape(b * h, grid[0], grid[1], d).permute(0, 3, 1, 2)
+    return dwc(fmap).flatten(2).transpose(1, 2).reshape(b, h, m, d)
+
+
+def _positional_encoding(pe: torch.Tensor, grid, trained_grid) -> torch.Tensor:
+    """The key positional encoding on the actual key grid. Identity at the trained grid (the official models);
+    elsewhere (a zoo extension: the official classification code only runs at its training size) bilinear."""
+    if tuple(grid) == tuple(trained_grid):
+        return pe
+    table = pe.reshape(1, trained_grid[0], trained_grid[1], -1).permute(0, 3, 1, 2)
+    return F.interpolate(table, size=tuple(grid), mode="bilinear").flatten(2).transpose(1, 2)
+
+
+class SimplifiedLinearAttention(nn.Module):
+    """SLAB linear attention over a square token grid (official ``slab_swin.SimplifiedLinearAttention`` on windows,
+    ``slab_deit.Attention`` on the 14x14 patch grid): qkv, ``k += positional_encoding``, ReLU on q and k, the linear
+    core, ``+ dwc(v)`` per head, proj. ``mask`` (Swin's shifted-window mask) is accepted and ignored, as officially.
+    """
+
+    def __init__(self, dim, grid, num_heads, qkv_bias=True, proj_drop=0.0, kernel_size=5, focusing_factor=3):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.grid = tuple(grid)
+        self.focusing_factor = focusing_factor  # official config value; unused by the official forward
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size=kernel_size, groups=head_dim, padding=kernel_size // 2)
+        self.positional_encoding = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
+
+    def forward(self, x, mask=None):
+        b, n, c = x.shape
+        if n != self.grid[0] * self.grid[1]:
+            raise ValueError(f"SimplifiedLinearAttention built for a {self.grid[0]}x{self.grid[1]} grid got {n} tokens")
+        q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)
+        out, v = _linear_attention_heads(q, k + self.positional_encoding, v, self.num_heads)
+        out = out + _depthwise_heads(self.dwc, v, self.grid)
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+
+class PvtLinearAttention(nn.Module):
+    """SLAB linear attention of SLAB-PVT (official ``slab_pvt.SimplifiedLinearAttention``): q and kv projections,
+    optional spatial reduction of the keys (sr conv + the family norm), ``k += positional_encoding``."""
+
+    def __init__(self, dim, num_patches, num_heads=8, qkv_bias=False, proj_drop=0.0, sr_ratio=1, kernel_size=5,
+                 focusing_factor=3, norm_layer=nn.LayerNorm):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.sr_ratio = sr_ratio
+        self.focusing_factor = focusing_factor  # official config value; unused by the official forward
+        side = int(num_patches ** 0.5)
+        self.trained_key_grid = (side // sr_ratio, side // sr_ratio)
+        head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = norm_layer(dim)
+        self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size=kernel_size, groups=head_dim, padding=kernel_size // 2)
+        self.positional_encoding = nn.Parameter(torch.zeros(1, num_patches // (sr_ratio * sr_ratio), dim))
+
+    def forward(self, x, H, W):
+        b, n, c = x.shape
+        if n != H * W:
+            raise ValueError(f"PvtLinearAttention got {n} tokens but was told the grid is {H}x{W}")
+        q = self.q(x)
+        key_hw = (H, W)
+        if self.sr_ratio > 1:
+            x = self.sr(x.transpose(1, 2).reshape(b, c, H, W))
+            key_hw = (x.shape[2], x.shape[3])
+            x = self.norm(x.flatten(2).transpose(1, 2))
+        k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
+        k = k + _positional_encoding(self.positional_encoding, key_hw, self.trained_key_grid)
+        out, v = _linear_attention_heads(q, k, v, self.num_heads)
+        if self.sr_ratio > 1:
+            # Quirk kept for fidelity: the official code stretches the reduced values back to N tokens by a 1-D
+            # linear interpolation along the flattened token sequence (not a 2-D resize of the map).
+            hv = v.reshape(b * self.num_heads, -1, v.shape[-1]).transpose(1, 2)
+            v = F.interpolate(hv, size=n, mode="linear").transpose(1, 2).reshape(b, self.num_heads, n, -1)
+        out = out + _depthwise_heads(self.dwc, v, (H, W))
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+    def fold_input_affine(self, scale, shift):
+        fold_into_linear_input(self.q, scale, shift)
+        if self.sr_ratio > 1:
+            fold_into_conv_input(self.sr, scale, shift)
+        else:
+            fold_into_linear_input(self.kv, scale, shift)
+
+    def reparameterize(self):
+        if self.sr_ratio > 1:
+            fold_norm(self, "norm", lambda s, b: fold_into_output(self.sr, s, b))
+
+
+class CSWinLinearAttention(nn.Module):
+    """SLAB linear attention inside CSWin strips (official ``slab_cswin.SimplifiedLinearAttention``), with CSWin's
+    LePE (``get_v``) added like the depth-wise conv term. At the official split sizes (56-28 at 224) the strip is
+    the whole map. The official module's ``scale`` parameter is never used; checkpoint_filter_fn drops it."""
+
+    def __init__(self, dim, resolution, branch, split_size=7, num_heads=8, kernel_size=5, focusing_factor=3):
+        super().__init__()
+        self.num_heads = num_heads
+        self.resolution = resolution
+        self.strip = cswin.cswin_strip(resolution, split_size, branch)
+        self.focusing_factor = focusing_factor  # official config value; unused by the official forward
+        head_dim = dim // num_heads
+        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, groups=dim)
+        self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size=kernel_size, groups=head_dim, padding=kernel_size // 2)
+        self.positional_encoding = nn.Parameter(torch.zeros(1, self.strip[0] * self.strip[1], dim))
+
+    def forward(self, q, k, v):
+        hw = (self.resolution, self.resolution)
+        q, k, v = (cswin.strip_partition(t, hw, self.strip) for t in (q, k, v))
+        c = v.shape[-1]
+        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        out, vh = _linear_attention_heads(q, k + self.positional_encoding, v, self.num_heads)
+        out = out + _depthwise_heads(self.dwc, vh, self.strip) + split_heads(lepe, self.num_heads)
+        return cswin.strip_reverse(merge_heads(out), hw, self.strip)
+
+
+def _check_letters(family, attn_type, num_stages):
+    if len(attn_type) < num_stages:
+        raise ValueError(f"{family} attn_type {attn_type!r} needs a letter per stage ({num_stages})")
+
+
+def _stage_letters(attn_type: str, stage: int, num_stages: int, depth: int, family: str) -> list[str]:
+    """Per-block letters of a stage: 'L' linear, 'S' softmax, or for 'M' linear in the first k blocks (k = the number
+    after the per-stage letters, e.g. 'LLMS2') and softmax after (official ``attn_type`` convention)."""
+    letter = attn_type[stage]
+    if letter == "M":
+        tail = attn_type[num_stages:]
+        if not tail.isdigit():
+            raise ValueError(f"{family} attn_type {attn_type!r}: an 'M' stage needs its linear block count after the "
+                             f"{num_stages} stage letters (e.g. 'LLMS2')")
+        return ["L" if i < int(tail) else "S" for i in range(depth)]
+    if letter not in ("L", "S"):
+        raise ValueError(f"{family} attn_type letters are 'L' (linear), 'S' (softmax) or 'M' (mixed), got {letter!r}")
+    return [letter] * depth
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models on the skeletons
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class SlabPVT(pvt.PyramidVisionTransformer):
+    """SLAB-PVT / PVT-PRepBN (official ``slab_pvt.PyramidVisionTransformer``) on the PVT skeleton: 'L' stages use
+    linear attention with spatial reduction ``la_sr_ratios``, 'S' stages PVT softmax attention with ``sr_ratios``;
+    ``norm_layer`` (the PRepBN LinearNorm) everywhere, patch embeddings and reduced-key norms included."""
+
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dims=(64, 128, 320, 512),
+                 num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), qkv_bias=True, qk_scale=None, drop_rate=0.0,
+                 attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, depths=(2, 2, 2, 2),
+                 sr_ratios=(8, 4, 2, 1), la_sr_ratios="1111", num_stages=4, focusing_factor=3, kernel_size=5,
+                 attn_type="LLLL", global_pool="avg"):
+        norm_layer = norm_layer or slab_norm(300000, 1e-6)
+        _check_letters("SLAB-PVT", attn_type, num_stages)
+        letters = [_stage_letters(attn_type, i, num_stages, 1, "SLAB-PVT")[0] for i in range(num_stages)]
+
+        def block_fn(stage, index, dim, num_patches, num_heads, qkv_bias, qk_scale, drop, attn_drop, norm_layer,
+                     **block_kwargs):
+            if letters[stage] == "L":
+                attn_layer = partial(PvtLinearAttention, num_patches=num_patches, num_heads=num_heads,
+                                     qkv_bias=qkv_bias, proj_drop=drop, sr_ratio=int(str(la_sr_ratios)[stage]),
+                                     kernel_size=kernel_size, focusing_factor=focusing_factor, norm_layer=norm_layer)
+            else:
+                attn_layer = partial(pvt.PvtAttention, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                     attn_drop=attn_drop, proj_drop=drop, sr_ratio=sr_ratios[stage],
+                                     norm_layer=norm_layer)
+            return pvt.PvtBlock(dim, attn_layer, drop=drop, norm_layer=norm_layer, **block_kwargs)
+
+        super().__init__(block_fn, img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                         num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
+                         qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate, norm_layer=norm_layer, embed_norm_layer=norm_layer,
+                         depths=depths, num_stages=num_stages, global_pool=global_pool)
+
+
+class SlabSwinTransformer(swin.SwinTransformer):
+    """SLAB-Swin / Swin-PRepBN (official ``slab_swin.SlabSwinTransformer`` / ``swin_transformer.SwinTransformer``) on
+    the Swin skeleton.
+
+    'L' blocks: linear attention on windows of ``window_size`` (56 in the official configs: clamped to the stage grid
+    at 224, i.e. one window per map); 'S' blocks: Swin window attention, window 7 (12 when ``window_size > 56``).
+    Downstream (the official ``SwinTransformer_SLAB`` detection backbone): ``stage_window_sizes=(56, 28, 7, 7)``
+    (every block of a stage, both kinds), ``always_partition=True`` (windows and shifts at any size, maps padded to
+    the window), ``out_norms=True`` with LayerNorm ``norm0..norm3``.
+    """
+
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96, depths=(2, 2, 6, 2),
+                 num_heads=(3, 6, 12, 24), window_size=56, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, norm_layer=None, ape=False, patch_norm=True,
+                 focusing_factor=3, kernel_size=5, attn_type="LLSS", stage_window_sizes=None, always_partition=False,
+                 out_norms=False, global_pool="avg"):
+        norm_layer = norm_layer or slab_norm(60000)
+        num_stages = len(depths)
+        _check_letters("SLAB-Swin", attn_type, num_stages)
+        letters = [_stage_letters(attn_type, i, num_stages, depths[i], "SLAB-Swin") for i in range(num_stages)]
+        if stage_window_sizes is not None and len(stage_window_sizes) != num_stages:
+            raise ValueError(f"stage_window_sizes {stage_window_sizes} needs one window per stage ({num_stages})")
+
+        def block_fn(stage, index, window_size, num_heads, qkv_bias, qk_scale, drop, attn_drop, **block_kwargs):
+            letter = letters[stage][index]
+            if stage_window_sizes is not None:
+                window = int(stage_window_sizes[stage])
+            else:
+                window = window_size if letter == "L" else (7 if window_size <= 56 else 12)
+            if letter == "L":
+                def attn_layer(dim, window):
+                    return SimplifiedLinearAttention(dim, (window, window), num_heads, qkv_bias=qkv_bias,
+                                                     proj_drop=drop, kernel_size=kernel_size,
+                                                     focusing_factor=focusing_factor)
+            else:
+                def attn_layer(dim, window):
+                    return swin.WindowAttention(dim, window, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                                attn_drop=attn_drop, proj_drop=drop)
+            return swin.SwinBlock(num_heads=num_heads, attn_layer=attn_layer, window_size=window,
+                                  shift_size=0 if index % 2 == 0 else window // 2, drop=drop, **block_kwargs)
+
+        super().__init__(block_fn, img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                         num_classes=num_classes, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
+                         window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                         drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+                         norm_layer=norm_layer, ape=ape, patch_norm=patch_norm, always_partition=always_partition,
+                         out_norms=out_norms, out_norm_layer=nn.LayerNorm, global_pool=global_pool)
+
+
+class SlabDeiT(deit.VisionTransformer):
+    """SLAB-DeiT / DeiT-PRepBN (official ``slab_deit.VisionTransformer`` / ``deit.VisionTransformer``) on the DeiT
+    skeleton. ``linear=True`` (SLAB): linear attention on the patch grid, no class token (the official model keeps an
+    unused ``cls_token``, which checkpoint_filter_fn drops), average pooling. ``linear=False`` (PRepBN baseline):
+    DeiT softmax attention with the class token."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=192, depth=12,
+                 num_heads=3, mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 norm_layer=None, act_layer=None, linear=True, kernel_size=5, focusing_factor=3, global_pool=None):
+        norm_layer = norm_layer or slab_norm(60000, 1e-6)
+
+        def block_fn(index, dim, num_heads, qkv_bias, drop, attn_drop, grid_size, **block_kwargs):
+            if linear:
+                attn_layer = partial(SimplifiedLinearAttention, grid=grid_size, num_heads=num_heads,
+                                     qkv_bias=qkv_bias, proj_drop=drop, kernel_size=kernel_size,
+                                     focusing_factor=focusing_factor)
+            else:
+                attn_layer = partial(VitAttention, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                     proj_drop=drop)
+            return deit.DeitBlock(dim, attn_layer, drop=drop, **block_kwargs)
+
+        super().__init__(block_fn, img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                         num_classes=num_classes, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                         mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate, norm_layer=norm_layer, act_layer=act_layer,
+                         class_token=not linear, global_pool=global_pool or ("avg" if linear else "token"))
+
+
+class SlabCSWin(cswin.CSWinTransformer):
+    """SLAB-CSWin (official ``slab_cswin.CSWinTransformer``) on the CSWin skeleton: linear attention in the 'L'
+    stages on strips ``la_split_size`` ('56-28-14-7' at 224: the whole map), CSWin LePE attention in the 'S' stages
+    on ``split_size`` strips; the PRepBN norm everywhere (stem and merge blocks included)."""
+
+    def __init__(self, img_size=224, in_chans=3, num_classes=1000, embed_dim=64, depth=(2, 4, 18, 1),
+                 split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", num_heads=(2, 4, 8, 16), mlp_ratio=4.0,
+                 qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 norm_layer=None, focusing_factor=3, kernel_size=5, attn_type="LLSS", global_pool="avg"):
+        norm_layer = norm_layer or slab_norm(120000)
+        la_split = [int(s) for s in str(la_split_size).split("-")]
+        _check_letters("SLAB-CSWin", attn_type, 4)
+        letters = [_stage_letters(attn_type, i, 4, depth[i], "SLAB-CSWin") for i in range(4)]
+
+        def block_fn(stage, index, dim, reso, num_heads, qk_scale, attn_drop, **block_kwargs):
+            if letters[stage][index] == "L":
+                split = la_split[stage]
+                attn_layer = partial(_cswin_linear_branch, reso=reso, split_size=split, kernel_size=kernel_size,
+                                     focusing_factor=focusing_factor)
+            else:
+                split = split_size[stage]
+                attn_layer = partial(_cswin_lepe_branch, reso=reso, split_size=split, attn_drop=attn_drop,
+                                     qk_scale=qk_scale)
+            return cswin.CSWinBlock(dim, reso, num_heads, attn_layer, split_size=split, **block_kwargs)
+
+        super().__init__(block_fn, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
+                         embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                         qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                         drop_path_rate=drop_path_rate, norm_layer=norm_layer, embed_norm_layer=norm_layer,
+                         global_pool=global_pool)
+
+
+def _cswin_linear_branch(dim, branch, num_heads, reso, split_size, kernel_size, focusing_factor):
+    return CSWinLinearAttention(dim, reso, branch, split_size=split_size, num_heads=num_heads,
+                                kernel_size=kernel_size, focusing_factor=focusing_factor)
+
+
+def _cswin_lepe_branch(dim, branch, num_heads, reso, split_size, attn_drop, qk_scale):
+    return cswin.CSWinLePEAttention(dim, reso, branch, split_size=split_size, num_heads=num_heads,
+                                    attn_drop=attn_drop, qk_scale=qk_scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Buffers official checkpoints carry that are rebuilt here from the configuration.
+_REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+def _unused_official_parameters(model) -> tuple[str, ...]:
+    """Parameters the official modules create but never use (dropped here: timm's tests and DDP want every
+    parameter to take part): SLAB-DeiT's ``cls_token`` and SLAB-CSWin's per-attention ``scale``."""
+    if isinstance(model, SlabDeiT) and model.cls_token is None:
+        return ("cls_token",)
+    return ()
+
+
+def checkpoint_filter_fn(state_dict, model):
+    """Official checkpoint (``{'model': ...}``, ``{'state_dict': ...}`` or a bare state dict; ``module.`` /
+    ``backbone.`` prefixes) -> this model's state dict. Raises a ValueError naming the keys when the checkpoint is
+    another variant (e.g. a SLAB checkpoint into a PRepBN baseline)."""
+    for wrapper in ("model", "state_dict", "model_ema"):
+        if isinstance(state_dict, dict) and wrapper in state_dict and isinstance(state_dict[wrapper], dict):
+            state_dict = state_dict[wrapper]
+            break
+    if any(k.startswith("backbone.") for k in state_dict):
+        state_dict = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    unused = set(_unused_official_parameters(model))
+    out = {}
+    for key, value in state_dict.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf in _REBUILT_BUFFERS or key in unused:
+            continue
+        if isinstance(model, SlabCSWin) and leaf == "scale" and ".attns." in key:
+            continue  # official SimplifiedLinearAttention.scale: created, never used
+        out[key] = value
+
+    expected = model.state_dict()
+    if not any(k.startswith("head.") for k in expected):
+        out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
+    head_keys = {"head.weight", "head.bias"}
+    missing = sorted(set(expected) - set(out) - head_keys)
+    unexpected = sorted(set(out) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(out) & set(expected))
+        if tuple(out[k].shape) != tuple(expected[k].shape) and k not in head_keys
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"checkpoint does not match {type(model).__name__} as built (another variant or configuration?)"]
+        if missing:
+            lines.append(f"  {len(missing)} keys missing from the checkpoint, e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
+        if mismatched:
+            lines.append(f"  {len(mismatched)} shape mismatches, e.g. {mismatched[:3]}")
+        lines.append("  Build the variant the checkpoint was trained as (slab_* = linear attention + LinearNorm, "
+                     "prepbn_* = softmax attention; depths, dims, attn_type, window_size / img_size for the "
+                     "positional encodings).")
+        raise ValueError("\n".join(lines))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _create(cls, variant, pretrained=False, hierarchical=True, **kwargs):
+    if not hierarchical and kwargs.get("features_only"):
+        raise RuntimeError(f"{variant}: features_only is provided for the hierarchical SLAB-PVT / SLAB-Swin models; "
+                           "use forward_intermediates on SLAB-DeiT / SLAB-CSWin")
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    feature_cfg = dict(out_indices=out_indices, feature_cls="getter") if hierarchical else None
+    return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=feature_cfg, **kwargs)
+
+
+_RELEASES = "https://github.com/xinghaochen/SLAB/releases/download/ckpts/"
+
+
+def _cfg(file, **kwargs):
+    return {
+        "url": _RELEASES + file, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.proj", "classifier": "head",
+        "license": "unknown (official repository carries no license file)", **kwargs,
+    }
+
+
+# Checkpoint files and top-1: xinghaochen/SLAB README.md ("Checkpoints" table); crop 224/256 (config.py TEST.CROP).
+default_cfgs = generate_default_cfgs({
+    "slab_deit_tiny.in1k": _cfg("slab_deit_tiny.pth", fixed_input_size=True, pool_size=None),
+    "slab_deit_small.in1k": _cfg("slab_deit_small.pth", fixed_input_size=True, pool_size=None),
+    "slab_pvt_tiny.in1k": _cfg("slab_pvt_tiny.pth", first_conv="patch_embed1.proj"),
+    "slab_swin_tiny.in1k": _cfg("slab_swin_tiny.pth"),
+    "slab_swin_small.in1k": _cfg("slab_swin_small.pth"),
+    "slab_cswin_tiny.in1k": _cfg("slab_cswin_tiny.pth", first_conv="stage1_conv_embed.0", fixed_input_size=True),
+    "prepbn_deit_tiny.in1k": _cfg("deit_tiny_prepbn.pth", fixed_input_size=True, pool_size=None),
+    "prepbn_deit_small.in1k": _cfg("deit_small_prepbn.pth", fixed_input_size=True, pool_size=None),
+    "prepbn_pvt_tiny.in1k": _cfg("pvt_tiny_prepbn.pth", first_conv="patch_embed1.proj"),
+    "prepbn_pvt_small.in1k": _cfg("pvt_small_prepbn.pth", first_conv="patch_embed1.proj"),
+    "prepbn_pvt_medium.in1k": _cfg("pvt_medium_prepbn.pth", first_conv="patch_embed1.proj"),
+    "prepbn_swin_tiny.in1k": _cfg("swin_tiny_prepbn.pth"),
+})
+
+
+# SLAB-DeiT: slab_deit.deit_{tiny,small}_patch16_224_linear_repbn (LinearNorm step 60000, LayerNorm eps 1e-6).
+@register_model
+def slab_deit_tiny(pretrained=False, **kwargs):
+    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, linear=True)
+    return _create(SlabDeiT, "slab_deit_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+
+
+@register_model
+def slab_deit_small(pretrained=False, **kwargs):
+    args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, linear=True)
+    return _create(SlabDeiT, "slab_deit_small", pretrained, hierarchical=False, **{**args, **kwargs})
+
+
+# DeiT-PRepBN: deit.deit_{tiny,small}_patch16_224_repbn. Quirk kept for checkpoint fidelity: the official tiny
+# builds its norms as plain RepBN, the small one as LinearNorm (LayerNorm eps 1e-6, RepBN, default step 300000).
+@register_model
+def prepbn_deit_tiny(pretrained=False, **kwargs):
+    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, linear=False, norm_layer=RepBN)
+    return _create(SlabDeiT, "prepbn_deit_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+
+
+@register_model
+def prepbn_deit_small(pretrained=False, **kwargs):
+    args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, linear=False, norm_layer=slab_norm(300000, 1e-6))
+    return _create(SlabDeiT, "prepbn_deit_small", pretrained, hierarchical=False, **{**args, **kwargs})
+
+
+# SLAB-PVT / PVT-PRepBN: slab_pvt.slab_pvt_* + cfgs/{slab_pvt,pvt_*_prepbn}.yaml (attn LLLL / SSSS, la_sr 1111).
+_PVT_COMMON = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
+                   qkv_bias=True, sr_ratios=(8, 4, 2, 1), la_sr_ratios="1111", focusing_factor=3, kernel_size=5)
+
+
+@register_model
+def slab_pvt_tiny(pretrained=False, **kwargs):
+    args = dict(_PVT_COMMON, depths=(2, 2, 2, 2), attn_type="LLLL")
+    return _create(SlabPVT, "slab_pvt_tiny", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def prepbn_pvt_tiny(pretrained=False, **kwargs):
+    args = dict(_PVT_COMMON, depths=(2, 2, 2, 2), attn_type="SSSS")
+    return _create(SlabPVT, "prepbn_pvt_tiny", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def prepbn_pvt_small(pretrained=False, **kwargs):
+    args = dict(_PVT_COMMON, depths=(3, 4, 6, 3), attn_type="SSSS")
+    return _create(SlabPVT, "prepbn_pvt_small", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def prepbn_pvt_medium(pretrained=False, **kwargs):
+    args = dict(_PVT_COMMON, depths=(3, 4, 18, 3), attn_type="SSSS")
+    return _create(SlabPVT, "prepbn_pvt_medium", pretrained, **{**args, **kwargs})
+
+
+# SLAB-Swin: cfgs/slab_swin_{t,s}.yaml (window 56, attn LLSS, focusing 3, kernel 5; LinearNorm step 60000).
+@register_model
+def slab_swin_tiny(pretrained=False, **kwargs):
+    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="LLSS")
+    return _create(SlabSwinTransformer, "slab_swin_tiny", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def slab_swin_small(pretrained=False, **kwargs):
+    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="LLSS")
+    return _create(SlabSwinTransformer, "slab_swin_small", pretrained, **{**args, **kwargs})
+
+
+# Swin-PRepBN: swin_transformer.SwinTransformer + cfgs/swin_t_prepbn.yaml (window 7, softmax everywhere, RepBN).
+@register_model
+def prepbn_swin_tiny(pretrained=False, **kwargs):
+    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, attn_type="SSSS",
+                norm_layer=RepBN)
+    return _create(SlabSwinTransformer, "prepbn_swin_tiny", pretrained, **{**args, **kwargs})
+
+
+# SLAB-CSWin: slab_cswin.SLAB_CSWin_64_24181_tiny_224 + cfgs/slab_cswin_t.yaml (attn LLSS, strips 56-28-14-7).
+@register_model
+def slab_cswin_tiny(pretrained=False, **kwargs):
+    args = dict(embed_dim=64, depth=(2, 4, 18, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16),
+                la_split_size="56-28-14-7", attn_type="LLSS")
+    return _create(SlabCSWin, "slab_cswin_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
