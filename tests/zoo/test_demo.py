@@ -27,3 +27,34 @@ def test_steps_run_in_order_and_can_be_appended(card_dir, monkeypatch):
     assert text.index("Model zoo") < text.index("a later issue's step")
     assert SMALL_MODEL in text and seen[0].pattern == SMALL_MODEL and seen[0].max_gflops == 1.0
     assert text.index("Model zoo") < text.index("X-ray") and "X-ray step skipped" in text
+
+
+def test_xray_step_trains_fixed_iterations_under_a_guard_and_ends_with_zoo_xray_detect(tmp_path):
+    """One small run of the X-ray step (64 px scans, a handful of images): a time guard far shorter than the planned
+    1000 iterations stops training early and says so; the step still evaluates and ends with `zoo xray detect` on
+    held-out bags, whose summary lines and files it shows."""
+    import json
+
+    import pytest
+
+    pytest.importorskip("mmdet")
+    from zoo import xray_demo
+
+    lines = []
+    result = xray_demo.run_xray_demo(tmp_path / "xray", iterations=1000, guard_minutes=0.01, num_train=6,
+                                     num_test=2, image_size=64, seed=1, log=lines.append)
+    text = "\n".join(lines)
+    done = result["iterations"]
+    assert result["planned_iterations"] == 1000 and 1 <= done < 1000 and result["stopped_early"]
+    assert f"TIME GUARD: training stopped after {done} of 1000 iterations" in text
+    assert "training 1000 iterations (seed 1)" in text and f"trained {done} of 1000 iterations in" in text
+    command = next(line for line in lines if line.startswith("$ zoo xray detect "))
+    assert str(result["checkpoint"]) in command and "held_out_bags" in command
+    bags = sorted(p.name for p in (tmp_path / "xray" / "held_out_bags").iterdir())
+    assert bags == ["easy_00000.png", "easy_00001.png", "hard_00000.png", "hard_00001.png", "hidden_00000.png",
+                    "hidden_00001.png"]
+    for bag in bags:  # a summary line per bag, a JSON and a picture per bag
+        assert any(line.strip().startswith(f"{bag}: ") for line in lines), bag
+        assert (tmp_path / "xray" / "detect" / bag).is_file()
+        assert json.loads((tmp_path / "xray" / "detect" / bag.replace(".png", ".json")).read_text())["image"]
+    assert result["detect"]["images"] == 6 and set(result["trained"]) >= {"easy", "hard", "hidden", "overall"}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS, DEFAULT_OUT_DIR, DEFAULT_XRAY_MINUTES
+from ..xray_demo import DEMO_ITERATIONS
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     run_demo(pattern=args.pattern, max_gflops=args.max_gflops, budget_s=args.budget_s,
-             xray_minutes=args.xray_minutes, out_dir=args.out)
+             xray_minutes=args.xray_minutes, xray_iterations=args.xray_iterations, out_dir=args.out)
     return 0
 
 
@@ -23,6 +24,9 @@ def register(commands) -> None:
     demo.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
                       help="start no CPU run after this many seconds; cheapest models run first (default %(default)s)")
     demo.add_argument("--xray-minutes", type=float, default=DEFAULT_XRAY_MINUTES,
-                      help="budget of the X-ray detector step (train + per-split test); 0 skips it (default %(default)s)")
+                      help="time guard of the X-ray step: training stops early, saying so, when the step has used it "
+                           "up; 0 skips the step (default %(default)s)")
+    demo.add_argument("--xray-iterations", type=int, default=None,
+                      help=f"training iterations of the X-ray step (default {DEMO_ITERATIONS}, fixed and seeded)")
     demo.add_argument("--out", default=DEFAULT_OUT_DIR, help="folder for the demo's files (default %(default)s)")
     demo.set_defaults(run=run)
