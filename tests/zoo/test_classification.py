@@ -221,3 +221,14 @@ def test_two_processes_under_torchrun_train_like_one(shapes, tmp_path, capsys):
     # The top-1 summed across the two ranks is the single-process top-1 of the saved weights.
     assert main(["validate", str(out), "--data", str(shapes / "val"), "--workers", "0"]) == 0
     assert _last_json(capsys.readouterr().out)["top1"] == summary["top1"]
+
+
+def test_predict_names_imagenet_classes_for_a_1000_class_head(shapes, capsys):
+    from timm.data import ImageNetInfo
+
+    image = str(shapes / "val" / "ellipse" / "00000.png")
+    assert main(["predict", "test_convnext", image, "--random-init", "--json", "--top-k", "2"]) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    info = ImageNetInfo("imagenet-1k")
+    assert [c["label"] for c in line["top"]] == [info.index_to_description(c["index"]) for c in line["top"]]
+    assert line["top"][0]["prob"] >= line["top"][1]["prob"]

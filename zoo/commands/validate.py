@@ -37,12 +37,14 @@ def check_device(device: str) -> None:
 
 
 def data_config_overrides(args: argparse.Namespace) -> dict:
-    """--img-size / --crop-pct as timm's resolve_model_data_config arguments (unset ones keep the model's)."""
+    """--img-size / --crop-pct / --crop-mode as timm's resolve_model_data_config arguments (unset ones keep the model's)."""
     overrides = {}
     if args.img_size is not None:
         overrides["img_size"] = args.img_size
     if getattr(args, "crop_pct", None) is not None:
         overrides["crop_pct"] = args.crop_pct
+    if getattr(args, "crop_mode", None) is not None:
+        overrides["crop_mode"] = args.crop_mode
     return overrides
 
 
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         "top1": round(result.top1, 4), "top5": round(result.top5, 4), "loss": round(result.loss, 6),
         "images": result.images, "skipped": [str(p) for p, _ in scan.skipped],
         "images_per_s": round(result.images_per_s, 2), "input_size": list(data_config["input_size"]),
-        "crop_pct": data_config["crop_pct"], "batch_size": args.batch_size, "amp": args.amp,
+        "crop_pct": data_config["crop_pct"], "crop_mode": data_config.get("crop_mode"),
+        "interpolation": data_config["interpolation"], "batch_size": args.batch_size, "amp": args.amp,
         "device": str(processes.device), "world_size": processes.world_size,
     }))
     return 0
@@ -100,6 +103,9 @@ def register(commands) -> None:
                                "(DIR/n01440764/*.JPEG, ...)")
     validate.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     validate.add_argument("--crop-pct", type=float, default=None, help="centre-crop fraction (default: the model's)")
+    validate.add_argument("--crop-mode", default=None, choices=["center", "squash", "border"],
+                          help="resize the short side then crop (center), or resize to a square first (squash, as the "
+                               "official Agent-Attention eval); default: the model's")
     validate.add_argument("--batch-size", type=int, default=64)
     validate.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     validate.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
