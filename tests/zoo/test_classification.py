@@ -93,6 +93,13 @@ def test_train_writes_a_hub_folder_that_validate_and_predict_read(trained_run, s
     result = _last_json(capsys.readouterr().out)
     assert result["images"] == 12 and result["top1"] == summary["top1"] and result["top5"] == summary["top5"]
     assert result["input_size"] == [3, 32, 32] and result["architecture"] == "biformer_tiny"
+    assert result["crop_pct"] == 0.875 and result["crop_mode"] == "center"
+    # The transform flags reach timm's eval transform (the official Agent evaluation squashes, then crops).
+    assert main(["validate", str(out), "--data", str(shapes / "val"), "--workers", "0", "--crop-pct", "1.0",
+                 "--crop-mode", "squash"]) == 0
+    squashed = _last_json(capsys.readouterr().out)
+    assert squashed["crop_pct"] == 1.0 and squashed["crop_mode"] == "squash" and squashed["images"] == 12
+    assert squashed["loss"] != result["loss"]  # other pixels went in
 
     images = [str(shapes / "val" / "cross" / "00000.png"), str(shapes / "val" / "triangle" / "00001.png")]
     assert main(["predict", str(out), *images, "--json", "--top-k", "3"]) == 0
