@@ -2,7 +2,7 @@
 
 Published as :mod:`zoo.layers` (``from zoo.layers import BiLevelRoutingAttention2d``); they live here, next to the
 backbones, so that a backbone family may reuse them without importing ``zoo`` (the arrows point down:
-``zoo`` -> ``backbones`` -> ``kernels``). The BiFormer / Agent / Flowformer backbones keep their own attention
+``zoo`` -> ``backbones`` -> ``kernels``). The BiFormer / Agent / Flowformer / SLAB backbones keep their own attention
 modules: those reproduce the official architectures and checkpoints exactly, quirks included; these layers are the
 same attentions made general (any map size, any channel count, masks instead of unmasked padding).
 
@@ -34,12 +34,14 @@ from torch import nn
 from kernels.agent import agent_attention, pool_agent_tokens
 from kernels.bra import bra_attention, region_routing
 from kernels.flow import flow_attention
+from kernels.slab import simplified_linear_attention
 
 __all__ = [
     "BiLevelRoutingAttention2d",
     "AgentAttention2d",
     "FlowAttention2d",
     "FlowAttention1d",
+    "SimplifiedLinearAttention2d",
     "ELA",
     "ELA_PRESETS",
     "default_num_heads",
@@ -384,6 +386,89 @@ class FlowAttention2d(nn.Module):
         batch, channels, height, width = x.shape
         out = self.attention.attend(x.flatten(2).transpose(1, 2))
         return out.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# SLAB simplified linear attention
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class SimplifiedLinearAttention2d(nn.Module):
+    """SLAB's simplified linear attention (Guo et al., ICML 2024) for any NCHW map, on
+    :func:`kernels.slab.simplified_linear_attention`.
+
+    As the official ``SimplifiedLinearAttention``: q/k/v projections, a positional encoding added to k, the ReLU
+    feature map on q and k, then ``out_i = (q_i @ (k^T v)) / (q_i . sum_j k_j + 1e-6)`` per head (global over all
+    ``H * W`` tokens: linear in the token count), plus a depthwise ``kernel_size`` conv of the values (one conv of
+    ``head_dim`` channels shared by every head, as officially), and the output projection. The official positional
+    encoding is one vector per token, so its size fixes the token count; here it is a learned ``pos_size x pos_size``
+    grid (zeros at init, as officially) interpolated (bilinear) to the map's H x W, so any H x W works; at
+    ``H = W = pos_size`` the interpolation is the identity and the layer is the official attention.
+
+    Args:
+        dim: channels C.
+        num_heads: heads (must divide C); default C // 32 when 32 divides C, else 1.
+        kernel_size: the values' depthwise conv (5, the official default; odd).
+        qkv_bias: bias in the q/k/v projection.
+        pos_size: side of the learned positional-encoding grid (7).
+        eps: the official ``1e-6`` of the normaliser.
+
+    Cost, for ``N = H * W`` tokens, head dim ``d = C / h`` and ``k = kernel_size``:
+
+    * parameters ``4 C^2 + 4 C`` (projections) ``+ d k^2 + d`` (conv) ``+ C pos_size^2`` (positional grid);
+    * multiply-adds ``4 N C^2`` (projections) ``+ 2 N C d`` (the ``d x d`` states and their products) ``+ N C k^2``
+      (conv) ``+ N C`` (normaliser);
+    * memory (activations, training): ``O(N C)``: no N x N term (the Triton path keeps the state on chip).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int | None = None,
+        kernel_size: int = 5,
+        qkv_bias: bool = True,
+        pos_size: int = 7,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        self.dim = dim
+        self.num_heads = _resolve_heads(name, dim, num_heads)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"{name}: kernel_size must be odd and positive (the conv keeps the map size), got "
+                             f"{kernel_size}; e.g. 3 or 5 (the official default)")
+        if pos_size < 1:
+            raise ValueError(f"{name}: pos_size must be >= 1 (the side of the positional grid), got {pos_size}")
+        self.head_dim = dim // self.num_heads
+        self.kernel_size = kernel_size
+        self.eps = eps
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2,
+                             groups=self.head_dim)
+        self.pos_grid = nn.Parameter(torch.zeros(1, dim, pos_size, pos_size))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_nchw(type(self).__name__, x, self.dim)
+        batch, channels, height, width = x.shape
+        tokens = height * width
+        heads, head_dim = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x.flatten(2).transpose(1, 2)).chunk(3, dim=-1)  # (B, N, C) each
+        position = F.interpolate(self.pos_grid, size=(height, width), mode="bilinear").flatten(2).transpose(1, 2)
+        q, k = torch.relu(q), torch.relu(k + position)
+
+        def split(t):  # (B, N, C) -> (B, h, N, d)
+            return t.view(batch, tokens, heads, head_dim).transpose(1, 2)
+
+        v = split(v)
+        out = simplified_linear_attention(split(q), split(k), v, eps=self.eps)  # (B, h, N, d)
+        v_maps = v.transpose(-2, -1).reshape(batch * heads, head_dim, height, width)
+        out = out + self.dwc(v_maps).view(batch, heads, head_dim, tokens).transpose(-2, -1)
+        out = out.transpose(1, 2).reshape(batch, tokens, channels)
+        return self.proj(out).transpose(1, 2).reshape(batch, channels, height, width)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

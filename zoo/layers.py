@@ -29,6 +29,7 @@ from backbones.layers import (
     BiLevelRoutingAttention2d,
     FlowAttention1d,
     FlowAttention2d,
+    SimplifiedLinearAttention2d,
     default_num_heads,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "ELA_PRESETS",
     "FlowAttention1d",
     "FlowAttention2d",
+    "SimplifiedLinearAttention2d",
     "default_num_heads",
 ]

@@ -7,8 +7,8 @@ What importing it does:
 
 * registers :class:`ZooBackbone` in mmdet's and mmseg's ``MODELS`` (whichever of the two is installed);
 * registers the :mod:`zoo.layers` attentions as mmcv plug-ins under their class names (``BiLevelRoutingAttention2d``,
-  ``AgentAttention2d``, ``FlowAttention2d``: ``x + gamma * layer(x)`` with ``gamma`` starting at 0; ``ELA``: the gate
-  itself), so ``plugins=[dict(cfg=dict(type='BiLevelRoutingAttention2d'), stages=(False, True, True, True),
+  ``AgentAttention2d``, ``FlowAttention2d``, ``SimplifiedLinearAttention2d``: ``x + gamma * layer(x)`` with ``gamma``
+  starting at 0; ``ELA``: the gate itself), so ``plugins=[dict(cfg=dict(type='BiLevelRoutingAttention2d'), stages=(False, True, True, True),
   position='after_conv2')]`` builds in mmdet's and mmseg's ResNets;
 * allow-lists, with ``torch.serialization.add_safe_globals``, exactly the non-tensor objects an mmengine Runner
   checkpoint holds (mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which torch >= 2.6 treats as
@@ -445,6 +445,7 @@ def _plugin_classes() -> dict[str, type[nn.Module]]:
         ("BiLevelRoutingAttention2d", layers.BiLevelRoutingAttention2d, _ResidualPlugin, "bra"),
         ("AgentAttention2d", layers.AgentAttention2d, _ResidualPlugin, "agent_attention"),
         ("FlowAttention2d", layers.FlowAttention2d, _ResidualPlugin, "flow_attention"),
+        ("SimplifiedLinearAttention2d", layers.SimplifiedLinearAttention2d, _ResidualPlugin, "slab_attention"),
         ("ELA", layers.ELA, _GatePlugin, "ela"),
     ):
         doc = f"mmcv plug-in form of :class:`zoo.layers.{name}` (built with ``in_channels``; see {base.__name__})."

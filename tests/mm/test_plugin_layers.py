@@ -69,3 +69,32 @@ def test_synthetic_plugin_config_lowers_the_loss(coco_synth):
     print("\nsynthetic BRA-plug-in Faster R-CNN, loss per step:", " ".join(f"{loss:.3f}" for loss in losses))
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-2:]) / 2 < 0.8 * losses[0], losses
+
+
+def test_slab_plugin_builds_in_mmdet_resnet50():
+    """SimplifiedLinearAttention2d as a plug-in in stage 4 of mmdet's ResNet-50: 512-channel layers, unchanged at
+    gamma 0, in the path once gamma moves."""
+    from mmdet.registry import MODELS
+
+    import zoo.openmmlab  # noqa: F401
+    from zoo.layers import SimplifiedLinearAttention2d
+
+    init_default_scope("mmdet")
+    torch.manual_seed(0)
+    plugins = [dict(cfg=dict(type="SimplifiedLinearAttention2d"), stages=(False, False, False, True),
+                    position="after_conv2")]
+    plain = MODELS.build(dict(type="ResNet", depth=50))
+    with_slab = MODELS.build(dict(type="ResNet", depth=50, plugins=plugins))
+    plain.eval()
+    with_slab.eval()
+    layers = [m.layer for m in with_slab.modules() if isinstance(getattr(m, "layer", None), SimplifiedLinearAttention2d)]
+    assert [layer.dim for layer in layers] == [512] * 3
+    missing, unexpected = with_slab.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".slab_attention." in key for key in missing)
+    x = torch.randn(1, 3, 72, 100)
+    with torch.no_grad():
+        torch.testing.assert_close(with_slab(x)[-1], plain(x)[-1])
+        for module in with_slab.modules():
+            if hasattr(module, "gamma"):
+                module.gamma.fill_(0.5)
+        assert not torch.allclose(with_slab(x)[-1], plain(x)[-1])

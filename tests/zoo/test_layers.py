@@ -15,12 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.export import compile_check, export_onnx
-from zoo.layers import ELA, AgentAttention2d, BiLevelRoutingAttention2d, FlowAttention1d, FlowAttention2d
+from zoo.layers import (
+    ELA,
+    AgentAttention2d,
+    BiLevelRoutingAttention2d,
+    FlowAttention1d,
+    FlowAttention2d,
+    SimplifiedLinearAttention2d,
+)
 
 LAYERS = {
     "bra": BiLevelRoutingAttention2d,
     "agent": AgentAttention2d,
     "flow": FlowAttention2d,
+    "slab": SimplifiedLinearAttention2d,
     "ela": ELA,
 }
 
@@ -156,6 +164,45 @@ def test_ela_presets():
         ELA(64, preset="XL")
 
 
+def _official_slab_attention(layer: SimplifiedLinearAttention2d, x: torch.Tensor) -> torch.Tensor:
+    """SLAB's official SimplifiedLinearAttention on a square map, written from its equations with the layer's weights:
+    k += positional encoding (one vector per token), ReLU on q and k, per head the (N x N) scores normalised by their
+    row sums + 1e-6 (the linear form's ``q_i . sum_j k_j``), a depthwise conv of v shared by all heads, projection."""
+    batch, channels, height, width = x.shape
+    heads, head_dim = layer.num_heads, layer.head_dim
+    q, k, v = layer.qkv(x.flatten(2).transpose(1, 2)).chunk(3, dim=-1)  # (B, N, C)
+    k = k + layer.pos_grid.flatten(2).transpose(1, 2)  # the grid is the map's size: one vector per token
+
+    def split(t):  # official rearrange "b n (h c) -> (b h) n c"
+        return t.reshape(batch, -1, heads, head_dim).transpose(1, 2).reshape(batch * heads, -1, head_dim)
+
+    q, k, v = split(torch.relu(q)), split(torch.relu(k)), split(v)
+    scores = q @ k.transpose(-2, -1)
+    out = scores @ v / (scores.sum(dim=-1, keepdim=True) + 1e-6)
+    out = out + layer.dwc(v.transpose(-2, -1).reshape(batch * heads, head_dim, height, width)).flatten(2).transpose(1, 2)
+    out = out.reshape(batch, heads, -1, head_dim).transpose(1, 2).reshape(batch, -1, channels)
+    return layer.proj(out).transpose(1, 2).reshape(batch, channels, height, width)
+
+
+def test_slab_is_the_official_attention_at_its_grid():
+    """At H = W = pos_size the positional grid is used as is (bilinear to the same size is the identity)."""
+    torch.manual_seed(0)
+    layer = SimplifiedLinearAttention2d(16, num_heads=2, kernel_size=3, pos_size=6).double()
+    with torch.no_grad():
+        layer.pos_grid.normal_()  # zeros at init, as officially: make the test see it
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), _official_slab_attention(layer, x), rtol=1e-10, atol=1e-10)
+    # any other size interpolates the grid to the map
+    assert layer(torch.randn(1, 16, 6, 9, dtype=torch.float64)).shape == (1, 16, 6, 9)
+
+
+def test_slab_bad_arguments():
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        SimplifiedLinearAttention2d(32, kernel_size=4)
+    with pytest.raises(ValueError, match="pos_size must be >= 1"):
+        SimplifiedLinearAttention2d(32, pos_size=0)
+
+
 def test_flow_1d_causal_sees_only_the_past():
     torch.manual_seed(0)
     layer = FlowAttention1d(32, causal=True).double()
@@ -169,7 +216,7 @@ def test_flow_1d_causal_sees_only_the_past():
     assert not torch.allclose(both_ways(later)[:, :25], both_ways(x)[:, :25])
 
 
-@pytest.mark.parametrize("name", ["bra", "agent", "flow"])
+@pytest.mark.parametrize("name", ["bra", "agent", "flow", "slab"])
 def test_triton_path_matches_reference(name, monkeypatch):
     """ZOO_KERNELS=triton (interpreted on the CPU) against the reference: output and every gradient.
 
@@ -178,7 +225,8 @@ def test_triton_path_matches_reference(name, monkeypatch):
     torch.manual_seed(0)
     layer = {"bra": lambda: BiLevelRoutingAttention2d(32, region_size=4, topk=2),
              "agent": lambda: AgentAttention2d(32, num_heads=2, agent_num=4),
-             "flow": lambda: FlowAttention2d(32, num_heads=2)}[name]()
+             "flow": lambda: FlowAttention2d(32, num_heads=2),
+             "slab": lambda: SimplifiedLinearAttention2d(32, num_heads=2)}[name]()
     x = torch.randn(1, 32, 10, 7)
 
     def run(backend):
@@ -211,7 +259,7 @@ def test_compile_fullgraph_and_onnx(name, tmp_path):
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
 
 
-@pytest.mark.parametrize("name", ["bra", "agent", "flow"])
+@pytest.mark.parametrize("name", ["bra", "agent", "flow", "slab"])
 def test_channels_not_divisible_by_heads(name):
     with pytest.raises(ValueError, match=r"30 channels cannot be split into num_heads=4"):
         LAYERS[name](30, num_heads=4)
