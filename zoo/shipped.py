@@ -12,6 +12,7 @@ configs folder (``xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py``) and ``c
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def config_path(name: str | Path) -> Path:
     shipped = configs_dir() / relative
     if not path.is_absolute() and shipped.is_file():
         return shipped
-    close = fnmatch.filter(list_configs(), f"*{path.stem}*")[:5]
+    close = difflib.get_close_matches(relative.as_posix(), list_configs(), n=3, cutoff=0.6)
     hint = f" Shipped configs like it: {', '.join(close)}." if close else " `zoo configs` lists the shipped ones."
     raise FileNotFoundError(f"{name}: no such config file, and no shipped config of that name under "
                             f"{configs_dir()}.{hint}")
