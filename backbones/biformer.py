@@ -24,7 +24,10 @@ object_detection/models_mm/biformer_mm.py) uses them, and which the OpenMMLab wr
 ``timm.create_model(..., features_only=True, **kwargs)``:
 
 * ``n_win``: regions per side (7 for 224 classification; 16 for COCO detection, 8 for ADE20K segmentation).
-* ``auto_pad``: zero-pad each BRA input to a multiple of ``n_win`` (any input size then works; see the quirk below).
+* ``auto_pad`` (default True, so any input size works as with any timm model): zero-pad each BRA input to a multiple
+  of ``n_win`` as the official detection backbone does (see the quirk below). A map that is already a multiple is not
+  touched, so 224x224 with ``n_win=7`` gives the official classification outputs. ``auto_pad=False`` is the official
+  classification model's behaviour: such inputs are refused with an error naming the stage and the fix.
 * ``extra_norms``: one LayerNorm2d (eps 1e-6) per stage applied to every returned feature map, under the official key
   names ``extra_norms.{i}.weight/bias``. Official downstream checkpoints (``backbone.*``) then load strictly; an
   ImageNet checkpoint leaves them at their initial values, as the official code does (it loads with ``strict=False``).
@@ -49,11 +52,24 @@ import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import (
+    build_model_with_cfg,
+    checkpoint_seq,
+    generate_default_cfgs,
+    register_model,
+    register_notrace_function,
+)
 from timm.models._features import feature_take_indices
 from torch import nn
 
 from kernels.bra import bra_attention, region_routing
+
+# torch.fx (timm's FX feature extraction and tests) cannot trace Python branches on tensor shapes. The kernels' public
+# ops validate shapes and dispatch on the device, so FX keeps them as opaque calls; so are the few functions below that
+# branch on a map's size (marked @register_notrace_function where they are defined; FX only wraps functions whose
+# module-level names do not start with an underscore, hence their public-looking names).
+register_notrace_function(bra_attention)
+register_notrace_function(region_routing)
 
 __all__ = [
     "BiFormer",
@@ -69,7 +85,8 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _nhwc_to_regions(x: torch.Tensor, regions_h: int, regions_w: int) -> torch.Tensor:
+@register_notrace_function
+def nhwc_to_regions(x: torch.Tensor, regions_h: int, regions_w: int) -> torch.Tensor:
     """(B, H, W, C) -> (B, regions_h*regions_w, region tokens, C); regions and their tokens in row-major order."""
     batch, height, width, channels = x.shape
     region_h, region_w = height // regions_h, width // regions_w
@@ -77,8 +94,9 @@ def _nhwc_to_regions(x: torch.Tensor, regions_h: int, regions_w: int) -> torch.T
     return x.reshape(batch, regions_h * regions_w, region_h * region_w, channels)
 
 
-def _regions_to_nhwc(x: torch.Tensor, regions_h: int, regions_w: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`_nhwc_to_regions`."""
+@register_notrace_function
+def regions_to_nhwc(x: torch.Tensor, regions_h: int, regions_w: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`nhwc_to_regions`."""
     batch, _, _, channels = x.shape
     region_h, region_w = height // regions_h, width // regions_w
     x = x.view(batch, regions_h, regions_w, region_h, region_w, channels).permute(0, 1, 3, 2, 4, 5)
@@ -88,10 +106,38 @@ def _regions_to_nhwc(x: torch.Tensor, regions_h: int, regions_w: int, height: in
 def _partition_error(height: int, width: int, n_win: int, where: str) -> ValueError:
     return ValueError(
         f"BiFormer: {where} is {height}x{width}, which cannot be split into n_win x n_win = {n_win}x{n_win} regions "
-        f"({height} or {width} is not a multiple of n_win={n_win}). Build the model with auto_pad=True "
-        f"(e.g. timm.create_model(name, auto_pad=True)) to zero-pad each attention input to a multiple of n_win, "
-        f"or feed an input whose stage maps are multiples of n_win (224x224 for n_win=7)."
+        f"({height} or {width} is not a multiple of n_win={n_win}) and the model was built with auto_pad=False. "
+        f"Build it with auto_pad=True (the default; e.g. timm.create_model(name, auto_pad=True)) to zero-pad each "
+        f"attention input to a multiple of n_win, or feed an input whose stage maps are multiples of n_win "
+        f"(224x224 for n_win=7)."
     )
+
+
+@register_notrace_function
+def pad_to_region_grid(x: torch.Tensor, n_win: int, auto_pad: bool) -> torch.Tensor:
+    """Zero-pads an NHWC map at the bottom/right to multiples of ``n_win`` (the official ``auto_pad``).
+
+    Quirk kept for fidelity: the padding happens BEFORE the qkv projection and nothing is masked, so padded tokens
+    (whose q/k/v are the projection biases) join the routing means, the attention and the LePE conv. A map that is
+    already a multiple of ``n_win`` (every stage of a 224x224 input with n_win=7) is returned as is.
+    """
+    _, height, width, _ = x.shape
+    pad_bottom = (n_win - height % n_win) % n_win
+    pad_right = (n_win - width % n_win) % n_win
+    if not (pad_bottom or pad_right):
+        return x
+    if not auto_pad:
+        raise _partition_error(height, width, n_win, "the attention input")
+    return F.pad(x, (0, 0, 0, pad_right, 0, pad_bottom))
+
+
+@register_notrace_function
+def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Crops an NHWC map padded by :func:`pad_to_region_grid` back to the size of ``like``."""
+    height, width = like.shape[1:3]
+    if x.shape[1:3] == like.shape[1:3]:
+        return x
+    return x[:, :height, :width, :].contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -197,33 +243,24 @@ class BiLevelRoutingAttention(nn.Module):
             raise ValueError(f"param_attention must be 'qkvo' or 'qkv', got {param_attention!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, height_in, width_in, _ = x.shape
-        pad_bottom = (self.n_win - height_in % self.n_win) % self.n_win
-        pad_right = (self.n_win - width_in % self.n_win) % self.n_win
-        if pad_bottom or pad_right:
-            if not self.auto_pad:
-                raise _partition_error(height_in, width_in, self.n_win, "the attention input")
-            # Quirk kept for fidelity: zero-pad BEFORE the qkv projection, no mask (padded tokens join routing/attention)
-            x = F.pad(x, (0, 0, 0, pad_right, 0, pad_bottom))
-        _, height, width, _ = x.shape
+        x_in = x
+        x = pad_to_region_grid(x, self.n_win, self.auto_pad)
+        height, width = x.shape[1:3]
 
         q, k, v = self.qkv(x)
         if self.lepe is not None:
             lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        q_regions = _nhwc_to_regions(q, self.n_win, self.n_win)
-        k_regions = _nhwc_to_regions(k, self.n_win, self.n_win)
-        v_regions = _nhwc_to_regions(v, self.n_win, self.n_win)
+        q_regions = nhwc_to_regions(q, self.n_win, self.n_win)
+        k_regions = nhwc_to_regions(k, self.n_win, self.n_win)
+        v_regions = nhwc_to_regions(v, self.n_win, self.n_win)
 
         r_idx = self.router(q_regions, k_regions, self.topk, self.scale)
         out = bra_attention(q_regions, k_regions, v_regions, r_idx, self.num_heads, self.scale)
-        out = _regions_to_nhwc(out, self.n_win, self.n_win, height, width)
+        out = regions_to_nhwc(out, self.n_win, self.n_win, height, width)
         if self.lepe is not None:
             out = out + lepe
         out = self.wo(out)
-
-        if pad_bottom or pad_right:
-            out = out[:, :height_in, :width_in, :].contiguous()
-        return out
+        return crop_to(out, x_in)
 
 
 class AttentionLePE(nn.Module):
@@ -264,6 +301,7 @@ class NchwBiLevelRoutingAttention(nn.Module):
     Region size is ``(H // n_win, W // n_win)``; maps not divisible by it are handled as the official code does:
     q/k/v are zero-padded AFTER the projection, region means for the routing exclude the padding
     (avg_pool2d with ceil_mode and count_include_pad=False), and padded keys are not masked (zero logits, zero values).
+    Maps smaller than ``n_win`` (which the official code cannot run) are handled as :func:`nchw_routed_attention` says.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, n_win: int = 7, qk_scale: float | None = None, topk: int = 4,
@@ -287,39 +325,46 @@ class NchwBiLevelRoutingAttention(nn.Module):
         self.output_linear = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, height, width = x.shape
-        if height < self.n_win or width < self.n_win:
-            raise ValueError(
-                f"BiFormer (nchw BRA): the attention input is {height}x{width}, smaller than n_win={self.n_win} "
-                f"regions per side; use a larger input or a smaller n_win"
-            )
-        region_size = (height // self.n_win, width // self.n_win)
         q, k, v = self.qkv_linear(x).chunk(3, dim=1)
-
-        # Routing on region means that exclude padding; the official code routes on unscaled q_r @ k_r (scale 1)
-        query_mean = F.avg_pool2d(q.detach(), region_size, ceil_mode=True, count_include_pad=False)
-        key_mean = F.avg_pool2d(k.detach(), region_size, ceil_mode=True, count_include_pad=False)
-        regions_h, regions_w = query_mean.shape[-2:]
-        r_idx = region_routing(
-            query_mean.flatten(2).transpose(1, 2).unsqueeze(2),  # one-token regions: their mean is the region mean
-            key_mean.flatten(2).transpose(1, 2).unsqueeze(2),
-            self.topk,
-            1.0,
-        )
-
-        # Quirk kept for fidelity: zero-pad q/k/v after the projection; padded keys are not masked
-        pad_bottom = regions_h * region_size[0] - height
-        pad_right = regions_w * region_size[1] - width
-        q_pad, k_pad, v_pad = (F.pad(t, (0, pad_right, 0, pad_bottom)) for t in (q, k, v))
-        q_regions, k_regions, v_regions = (
-            _nhwc_to_regions(t.permute(0, 2, 3, 1), regions_h, regions_w) for t in (q_pad, k_pad, v_pad)
-        )
-        out = bra_attention(q_regions, k_regions, v_regions, r_idx, self.num_heads, self.scale)
-        out = _regions_to_nhwc(out, regions_h, regions_w, height + pad_bottom, width + pad_right)
-        out = out[:, :height, :width, :].permute(0, 3, 1, 2)
+        out = nchw_routed_attention(q, k, v, self.n_win, self.topk, self.num_heads, self.scale)
         if self.lepe is not None:
             out = out + self.lepe(v)
         return self.output_linear(out)
+
+
+@register_notrace_function
+def nchw_routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_win: int, topk: int, num_heads: int,
+                           scale: float) -> torch.Tensor:
+    """nchwBRA's routing and attention on projected (B, C, H, W) q/k/v; returns the (B, C, H, W) attention output.
+
+    Region size is ``(H // n_win, W // n_win)`` as in the official code. Beyond it (the official code fails there):
+    a side shorter than ``n_win`` gets 1-token regions, and a map with fewer regions than ``topk`` routes every query
+    region to all of them (global attention), so any input size runs; neither happens at the released 224x224.
+    """
+    height, width = q.shape[-2:]
+    region_size = (max(1, height // n_win), max(1, width // n_win))
+
+    # Routing on region means that exclude padding; the official code routes on unscaled q_r @ k_r (scale 1)
+    query_mean = F.avg_pool2d(q.detach(), region_size, ceil_mode=True, count_include_pad=False)
+    key_mean = F.avg_pool2d(k.detach(), region_size, ceil_mode=True, count_include_pad=False)
+    regions_h, regions_w = query_mean.shape[-2:]
+    r_idx = region_routing(
+        query_mean.flatten(2).transpose(1, 2).unsqueeze(2),  # one-token regions: their mean is the region mean
+        key_mean.flatten(2).transpose(1, 2).unsqueeze(2),
+        min(topk, regions_h * regions_w),
+        1.0,
+    )
+
+    # Quirk kept for fidelity: zero-pad q/k/v after the projection; padded keys are not masked
+    pad_bottom = regions_h * region_size[0] - height
+    pad_right = regions_w * region_size[1] - width
+    q_pad, k_pad, v_pad = (F.pad(t, (0, pad_right, 0, pad_bottom)) for t in (q, k, v))
+    q_regions, k_regions, v_regions = (
+        nhwc_to_regions(t.permute(0, 2, 3, 1), regions_h, regions_w) for t in (q_pad, k_pad, v_pad)
+    )
+    out = bra_attention(q_regions, k_regions, v_regions, r_idx, num_heads, scale)
+    out = regions_to_nhwc(out, regions_h, regions_w, height + pad_bottom, width + pad_right)
+    return out[:, :height, :width, :].permute(0, 3, 1, 2)
 
 
 class NchwAttentionLePE(nn.Module):
@@ -542,6 +587,46 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.constant_(module.weight, 1.0)
 
 
+def _stage_sizes(stem_kind: str, height: int, width: int) -> list[tuple[int, int]]:
+    """Map sizes after each of the four downsampling layers."""
+    sizes = []
+    if stem_kind == "overlap":  # 3x3 stride-2 pad-1 convs (two in the stem): ceil(size / 2) each
+        for i in range(4):
+            for _ in range(2 if i == 0 else 1):
+                height, width = (height + 1) // 2, (width + 1) // 2
+            sizes.append((height, width))
+    else:  # 4x4/4 patchify, then 2x2/2 merges (floor)
+        sizes.append((height // 4, width // 4))
+        for _ in range(3):
+            sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
+    return sizes
+
+
+@register_notrace_function
+def checked_image_batch(x: torch.Tensor, in_chans: int, stem_kind: str,
+                         partitioned_stages: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """Returns ``x`` when it is an NCHW batch the model can run, else raises naming the problem and the fix.
+
+    ``partitioned_stages``: (stage index, n_win) of the stages that need maps divisible by n_win (auto_pad=False).
+    Returning ``x`` keeps the check in FX graphs (an opaque call on the input) instead of it being traced away.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"BiFormer expects an NCHW image batch (4 dims), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"BiFormer was built for {in_chans}-channel input but got {x.shape[1]} channels "
+            f"(shape {tuple(x.shape)}). Repeat a grayscale image to 3 channels (x.expand(-1, 3, -1, -1)) or build "
+            f"the model with in_chans={x.shape[1]} (timm adapts the pretrained stem)."
+        )
+    height, width = (int(size) for size in x.shape[-2:])
+    sizes = _stage_sizes(stem_kind, height, width)
+    for stage, n_win in partitioned_stages:
+        stage_h, stage_w = sizes[stage]
+        if stage_h % n_win or stage_w % n_win:
+            raise _partition_error(stage_h, stage_w, n_win, f"the stage-{stage + 1} map of a {height}x{width} input")
+    return x
+
+
 class _BiFormerBase(nn.Module):
     """What both layouts share: ``downsample_layers[i]`` then ``stages[i]`` for i in 0..3, a BatchNorm2d ``norm``,
     average pooling and a linear ``head``, plus the timm feature API."""
@@ -611,34 +696,14 @@ class _BiFormerBase(nn.Module):
 
     # -- input checks ----------------------------------------------------------------------------------------------
 
-    def _stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        raise NotImplementedError
+    stem_kind: str  # 'overlap' (two 3x3/2 convs, then 3x3/2 merges) or 'patchify' (4x4/4, then 2x2/2 merges)
 
-    def _partitioned_stages(self) -> list[int]:
-        """Indices of stages whose attention needs maps divisible by n_win (legacy BRA without auto_pad)."""
-        return []
+    def _partitioned_stages(self) -> tuple[tuple[int, int], ...]:
+        """(stage index, n_win) of stages whose attention needs maps divisible by n_win (legacy BRA, auto_pad=False)."""
+        return ()
 
-    def _n_win(self, stage: int) -> int:
-        raise NotImplementedError
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"BiFormer expects an NCHW image batch (4 dims), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"BiFormer was built for {self.in_chans}-channel input but got {x.shape[1]} channels "
-                f"(shape {tuple(x.shape)}). Repeat a grayscale image to 3 channels (x.expand(-1, 3, -1, -1)) or build "
-                f"the model with in_chans={x.shape[1]} (timm adapts the pretrained stem)."
-            )
-        height, width = x.shape[-2:]
-        sizes = self._stage_sizes(int(height), int(width))
-        for stage in self._partitioned_stages():
-            stage_h, stage_w = sizes[stage]
-            n_win = self._n_win(stage)
-            if stage_h % n_win or stage_w % n_win:
-                raise _partition_error(
-                    stage_h, stage_w, n_win, f"the stage-{stage + 1} map of a {height}x{width} input"
-                )
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        return checked_image_batch(x, self.in_chans, self.stem_kind, self._partitioned_stages())
 
     # -- forward ---------------------------------------------------------------------------------------------------
 
@@ -651,7 +716,7 @@ class _BiFormerBase(nn.Module):
         return stage(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        x = self._check_input(x)
         for index in range(len(self.stages)):
             x = self._run_stage(index, x)
         return self.norm(x)
@@ -686,7 +751,7 @@ class _BiFormerBase(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"BiFormer returns NCHW maps only, got output_fmt={output_fmt!r}")
-        self._check_input(x)
+        x = self._check_input(x)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last_index = len(self.stages) - 1
         stages_to_run = max_index + 1 if stop_early else len(self.stages)
@@ -753,7 +818,8 @@ class BiFormer(_BiFormerBase):
         pre_norm: pre-norm blocks (False: post-norm).
         pe: only None (no released model uses an extra positional encoding).
         before_attn_dwconv: kernel of the depthwise positional conv before attention (0: none).
-        auto_pad: zero-pad each BRA input to multiples of n_win (dense prediction; see the module docstring).
+        auto_pad: zero-pad each BRA input to multiples of n_win (default; see the module docstring). False refuses
+            inputs whose routed stage maps are not multiples of n_win, as the official classification model.
         mlp_ratios: MLP expansion per stage.
         param_attention: 'qkvo' (output projection) or 'qkv'.
         mlp_dwconv: 3x3 depthwise conv inside the MLP.
@@ -785,7 +851,7 @@ class BiFormer(_BiFormerBase):
             pre_norm: bool = True,
             pe: str | None = None,
             before_attn_dwconv: int = 3,
-            auto_pad: bool = False,
+            auto_pad: bool = True,
             mlp_ratios: Sequence[float] = (4, 4, 4, 4),
             param_attention: str = "qkvo",
             mlp_dwconv: bool = False,
@@ -850,19 +916,12 @@ class BiFormer(_BiFormerBase):
                                      extra_norms, use_checkpoint_stages)
         self.apply(_init_weights)
 
-    def _stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        sizes = []
-        for i in range(4):
-            for _ in range(2 if i == 0 else 1):  # 3x3 stride-2 pad-1 convs: ceil(size / 2)
-                height, width = (height + 1) // 2, (width + 1) // 2
-            sizes.append((height, width))
-        return sizes
+    stem_kind = "overlap"
 
-    def _partitioned_stages(self) -> list[int]:
-        return [] if self.auto_pad else [i for i in range(len(self.stages)) if self.topks[i] > 0]
-
-    def _n_win(self, stage: int) -> int:
-        return self.n_win
+    def _partitioned_stages(self) -> tuple[tuple[int, int], ...]:
+        if self.auto_pad:
+            return ()
+        return tuple((i, self.n_win) for i in range(len(self.stages)) if self.topks[i] > 0)
 
 
 class BiFormerSTL(_BiFormerBase):
@@ -873,7 +932,8 @@ class BiFormerSTL(_BiFormerBase):
             it always pads maps that are not multiples of the region size, so ``auto_pad`` does not apply to it.
         norm_layer: norm of the stem, the patch merging and the final norm (BatchNorm2d in every release).
         n_wins, topks: per stage.
-        auto_pad: legacy (nchw=False) only: zero-pad each BRA input to multiples of n_win.
+        auto_pad: legacy (nchw=False) only: zero-pad each BRA input to multiples of n_win (default; False refuses
+            such inputs).
         Others as :class:`BiFormer`.
     """
 
@@ -895,7 +955,7 @@ class BiFormerSTL(_BiFormerBase):
             topks: Sequence[int] = (1, 4, 16, -2),
             side_dwconv: int = 5,
             nchw: bool = False,
-            auto_pad: bool = False,
+            auto_pad: bool = True,
             global_pool: str = "avg",
             extra_norms: bool = False,
     ):
@@ -933,19 +993,12 @@ class BiFormerSTL(_BiFormerBase):
                                      pre_head_norm_layer or norm_layer, extra_norms, use_checkpoint_stages)
         self.apply(_init_weights)
 
-    def _stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        sizes = [(height // 4, width // 4)]  # 4x4/4 patchify, then 2x2/2 merges (floor)
-        for _ in range(3):
-            sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
-        return sizes
+    stem_kind = "patchify"
 
-    def _partitioned_stages(self) -> list[int]:
+    def _partitioned_stages(self) -> tuple[tuple[int, int], ...]:
         if self.nchw or self.auto_pad:
-            return []
-        return [i for i in range(len(self.stages)) if self.topks[i] > 0]
-
-    def _n_win(self, stage: int) -> int:
-        return self.n_wins[stage]
+            return ()
+        return tuple((i, self.n_wins[i]) for i in range(len(self.stages)) if self.topks[i] > 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
