@@ -224,13 +224,14 @@ def _routed_heads(flat: torch.Tensor, routes: torch.Tensor, num_heads: int) -> t
     chunk, topk = routes.shape
     tokens, channels = flat.shape[1:]
     routed = flat[routes]  # (c, topk, Tk, C): one block's copy, slot-major token order as in the spec
-    return routed.view(chunk, topk * tokens, num_heads, channels // num_heads).transpose(1, 2)
+    # reshape, not view: indexing keeps the layout of a non-contiguous ``flat`` (e.g. 1-token regions cut from NCHW)
+    return routed.reshape(chunk, topk * tokens, num_heads, channels // num_heads).transpose(1, 2)
 
 
 def _query_heads(flat: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(c, T, C) -> (c, h, T, d), head-major channels."""
     chunk, tokens, channels = flat.shape
-    return flat.view(chunk, tokens, num_heads, channels // num_heads).transpose(1, 2)
+    return flat.reshape(chunk, tokens, num_heads, channels // num_heads).transpose(1, 2)
 
 
 def _merge_chunk_heads(x: torch.Tensor) -> torch.Tensor:

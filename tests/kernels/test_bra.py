@@ -376,6 +376,23 @@ def test_chunked_reference_equals_unchunked(shape, budget):
         torch.testing.assert_close(bra.bra_attention_chunked(q, k, v, r_idx, heads, 0.3, budget), spec[0])
 
 
+def test_chunked_path_takes_non_contiguous_inputs():
+    """Regions cut from a (B, C, H, W) map as biformer_stl_nchw cuts them (a 12x16 map in 1x2 regions) are views with
+    channel stride H*W; the chunked path must give the spec's values and gradients for such views too."""
+    torch.manual_seed(0)
+    maps = torch.randn(3, 1, 8, 12, 16, dtype=torch.float64).unbind(0)  # q, k, v as (B=1, C, H, W)
+    q, k, v = (t.permute(0, 2, 3, 1).view(1, 12, 1, 8, 2, 8).permute(0, 1, 3, 2, 4, 5).reshape(1, 96, 2, 8)
+               for t in maps)  # (B, 96 regions, 2 tokens, C); with one image the kernel's flattening stays a view
+    assert not k.is_contiguous()
+    r_idx = torch.randint(0, 96, (1, 96, 4))
+    grad_out = torch.randn(1, 96, 2, 8, dtype=torch.float64)
+    spec = run_with_grads(bra_attention_reference, q, k, v, r_idx, 2, 0.3, grad_out)
+    chunked = run_with_grads(lambda *a: bra.bra_attention_chunked(*a, max_chunk_logits=500), q, k, v, r_idx, 2, 0.3,
+                             grad_out)
+    for name, a, b in zip(NAMES, spec, chunked):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=name)
+
+
 def test_chunked_reference_never_holds_the_whole_map(monkeypatch):
     """Every logits block stays within the budget, in the forward and in the recomputing backward."""
     q, k, v, r_idx = make_inputs(1, 16, 9, 2, 8, 4, torch.float32)
