@@ -21,7 +21,15 @@ from torch import nn
 from .encoder import DualBranchEncoder, FakeReasoningImageProcessor
 from .fusion import convert_official_fusion_state_dict
 from .mapper import ClassificationProbabilityMapper, token_at_char
-from .prompt import CONCLUSION_PROMPT, QUESTION, SYSTEM, build_prompt, parse_conclusion, split_at_conclusion
+from .prompt import (
+    ANSWER_WORDS,
+    CONCLUSION_PROMPT,
+    QUESTION,
+    SYSTEM,
+    build_prompt,
+    parse_conclusion,
+    split_at_conclusion,
+)
 
 __all__ = [
     "IGNORE_INDEX",
@@ -81,9 +89,19 @@ class FakeReasoningProcessor:
         return EncodedSample(torch.tensor(ids), torch.tensor(labels), len(prompt) + word_token - 1, label)
 
     def encode_conclusion_prefix(self, generated_text: str) -> tuple[EncodedSample, bool]:
-        """Prompt + generated text cut right after "This image is" (appended when missing): P(fake) reads its end."""
+        """Prompt + generated text cut right after "This image is" (appended when missing): P(fake) reads its end.
+
+        The cut is where :meth:`encode_training` reads: the prefix is tokenized with an answer word after it and the
+        ids stop right before that word's token. Tokenizers differ in what that leaves: LLaMA's '▁real' carries
+        its space, so the ids end at 'is'; a tokenizer with whitespace tokens (the tiny word-level one) ends at the
+        ' ' token, the position that training taught to predict the answer word. Reading at 'is' there would read
+        logits that were trained to predict the space.
+        """
         prefix, had_prompt = split_at_conclusion(generated_text.strip())
-        ids = self.prompt_ids() + self._ids(" " + prefix)
+        text = f" {prefix} {ANSWER_WORDS[0]}"
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        word_token = token_at_char(encoded["offset_mapping"], len(text) - len(ANSWER_WORDS[0]))
+        ids = self.prompt_ids() + list(encoded["input_ids"][:word_token])
         return EncodedSample(torch.tensor(ids), torch.full((len(ids),), IGNORE_INDEX), len(ids) - 1), had_prompt
 
 

@@ -65,6 +65,23 @@ def test_answer_position_reads_the_word_after_the_conclusion_prompt(model, batch
         assert tokenizer.decode(prefix).endswith("<CONCLUSION>This image is ")
 
 
+def test_inference_reads_p_fake_where_training_taught_the_answer(model, batch):
+    """generate() reads P(fake) after the generated text: the ids it builds must end exactly where a training sample
+    of that text is read (the tiny tokenizer has whitespace tokens, so that is the ' ' after 'is', not 'is'), and the
+    probability must equal the teacher-forced one."""
+    images, samples = batch
+    for index, response in enumerate(RESPONSES[:2]):
+        trained = model.processor.encode_training(response)
+        prefix, found = model.processor.encode_conclusion_prefix(response)
+        assert found
+        assert prefix.input_ids.tolist() == trained.input_ids[: trained.answer_position + 1].tolist()
+        assert prefix.answer_position == trained.answer_position
+        with torch.no_grad():
+            teacher_forced = model(images[index:index + 1], [trained]).probability_fake
+            read_after_text = model(images[index:index + 1], [prefix]).probability_fake
+        torch.testing.assert_close(read_after_text, teacher_forced)
+
+
 def test_probability_is_softmax_of_the_two_token_logits_over_temperature(model, batch):
     images, samples = batch
     out = model(images, samples)
