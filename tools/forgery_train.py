@@ -39,7 +39,7 @@ from heads.forgery.baselines import (  # noqa: E402
     training_augmentation,
 )
 from heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
-from heads.forgery.runs import HEADS, build_detector  # noqa: E402
+from heads.forgery.runs import HEADS, build_detector, build_fakereasoning  # noqa: E402
 
 
 def detector_loaders(model, train_file, crop: int, batch_size: int, augment: bool, test_file=None):
@@ -118,28 +118,23 @@ def predict_detector(model, loader) -> tuple[list[int], list[float]]:
     return labels, scores
 
 
-def train_fakereasoning(args) -> dict:
-    """LoRA + projectors + fusion on the staged answers; loss = LM + mapper CE."""
-    from heads.forgery.mllm import build_official_fakereasoning
-    from heads.forgery.tiny import tiny_fakereasoning
+def train_fakereasoning(args, log=print) -> dict:
+    """Projectors + fusion + the LM (LoRA, or every weight with ``--lm-training full``) on the staged answers;
+    loss = LM + mapper CE (weights 1 and 1, temperature 10, as the official trainer). ``args.steps`` (when set) fixes
+    the number of steps, cycling through the shuffled set; otherwise ``args.epochs`` passes."""
+    from heads.forgery.data import load_rgb
 
     records = read_annotations(args.train)
     responses = [r.target_response() for r in records]
-    if args.tiny:
-        model = tiny_fakereasoning(responses, image_size=args.image_size)
-        model.enable_lora(r=8, alpha=16, dropout=0.0)
-    else:
-        model = build_official_fakereasoning().float()
-        model.enable_lora()
+    model = build_fakereasoning(args.tiny, args.image_size, responses, args.lm_training)
     processor = model.processor
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    from heads.forgery.data import load_rgb
-
+    total = args.steps or args.epochs * -(-len(records) // args.batch_size)
     start, steps, last = time.time(), 0, float("nan")
     order = torch.Generator().manual_seed(0)
-    for epoch in range(args.epochs):
-        model.train()
+    model.train()
+    while steps < total:
         for batch in torch.randperm(len(records), generator=order).split(args.batch_size):
             chosen = [records[int(i)] for i in batch]
             images = torch.stack([processor.image_processor(load_rgb(r.image_path)) for r in chosen])
@@ -149,9 +144,14 @@ def train_fakereasoning(args) -> dict:
             out.loss.backward()
             optimizer.step()
             steps, last = steps + 1, float(out.loss.detach())
-            if args.time_budget and time.time() - start > args.time_budget:
+            if steps % args.log_every == 0 or steps == total:
+                log(f"step {steps}/{total}: loss {last:.4f} (lm {out.lm_loss.item():.4f}, cls {out.cls_loss.item():.4f})"
+                    f" {time.time() - start:.0f} s")
+            if steps == total or (args.time_budget and time.time() - start > args.time_budget):
                 break
-        print(f"epoch {epoch}: loss {last:.4f} (lm {float(out.lm_loss):.4f}, cls {float(out.cls_loss):.4f})")
+        if args.time_budget and time.time() - start > args.time_budget:
+            log(f"time budget reached at step {steps} of {total}")
+            break
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="random-weight tiny backbones (no downloads)")
     parser.add_argument("--image-size", type=int, default=32, help="crop (detectors) / input size (tiny MLLM)")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=None, help="FakeReasoning: train exactly this many steps")
+    parser.add_argument("--lm-training", choices=("lora", "full"), default=None,
+                        help="FakeReasoning's LM: LoRA (default; the paper) or every weight (default with --tiny: "
+                             "its LM is random, see README)")
+    parser.add_argument("--log-every", type=int, default=25, help="FakeReasoning: steps between loss lines")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None, help="default: NPR 2e-4, UnivFD 1e-3 (linear probe), MLLM 2e-4")
     parser.add_argument("--augment", action="store_true", help="blur + JPEG augmentation (CNNDetection/UnivFD)")
@@ -178,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep BatchNorm's running statistics as training left them (NPR; see README)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    if args.head == "fakereasoning" and args.lm_training is None:
+        args.lm_training = "full" if args.tiny else "lora"
     if args.lr is None:
         args.lr = {"npr": 2e-4, "univfd": 1e-3, "fakereasoning": 2e-4}[args.head]
     out_dir = Path(args.out)

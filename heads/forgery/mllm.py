@@ -159,6 +159,19 @@ class FakeReasoning(nn.Module):
             module.requires_grad_(True)
         return self
 
+    def enable_full_training(self):
+        """Train the whole LM (no LoRA) with the projectors and fusion; the visual branches stay frozen.
+
+        For an LM without pretrained weights (the tiny random builds): LoRA keeps the base frozen, and a random
+        frozen output layer (initializer_range 0.02: logits with std 0.16 over a 215-token vocabulary) caps every
+        logit, so neither the text nor the mapper's two-way logits (divided by the temperature 10) can become
+        confident (measured in the README). The paper's LM is pretrained, and LoRA (:meth:`enable_lora`) is its recipe.
+        """
+        self.language_model.requires_grad_(True)
+        for module in (self.visual.high_projector, self.visual.low_projector, self.visual.fusion):
+            module.requires_grad_(True)
+        return self
+
     def trainable_parameter_names(self) -> list[str]:
         return [name for name, p in self.named_parameters() if p.requires_grad]
 

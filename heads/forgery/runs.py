@@ -37,7 +37,8 @@ RUN_FILE = "run.json"
 DETECTOR_WEIGHTS = "model.safetensors"
 FAKEREASONING_WEIGHTS = "trainable.safetensors"
 TINY_RESPONSES = "responses.json"
-TINY_LORA = {"r": 8, "alpha": 16, "dropout": 0.0}  # the tiny run's LoRA (tools/forgery_train.py --tiny)
+TINY_LORA = {"r": 8, "alpha": 16, "dropout": 0.0}  # a tiny run's LoRA (tools/forgery_train.py --tiny --lm-training lora)
+LM_TRAINING = ("lora", "full")
 
 
 class RunFolderError(ValueError):
@@ -62,18 +63,29 @@ def build_detector(head: str, tiny: bool, image_size: int) -> nn.Module:
     raise ValueError(f"unknown detector {head!r}; choose from {HEADS[:2]}")
 
 
-def build_fakereasoning(tiny: bool, image_size: int, responses: list[str] | None = None):
-    """FakeReasoning with LoRA enabled, as ``tools/forgery_train.py`` trains it: the tiny random build (its tokenizer
-    covers ``responses``) or the paper's branches and released weights (downloads)."""
+def build_fakereasoning(tiny: bool, image_size: int, responses: list[str] | None = None,
+                        lm_training: str | None = None):
+    """FakeReasoning set up for training as ``tools/forgery_train.py`` does it: the tiny random build (its tokenizer
+    covers ``responses``) or the paper's branches and released weights (downloads).
+
+    ``lm_training``: ``lora`` (the paper's recipe for a pretrained LM; the default without ``tiny``) or ``full``
+    (every LM weight trains; the default for the tiny build, whose LM weights are random). Runs from before this
+    choice was recorded used LoRA; their run.json has no ``lm_training`` and :func:`load_run` passes ``lora``.
+    """
+    lm_training = lm_training or ("full" if tiny else "lora")
+    if lm_training not in LM_TRAINING:
+        raise ValueError(f"lm_training {lm_training!r} is not one of {', '.join(LM_TRAINING)}")
     if tiny:
         from .tiny import tiny_fakereasoning
 
         if responses is None:
             raise ValueError("a tiny FakeReasoning needs the responses its tokenizer is built from")
-        return tiny_fakereasoning(responses, image_size=image_size).enable_lora(**TINY_LORA)
+        model = tiny_fakereasoning(responses, image_size=image_size)
+        return model.enable_lora(**TINY_LORA) if lm_training == "lora" else model.enable_full_training()
     from .mllm import build_official_fakereasoning
 
-    return build_official_fakereasoning().float().enable_lora()
+    model = build_official_fakereasoning().float()
+    return model.enable_lora() if lm_training == "lora" else model.enable_full_training()
 
 
 @dataclass
@@ -178,7 +190,7 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> ForgeryR
                 raise RunFolderError(f"{folder}: a tiny FakeReasoning run needs {TINY_RESPONSES} (its tokenizer's "
                                      "texts), which is missing; train again")
             responses = json.loads(responses_file.read_text())
-        model = build_fakereasoning(tiny, image_size, responses)
+        model = build_fakereasoning(tiny, image_size, responses, args.get("lm_training") or "lora")
         state = _weights(folder, FAKEREASONING_WEIGHTS)
         try:
             _, unexpected = model.load_state_dict(state, strict=False)
