@@ -51,7 +51,9 @@ def headline(card) -> str:
     summary = [m for m in card.metrics
                if (m.split in (None, "overall")) and (m.generator in (None, "mean", "average", "overall"))]
     if summary:
-        return ", ".join(f"{m.metric} {m.value}" for m in summary[:3])  # as the card writes it: 61.0, not 61
+        # as the card writes it: 61.0, not 61; the dataset is named when the summary spans more than one
+        named = len({m.dataset for m in summary[:3]}) > 1
+        return ", ".join(f"{m.dataset + ' ' if named else ''}{m.metric} {m.value}" for m in summary[:3])
     if card.metrics:
         return f"{len(card.metrics)} per-split numbers (`zoo card {card.name}`)"
     return "no paper numbers"
