@@ -28,10 +28,15 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, resample_abs_pos_embed, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
 
 from kernels.flow import flow_attention
+
+# torch.fx (timm's FX feature extraction and tests) cannot trace Python branches on tensor shapes: the kernel op
+# (which validates and dispatches on the device) and the two size checks below are opaque calls in an FX graph. FX
+# only wraps functions whose module-level names do not start with an underscore.
+register_notrace_function(flow_attention)
 
 __all__ = ["Flowformer", "FlowAttention", "FlowformerBlock", "DownLayer", "checkpoint_filter_fn"]
 
@@ -92,14 +97,36 @@ class PatchStem(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"Flowformer expects images of shape (B, {self.in_chans}, H, W); got {tuple(x.shape)} "
-                f"(build the model with in_chans={x.shape[1] if x.dim() == 4 else '?'} for other channel counts)"
-            )
-        x = self.proj(x)
+        x = self.proj(checked_image_batch(x, self.in_chans))
         hw = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), hw
+
+
+@register_notrace_function
+def checked_image_batch(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Returns ``x`` when it is a (B, in_chans, H, W) batch, else raises naming the fix (kept in FX graphs)."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f"Flowformer expects images of shape (B, {in_chans}, H, W); got {tuple(x.shape)} "
+            f"(build the model with in_chans={x.shape[1] if x.dim() == 4 else '?'} for other channel counts)"
+        )
+    return x
+
+
+@register_notrace_function
+def stage1_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], built_grid: tuple[int, int], patch_size: int,
+                     dynamic_img_size: bool) -> torch.Tensor:
+    """The stage-1 position embedding for a ``grid`` of patches: as built, or resampled (bicubic) when dynamic."""
+    grid = (int(grid[0]), int(grid[1]))
+    if grid == tuple(built_grid):
+        return pos_embed
+    if not dynamic_img_size:
+        size = (built_grid[0] * patch_size, built_grid[1] * patch_size)
+        raise ValueError(
+            f"Flowformer was built for {size[0]}x{size[1]} images (a {tuple(built_grid)} stage-1 grid), got a "
+            f"{grid} grid; build it with img_size=... or dynamic_img_size=True to resample the position embedding"
+        )
+    return resample_abs_pos_embed(pos_embed, new_size=grid, old_size=built_grid, num_prefix_tokens=0)
 
 
 class DownLayer(nn.Module):
@@ -139,6 +166,7 @@ class Flowformer(nn.Module):
         self.global_pool = global_pool
         self.num_stages = num_stages
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim[-1]
+        self.output_fmt = "NHWC"  # forward_features' layout (timm's attribute for channels-last maps)
         self.dynamic_img_size = dynamic_img_size
         self.patch_size = patch_size
         img_size = to_2tuple(img_size)
@@ -203,15 +231,7 @@ class Flowformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _stage1_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
-        if tuple(hw) == self.pos_embed_grid:
-            return self.pos_embed
-        if not self.dynamic_img_size:
-            size = (self.pos_embed_grid[0] * self.patch_size, self.pos_embed_grid[1] * self.patch_size)
-            raise ValueError(
-                f"Flowformer was built for {size[0]}x{size[1]} images (a {self.pos_embed_grid} stage-1 grid), got a "
-                f"{hw} grid; build it with img_size=... or dynamic_img_size=True to resample the position embedding"
-            )
-        return resample_abs_pos_embed(self.pos_embed, new_size=hw, old_size=self.pos_embed_grid, num_prefix_tokens=0)
+        return stage1_pos_embed(self.pos_embed, hw, self.pos_embed_grid, self.patch_size, self.dynamic_img_size)
 
     def _stage(self, index: int, x: torch.Tensor, hw):
         """Stage ``index`` on the image (index 0) or the previous stage's tokens; returns tokens and grid."""
@@ -224,14 +244,15 @@ class Flowformer(nn.Module):
         return self.blocks[index](x), hw
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The normed last-stage map, (B, H/32, W/32, C): NHWC (``output_fmt``), as timm's Swin returns its map."""
         hw = None
         for i in range(self.num_stages):
             x, hw = self._stage(i, x, hw)
-        return self.norm(x)  # (B, N, C) normalised tokens of the last stage
+        return _tokens_to_nhwc(self.norm(x), hw)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
-            x = x.mean(dim=1)
+            x = x.mean(dim=(1, 2))  # the official token mean
         x = self.final_dropout(x)
         return x if pre_logits else self.head(x)
 
@@ -240,12 +261,13 @@ class Flowformer(nn.Module):
 
     def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
                               intermediates_only=False):  # fmt: skip
-        """Per-stage feature maps (NCHW, or NLC tokens) and, unless intermediates_only, the final normed tokens.
+        """Per-stage feature maps (NCHW, NHWC, or NLC tokens) and, unless intermediates_only, the final normed map
+        (NHWC, as :meth:`forward_features`).
 
         ``norm=True`` applies the final LayerNorm to the last stage's map (the only norm the model has).
         """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
+        if output_fmt not in ("NCHW", "NHWC", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC'; got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
         last = max_index if (stop_early or intermediates_only) else self.num_stages - 1
         intermediates = []
@@ -255,11 +277,13 @@ class Flowformer(nn.Module):
             if i in take_indices:
                 feat = self.norm(x) if (norm and i == self.num_stages - 1) else x
                 if output_fmt == "NCHW":
-                    feat = feat.reshape(feat.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
+                    feat = _tokens_to_nhwc(feat, hw).permute(0, 3, 1, 2).contiguous()
+                elif output_fmt == "NHWC":
+                    feat = _tokens_to_nhwc(feat, hw)
                 intermediates.append(feat)
         if intermediates_only:
             return intermediates
-        return self.norm(x), intermediates
+        return _tokens_to_nhwc(self.norm(x), hw), intermediates
 
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         """Drops the stages after the last one taken (their DownLayers too); returns the taken indices."""
@@ -274,6 +298,11 @@ class Flowformer(nn.Module):
         if prune_head:
             self.reset_classifier(0, "")
         return take_indices
+
+
+def _tokens_to_nhwc(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) row-major tokens -> (B, H, W, C)."""
+    return x.reshape(x.shape[0], hw[0], hw[1], x.shape[-1])
 
 
 def checkpoint_filter_fn(state_dict, model: Flowformer):
@@ -336,7 +365,7 @@ def _create_flowformer(variant: str, pretrained: bool = False, **kwargs) -> Flow
 
 def _cfg(url="", **kwargs):
     return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None, "crop_pct": 0.9,
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.9,
         "interpolation": "bicubic", "fixed_input_size": True, "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.0.proj", "classifier": "head", **kwargs,
     }  # fmt: skip

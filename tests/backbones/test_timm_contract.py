@@ -36,6 +36,7 @@ ARCHITECTURES = {
     "biformer": ["biformer_tiny", "biformer_small", "biformer_base"],
     "biformer_stl": ["biformer_stl"],
     "biformer_stl_nchw": ["biformer_stl_nchw"],
+    "flowformer": ["flowformer"],
 }
 NUMERIC_VARIANT = {arch: names[0] for arch, names in ARCHITECTURES.items()}
 CONTRACT_NAMES = sorted(name for names in ARCHITECTURES.values() for name in names)
