@@ -190,7 +190,8 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> ForgeryR
                 raise RunFolderError(f"{folder}: a tiny FakeReasoning run needs {TINY_RESPONSES} (its tokenizer's "
                                      "texts), which is missing; train again")
             responses = json.loads(responses_file.read_text())
-        model = build_fakereasoning(tiny, image_size, responses, args.get("lm_training") or "lora")
+        lm_training = args.get("lm_training") or "lora"
+        model = build_fakereasoning(tiny, image_size, responses, lm_training)
         state = _weights(folder, FAKEREASONING_WEIGHTS)
         try:
             _, unexpected = model.load_state_dict(state, strict=False)
@@ -199,8 +200,9 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> ForgeryR
                                  f"{str(error).splitlines()[-1].strip()}") from error
         not_trainable = set(state) - set(model.trainable_parameter_names())
         if unexpected or not_trainable:
-            raise RunFolderError(f"{folder / FAKEREASONING_WEIGHTS} holds weights this FakeReasoning does not train: "
-                                 f"{sorted(set(unexpected) | not_trainable)[:5]}")
+            raise RunFolderError(f"{folder / FAKEREASONING_WEIGHTS} holds weights this FakeReasoning (lm_training "
+                                 f"{lm_training}) does not train: {sorted(set(unexpected) | not_trainable)[:5]}; "
+                                 f"{RUN_FILE}'s lm_training must be the one the run trained with")
     else:
         model = build_detector(head, tiny, image_size)
         try:

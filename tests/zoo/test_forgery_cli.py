@@ -89,7 +89,7 @@ def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, ca
     responses = [build_response("Edges look soft.", 1), build_response("Noise is even.", 0)]
     model = build_fakereasoning(tiny=True, image_size=56, responses=responses)
     trained = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    folder = _write_run(tmp_path / "fr", "fakereasoning", trained, tiny=True, image_size=56)
+    folder = _write_run(tmp_path / "fr", "fakereasoning", trained, tiny=True, image_size=56, lm_training="full")
     (folder / "responses.json").write_text(json.dumps(responses))
     assert main(["forgery", "check", str(folder), str(image_folder), "--json", "--max-new-tokens", "4"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -98,6 +98,12 @@ def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, ca
         assert set(row) == {"image", "p_fake", "verdict", "head", "reasoning", "text", "conclusion_in_text"}
         assert 0.0 <= row["p_fake"] <= 1.0 and isinstance(row["text"], str)
         assert row["conclusion_in_text"] is False  # 4 tokens cannot reach the conclusion: it was appended
+    # the same weights under a run.json that says LoRA (the default of runs made before lm_training was recorded)
+    run_json = json.loads((folder / "run.json").read_text())
+    run_json["args"]["lm_training"] = "lora"
+    (folder / "run.json").write_text(json.dumps(run_json))
+    assert main(["forgery", "check", str(folder), str(image_folder)]) == EXIT_USER_ERROR
+    assert "holds weights this FakeReasoning (lm_training lora) does not train" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage, words", [
