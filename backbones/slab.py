@@ -63,7 +63,10 @@ class RepBN(nn.Module):
     def forward(self, x):
         if x.dim() != 3:
             raise ValueError(f"RepBN normalises (B, N, C) tokens; got a tensor of shape {tuple(x.shape)}")
-        return (self.bn(x.transpose(1, 2)) + self.alpha * x.transpose(1, 2)).transpose(1, 2)
+        # contiguous (B, C, N): under torch.compile the CPU batch_norm kernel's output strides for a transposed view
+        # differ from what its meta function reports, and a later view then fails; the values are the same
+        xt = x.transpose(1, 2).contiguous()
+        return (self.bn(xt) + self.alpha * xt).transpose(1, 2)
 
     def inference_affine(self):
         """(scale, shift) with ``RepBN(x) = scale * x + shift`` in eval mode (running statistics)."""

@@ -4,6 +4,7 @@
     python tools/benchmark.py --op bra --preset tiny --device cpu --repeats 1
     python tools/benchmark.py --models                       # BiFormer-T/S (kernel + reference path) vs Swin-T, ConvNeXt-T, PoolFormer-S12
     python tools/benchmark.py --op bra --models --out bench_out/gpu
+    python tools/benchmark.py --reparameterize               # SLAB / PRepBN: folded (reparameterize_model) vs unfolded
     python tools/benchmark.py --list
 
 Writes ``<out>/op_<name>.{json,md,png}`` and ``<out>/models.{json,md,png}``; every comparison is taken within one run
@@ -43,6 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--preset", help="op shape preset (default: the op's choice for the device; see --list)")
     parser.add_argument("--impls", help="comma-separated op implementations (default: all that run on the device)")
     parser.add_argument("--models", nargs="?", const="default", help="comma-separated timm names, or none for the default set")
+    parser.add_argument("--reparameterize", nargs="?", const="default",
+                        help="comma-separated timm names, or none for the SLAB/PRepBN set: inference of the "
+                             "re-parameterised model next to the unfolded one")
     parser.add_argument("--batch-size", type=int, help="model batch size (default: 128 on CUDA, 2 on CPU)")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--modes", default="train,infer", help="model modes: train,infer")
@@ -79,8 +83,8 @@ def main(argv=None) -> int:
     if args.list:
         list_benchmarks()
         return 0
-    if not args.op and not args.models:
-        print("nothing to do: give --op NAME and/or --models (see --help, --list)", file=sys.stderr)
+    if not args.op and not args.models and not args.reparameterize:
+        print("nothing to do: give --op NAME, --models and/or --reparameterize (see --help, --list)", file=sys.stderr)
         return 2
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -137,6 +141,30 @@ def main(argv=None) -> int:
         markdown = models_markdown(records, meta)
         (out / "models.md").write_text(markdown)
         plot_models(out / "models.png", records, meta)
+        summary.append(markdown)
+
+    if args.reparameterize:
+        from benchmarks.reparameterize import (
+            DEFAULT_MODELS as REPARAM_MODELS,
+        )
+        from benchmarks.reparameterize import (
+            plot_reparameterize,
+            reparameterize_markdown,
+            run_reparameterize_benchmark,
+        )
+
+        names = REPARAM_MODELS if args.reparameterize == "default" else args.reparameterize.split(",")
+        batch_size = args.batch_size or (64 if on_cuda else 8)
+        print(f"[reparameterize] {names}, batch {batch_size}, {args.img_size}px")
+        import backbones  # noqa: F401  (registers the families with timm)
+
+        records = run_reparameterize_benchmark(names, device, batch_size, args.img_size, warmup, repeats)
+        meta = dict(device=device, device_label=label, batch_size=batch_size, img_size=args.img_size,
+                    warmup=warmup, repeats=repeats, cpu_clock=args.cpu_clock, environment=env)  # fmt: skip
+        write_json(out / "reparameterize.json", {"meta": meta, "records": records})
+        markdown = reparameterize_markdown(records, meta)
+        (out / "reparameterize.md").write_text(markdown)
+        plot_reparameterize(out / "reparameterize.png", records, meta)
         summary.append(markdown)
 
     (out / "README.md").write_text("# benchmark results\n\n" + "\n".join(summary))

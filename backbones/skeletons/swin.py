@@ -24,13 +24,13 @@ __all__ = ["PatchMerging", "SwinBlock", "SwinPatchEmbed", "SwinStage", "SwinTran
 
 def window_partition(x, window_size):
     b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
+    x = x.reshape(b, h // window_size, window_size, w // window_size, window_size, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
 
 
 def window_reverse(windows, window_size, h, w):
     c = windows.shape[-1]
-    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
+    x = windows.reshape(-1, h // window_size, w // window_size, window_size, window_size, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
@@ -163,7 +163,7 @@ class SwinBlock(nn.Module):
             scale, shift = affine
             if bool((scale == 0).any()):
                 raise ValueError("norm1 has a zero scale: padded windows could not be reproduced after folding")
-            self.register_buffer("pad_value", -shift / scale, persistent=False)
+            self.register_buffer("pad_value", (-shift / scale).detach(), persistent=False)
         fold_norm(self, "norm2", lambda s, b: fold_into_linear_input(self.mlp.fc1, s, b))
 
 

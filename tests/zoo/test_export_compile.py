@@ -36,12 +36,13 @@ def _small(name: str) -> torch.nn.Module:
         "agent_swin_tiny": dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], agent_num=[9, 16, 49, 49]),
         "agent_deit_tiny": dict(embed_dim=48, depth=2, num_heads=3, agent_num=[49, 49]),
         "flowformer": dict(embed_dim=[12, 24, 48, 96], depth=[1, 1, 1, 1]),
+        "slab_swin_tiny": dict(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
     }[name]
     return timm.create_model(name, num_classes=10, **kwargs)
 
 
 FAMILIES = ["biformer_tiny", "biformer_stl_nchw", "poolformer_s12_official", "poolformerv2", "focalnet",
-            "agent_pvt_tiny", "agent_swin_tiny", "agent_deit_tiny", "flowformer"]
+            "agent_pvt_tiny", "agent_swin_tiny", "agent_deit_tiny", "flowformer", "slab_swin_tiny"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -68,3 +69,17 @@ def test_onnx_round_trip_matches_eager(name, tmp_path):
         op_types = {node.op_type for node in nodes}
         assert "TopK" in op_types and op_types & {"Gather", "GatherElements", "GatherND"}
 
+
+
+def test_reparameterized_slab_exports_without_batchnorm(tmp_path):
+    """The deployment path of SLAB: reparameterize_model, then ONNX; no BatchNormalization node is left."""
+    from timm.models import reparameterize_model
+
+    torch.manual_seed(0)
+    model = reparameterize_model(_small("slab_swin_tiny").eval())
+    result = export_onnx(model, tmp_path / "slab_folded.onnx", input_size=(3, 224, 224), exporter="dynamo")
+    assert result.max_abs_diff is not None and result.max_abs_diff < ONNX_TOL
+    import onnx
+
+    op_types = {node.op_type for node in onnx.load(str(result.path)).graph.node}
+    assert "BatchNormalization" not in op_types and "LayerNormalization" not in op_types
