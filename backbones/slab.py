@@ -487,6 +487,12 @@ def checkpoint_filter_fn(state_dict, model):
         out[key] = value
 
     expected = model.state_dict()
+    if getattr(model, "out_norms", False) and "norm0.weight" not in out:
+        # ImageNet checkpoint -> downstream SLAB-Swin, as the official detection backbone loads it
+        # (load_checkpoint(strict=False)): the final norm and head are dropped, the per-stage LayerNorms norm0..norm3
+        # keep their fresh initialisation (copied here so that a strict load succeeds).
+        out = {k: v for k, v in out.items() if not k.startswith(("norm.", "head."))}
+        out.update({k: v for k, v in expected.items() if k.split(".", 1)[0][4:].isdigit() and k.startswith("norm")})
     if not any(k.startswith("head.") for k in expected):
         out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
     head_keys = {"head.weight", "head.bias"}

@@ -195,3 +195,13 @@ def test_fused_path_trains_like_the_reference(monkeypatch):
     for name, grad in results["reference"][1].items():
         torch.testing.assert_close(results["triton"][1][name], grad, rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
     assert results["reference"][1]["layers.0.blocks.0.attn.positional_encoding"].abs().sum() > 0
+
+
+def test_imagenet_checkpoint_initialises_downstream_swin(slab_manifests):
+    """The released ImageNet layout into the official detection layout (windows 56/28/7/7 kept at any size, LayerNorm
+    outputs): final norm and head dropped, positional encodings fit, per-stage norms keep their initialisation."""
+    model = _meta_model("slab_swin_tiny", stage_window_sizes=(56, 28, 7, 7), always_partition=True, out_norms=True)
+    state = {k: torch.zeros(shape, device="meta") for k, shape in slab_manifests["slab_swin_tiny"].items()}
+    filtered = checkpoint_filter_fn({"model": state}, model)
+    assert not any(k.startswith(("head.", "norm.")) for k in filtered) and "norm3.weight" in filtered
+    model.load_state_dict(filtered, strict=True, assign=True)
