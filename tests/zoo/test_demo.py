@@ -47,7 +47,7 @@ def test_xray_step_trains_fixed_iterations_under_a_guard_and_ends_with_zoo_xray_
     done = result["iterations"]
     assert result["planned_iterations"] == 1000 and 1 <= done < 1000 and result["stopped_early"]
     assert f"TIME GUARD: training stopped after {done} of 1000 iterations" in text
-    assert "training 1000 iterations (seed 1)" in text and f"trained {done} of 1000 iterations in" in text
+    assert "training 1000 iterations (seed 1)" in text and f"trained {done} of 1000 iterations; train.py took" in text
     command = next(line for line in lines if line.startswith("$ zoo xray detect "))
     assert str(result["checkpoint"]) in command and "held_out_bags" in command
     bags = sorted(p.name for p in (tmp_path / "xray" / "held_out_bags").iterdir())

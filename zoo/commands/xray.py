@@ -250,12 +250,18 @@ def draw_detections(image_path: Path, records: Sequence[dict], palette, out_path
     scale = max(1, int(round(DISPLAY_SIDE / max(height, width))))
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST).astype(np.float32)
     colours = [_colour(palette, r["label"]) for r in records]
+    outlines = []
     for record, colour in zip(records, colours):
         if "mask" in record:
             mask = mask_utils.decode({"size": record["mask"]["size"], "counts": record["mask"]["counts"].encode()})
-            big = cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST).astype(bool)
-            canvas[big] = 0.5 * canvas[big] + 0.5 * np.array(colour, np.float32)
+            big = cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            canvas[big.astype(bool)] = 0.5 * canvas[big.astype(bool)] + 0.5 * np.array(colour, np.float32)
+            outlines.append(cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0])
     canvas = np.clip(canvas, 0, 255).astype(np.uint8)
+    # X-ray scans are blue where metal is, and many palette colours are dark blues: a white halo under every mask
+    # outline and box keeps them visible on any item
+    for contours in outlines:
+        cv2.drawContours(canvas, contours, -1, (255, 255, 255), 1, cv2.LINE_AA)
 
     font, font_scale, thickness, pad = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1, 3
     texts = [f"{r['class']} {r['score']:.2f}" for r in records]
@@ -263,6 +269,7 @@ def draw_detections(image_path: Path, records: Sequence[dict], palette, out_path
     sizes = [(w + 2 * pad, h + baseline + 2 * pad) for (w, h), baseline in metrics]
     boxes = [[int(round(v * scale)) for v in r["box"]] for r in records]
     for (x1, y1, x2, y2), colour in zip(boxes, colours):
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (255, 255, 255), 4)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
     labels = place_labels(boxes, sizes, canvas.shape[1], canvas.shape[0])
     spill = max((y2 for _, _, _, y2 in labels), default=0) - canvas.shape[0]
