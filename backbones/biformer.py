@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from timm.models import (
-    build_model_with_cfg,
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
@@ -63,6 +62,8 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from kernels.bra import bra_attention, region_routing
+
+from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 
 # torch.fx (timm's FX feature extraction and tests) cannot trace Python branches on tensor shapes. The kernels' public
 # ops validate shapes and dispatch on the device, so FX keeps them as opaque calls; so are the few functions below that
@@ -627,7 +628,7 @@ def checked_image_batch(x: torch.Tensor, in_chans: int, stem_kind: str,
     return x
 
 
-class _BiFormerBase(nn.Module):
+class _BiFormerBase(PretrainedFromLoader, nn.Module):
     """What both layouts share: ``downsample_layers[i]`` then ``stages[i]`` for i in 0..3, a BatchNorm2d ``norm``,
     average pooling and a linear ``head``, plus the timm feature API."""
 
@@ -1021,6 +1022,9 @@ def _describe_layout(keys: Sequence[str], shapes: dict[str, tuple]) -> str:
     return f"depths {tuple(depths)}, widths {tuple(widths)}, {layout} attention"
 
 
+STEM_CONV_WEIGHT = "downsample_layers.0.0.weight"  # pretrained_cfg['first_conv'] of both layouts
+
+
 def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
     """Official checkpoints -> this model (or its timm ``features_only`` wrapper).
 
@@ -1073,11 +1077,15 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
     def comparable(key: str) -> bool:  # the classifier may be resized or dropped by timm after this filter
         return not key.startswith("head.")
 
+    def other_in_chans(key: str) -> bool:  # timm adapts the stem to in_chans after this filter
+        return key == STEM_CONV_WEIGHT and state_dict[key].shape[0] == model_state[key].shape[0]
+
     missing = [k for k in model_state if comparable(k) and k not in state_dict]
     unexpected = [k for k in state_dict if comparable(k) and k not in model_state]
     mismatched = [
         k for k in state_dict
         if comparable(k) and k in model_state and tuple(state_dict[k].shape) != tuple(model_state[k].shape)
+        and not other_in_chans(k)
     ]
     if missing or unexpected or mismatched:
         ckpt_shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
@@ -1109,7 +1117,7 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> _BiFormerBase:
     model_cls = BiFormerSTL if variant.startswith("biformer_stl") else BiFormer
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    return build_model_with_cfg(
+    return build_with_official_weights(
         model_cls,
         variant,
         pretrained,
@@ -1119,9 +1127,8 @@ def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> _BiFor
     )
 
 
-def _cfg(url: str = "", **kwargs) -> dict:
+def _cfg(**kwargs) -> dict:
     return {
-        "url": url,
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": (7, 7),
@@ -1130,7 +1137,7 @@ def _cfg(url: str = "", **kwargs) -> dict:
         "interpolation": "bicubic",
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "downsample_layers.0.0",
+        "first_conv": STEM_CONV_WEIGHT.removesuffix(".weight"),
         "classifier": "head",
         "license": "mit",
         "paper_ids": "arXiv:2303.08810",
@@ -1140,18 +1147,20 @@ def _cfg(url: str = "", **kwargs) -> dict:
     }
 
 
-# Checkpoint URLs from the official README (rayleizhu/BiFormer README.md, "ImageNet-1K trained models").
-# They all end in ".../root/content", so torch.hub caches each one under the same file name "content": a second
-# variant would find the first one's file; checkpoint_filter_fn then names the mismatch. Prefer zoo.load_checkpoint
-# or pretrained_cfg_overlay=dict(file=...) with a downloaded file.
+# Checkpoint URLs from the official README (rayleizhu/BiFormer README.md, "ImageNet-1K trained models"). They all end in
+# ".../root/content", so each gets a cache file name of its own (backbones/pretrained.py says why and how they load).
+_ONEDRIVE = "https://api.onedrive.com/v1.0/shares/{}/root/content"
 default_cfgs = generate_default_cfgs({
-    "biformer_tiny.in1k": _cfg(url="https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHEOoGkgwgQzEDlM/root/content"),
-    "biformer_small.in1k": _cfg(url="https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHDyM-x9KWRBZ832/root/content"),
-    "biformer_base.in1k": _cfg(url="https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHI_XPhoadjaNxtO/root/content"),
-    "biformer_stl.in1k": _cfg(url="https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChSf-m7ujkvx9lIQ1/root/content"),
-    "biformer_stl_nchw.in1k": _cfg(
-        url="https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChWYrKbWbMgqd2Ai0/root/content"
-    ),
+    "biformer_tiny.in1k": _cfg(**official_weights(_ONEDRIVE.format("s!AkBbczdRlZvChHEOoGkgwgQzEDlM"),
+                                                  "biformer_tiny.in1k.pth")),
+    "biformer_small.in1k": _cfg(**official_weights(_ONEDRIVE.format("s!AkBbczdRlZvChHDyM-x9KWRBZ832"),
+                                                   "biformer_small.in1k.pth")),
+    "biformer_base.in1k": _cfg(**official_weights(_ONEDRIVE.format("s!AkBbczdRlZvChHI_XPhoadjaNxtO"),
+                                                  "biformer_base.in1k.pth")),
+    "biformer_stl.in1k": _cfg(**official_weights(_ONEDRIVE.format("s!AkBbczdRlZvChSf-m7ujkvx9lIQ1"),
+                                                 "biformer_stl.in1k.pth")),
+    "biformer_stl_nchw.in1k": _cfg(**official_weights(_ONEDRIVE.format("s!AkBbczdRlZvChWYrKbWbMgqd2Ai0"),
+                                                      "biformer_stl_nchw.in1k.pth")),
 })
 
 # The released recipe of biformer_tiny/small/base (official models/biformer.py), widths and depths aside.

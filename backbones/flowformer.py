@@ -328,10 +328,12 @@ def checkpoint_filter_fn(state_dict, model: Flowformer):
     missing = sorted(set(expected) - set(out))
     unexpected = sorted(set(out) - set(expected))
     head_keys = {"head.weight", "head.bias"}  # another head size is a fine-tuning choice, left to the loader
+    stem = "patch_embed.0.proj.weight"  # timm adapts it to in_chans after this filter: only its out-channels must fit
     mismatched = [
         f"{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in sorted(set(out) & set(expected))
         if tuple(out[k].shape) != tuple(expected[k].shape) and k not in head_keys
+        and not (k == stem and out[k].shape[0] == expected[k].shape[0])
     ]
     unexpected_body = [k for k in unexpected if k not in head_keys]
     missing_body = [k for k in missing if k not in head_keys]

@@ -22,14 +22,16 @@ metaformer_baselines.py, ``forward_features``) pools and then applies LayerNorm,
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import GroupNorm1
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models import metaformer as timm_metaformer
 from torch import nn
+
+from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 
 __all__ = ["PoolFormerV1Official", "checkpoint_filter_fn"]
 
 
-class PoolFormerV1Official(timm_metaformer.MetaFormer):
+class PoolFormerV1Official(PretrainedFromLoader, timm_metaformer.MetaFormer):
     """timm's MetaFormer configured as PoolFormer v1, with the official head order: GroupNorm over the map, then pool.
 
     Everything but ``forward_head`` and the class of ``head.norm`` is inherited from timm, so features_only,
@@ -113,7 +115,7 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
 def _create_poolformer_official(variant: str, pretrained: bool = False, **kwargs) -> PoolFormerV1Official:
     default_out_indices = tuple(range(len(kwargs.get("depths", (2, 2, 6, 2)))))
     out_indices = kwargs.pop("out_indices", default_out_indices)
-    return build_model_with_cfg(
+    return build_with_official_weights(
         PoolFormerV1Official,
         variant,
         pretrained,
@@ -123,9 +125,8 @@ def _create_poolformer_official(variant: str, pretrained: bool = False, **kwargs
     )
 
 
-def _cfg(url: str = "", **kwargs) -> dict:
+def _cfg(**kwargs) -> dict:
     return {
-        "url": url,
         "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
         "crop_pct": 0.9, "interpolation": "bicubic",
         "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
@@ -135,14 +136,22 @@ def _cfg(url: str = "", **kwargs) -> dict:
     }
 
 
-# Official release checkpoints and crop_pct (0.9 for S, 0.95 for M) from sail-sg/poolformer models/poolformer.py.
+# Official release checkpoints and crop_pct (0.9 for S, 0.95 for M) from sail-sg/poolformer models/poolformer.py. Cached
+# under names of their own (timm's poolformer_* cache timm's converted weights; backbones/pretrained.py).
 _RELEASE = "https://github.com/sail-sg/poolformer/releases/download/v1.0"
+
+
+def _release(size: str, **kwargs) -> dict:
+    return _cfg(**official_weights(f"{_RELEASE}/poolformer_{size}.pth.tar", f"poolformer_{size}_official.sail_in1k.pth.tar"),
+                **kwargs)
+
+
 default_cfgs = generate_default_cfgs({
-    "poolformer_s12_official.sail_in1k": _cfg(url=f"{_RELEASE}/poolformer_s12.pth.tar"),
-    "poolformer_s24_official.sail_in1k": _cfg(url=f"{_RELEASE}/poolformer_s24.pth.tar"),
-    "poolformer_s36_official.sail_in1k": _cfg(url=f"{_RELEASE}/poolformer_s36.pth.tar"),
-    "poolformer_m36_official.sail_in1k": _cfg(url=f"{_RELEASE}/poolformer_m36.pth.tar", crop_pct=0.95),
-    "poolformer_m48_official.sail_in1k": _cfg(url=f"{_RELEASE}/poolformer_m48.pth.tar", crop_pct=0.95),
+    "poolformer_s12_official.sail_in1k": _release("s12"),
+    "poolformer_s24_official.sail_in1k": _release("s24"),
+    "poolformer_s36_official.sail_in1k": _release("s36"),
+    "poolformer_m36_official.sail_in1k": _release("m36", crop_pct=0.95),
+    "poolformer_m48_official.sail_in1k": _release("m48", crop_pct=0.95),
 })
 
 

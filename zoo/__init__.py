@@ -9,6 +9,7 @@ from .cards import Card, CardError, UnknownModelError, get_card, list_cards, ren
 from .checkpoint import CheckpointError, LoadResult, convert_checkpoint, load_checkpoint, sha256_file
 from .flops import count_gflops
 from .hub import create_model, save_pretrained
+from .pretrained import load_pretrained_file  # installs the loader behind timm's pretrained=True (custom_load)
 from .registry import list_models
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "list_cards",
     "list_models",
     "load_checkpoint",
+    "load_pretrained_file",
     "render_card",
     "save_pretrained",
     "sha256_file",

@@ -211,10 +211,17 @@ def unwrap_state_dict(obj: Any, use_ema: bool = False, origin: str = "checkpoint
 # ------------------------------------------------------------------------------------------------------ fetching
 
 
-def cached_download(url: str, progress: bool = True) -> Path:
-    """The local copy of ``url`` in the torch hub cache (``<hub dir>/checkpoints``), downloaded only if absent."""
-    parsed = urllib.parse.urlparse(url)
-    destination = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(parsed.path)
+def cached_download(url: str, progress: bool = True, filename: str | None = None) -> Path:
+    """The local copy of ``url`` in the torch hub cache (``<hub dir>/checkpoints``), downloaded only if absent.
+
+    Cached as ``filename``, or by default as the URL's base name (which must then name a file).
+    """
+    filename = filename or os.path.basename(urllib.parse.urlparse(url).path)
+    if not os.path.splitext(filename)[1]:
+        raise CheckpointError(
+            f"{url}: the URL names no file ({filename!r}) to cache it as; pass filename=... (e.g. 'model.pth')."
+        )
+    destination = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if destination.is_file():
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +248,10 @@ def _resolve_source(path_or_card: str | os.PathLike | Card) -> tuple[Path, Card 
         raise CheckpointError(f"{path_or_card}: no such checkpoint file, and no model card of that name.")
     if not card.checkpoints:
         raise CheckpointError(f"model card '{card.name}' lists no checkpoint; pass a file path instead.")
-    return cached_download(card.checkpoints[0].url), card
+    from .pretrained import cache_filename  # imports the registry (timm, backbones): only when a card is used
+
+    url = card.checkpoints[0].url
+    return cached_download(url, filename=cache_filename(card.name, url)), card
 
 
 # ------------------------------------------------------------------------------------------------------ loading

@@ -18,6 +18,7 @@ from timm.models._hub import load_model_config_from_path, save_config_for_hf
 
 from .cards import get_card, has_card, render_card
 from .checkpoint import CheckpointError, _verify_sha256, cached_download, load_checkpoint, save_safetensors
+from .pretrained import cache_filename
 from .registry import family_of, require_model
 
 __all__ = ["create_model", "save_pretrained"]
@@ -159,7 +160,7 @@ def create_model(name_or_dir: str | os.PathLike, pretrained: bool = False, **kwa
         return timm.create_model(source, pretrained=pretrained, **kwargs)
     checkpoint = card.checkpoints[0]
     if _adapts_weights(kwargs, get_pretrained_cfg_value(name, "num_classes")):
-        path = cached_download(checkpoint.url)
+        path = cached_download(checkpoint.url, filename=cache_filename(card.name, checkpoint.url))
         if checkpoint.sha256:
             _verify_sha256(path, checkpoint.sha256, f"model card '{card.name}'")
         # timm applies the family filter, drops a resized classifier and wraps features_only after loading.

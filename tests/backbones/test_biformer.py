@@ -148,7 +148,8 @@ def test_timm_lists_the_five_variants():
     assert timm.list_models("biformer*") == sorted(VARIANTS)
     for variant in VARIANTS:
         cfg = timm.get_pretrained_cfg(variant)
-        assert cfg.url.startswith("https://api.onedrive.com/v1.0/shares/")
+        url, cache_name = cfg.url  # OneDrive URLs all end in /root/content: each gets a cache file name of its own
+        assert url.startswith("https://api.onedrive.com/v1.0/shares/") and cache_name == f"{variant}.in1k.pth"
         assert cfg.input_size == (3, 224, 224) and cfg.first_conv == "downsample_layers.0.0"
 
 

@@ -111,7 +111,9 @@ def test_official_variant_is_timm_poolformer_except_head_norm(size, monkeypatch)
     assert theirs_scales.keys() == ours_scales.keys() and len(ours_scales) > 0
     for name, value in theirs_scales.items():
         torch.testing.assert_close(ours_scales[name], value, rtol=0, atol=0)
-    assert ours.pretrained_cfg["url"].startswith("https://github.com/sail-sg/poolformer/releases/")
+    url, cache_name = ours.pretrained_cfg["url"]  # the official file, cached under a name of its own
+    assert url == f"https://github.com/sail-sg/poolformer/releases/download/v1.0/poolformer_{size}.pth.tar"
+    assert cache_name == f"poolformer_{size}_official.sail_in1k.pth.tar"
     assert ours.pretrained_cfg["crop_pct"] == theirs.pretrained_cfg["crop_pct"]
 
 
@@ -204,16 +206,17 @@ def test_zoo_load_checkpoint_names_a_foreign_key(case, tmp_path):
 
 
 def test_card_and_pretrained_paths_load_the_official_release_layout(official_manifests, hub_checkpoints, monkeypatch):
-    """The full-size official s12 layout, placed where the release URL is cached, loads strictly both through
-    zoo.load_checkpoint(model, "<card name>") and timm.create_model(..., pretrained=True)."""
+    """The full-size official s12 layout, placed where the release URL is cached (under the cfg's own file name), loads
+    strictly both through zoo.load_checkpoint(model, "<card name>") and timm.create_model(..., pretrained=True)."""
     import zoo
 
     monkeypatch.setattr(timm_metaformer, "trunc_normal_", lambda *args, **kwargs: None)  # init is overwritten anyway
     card = zoo.get_card("poolformer_s12_official")
     model = timm.create_model("poolformer_s12_official")
-    assert card.checkpoints[0].url == model.pretrained_cfg["url"]
+    url, cache_name = model.pretrained_cfg["url"]
+    assert card.checkpoints[0].url == url
     release = {key: torch.full(shape, 0.5) for key, shape in official_manifests["poolformer_s12"].items()}
-    torch.save(release, hub_checkpoints / card.checkpoints[0].url.rsplit("/", 1)[-1])
+    torch.save(release, hub_checkpoints / cache_name)
 
     zoo.load_checkpoint(model, "poolformer_s12_official")
     assert all(bool((p == 0.5).all()) for p in model.parameters())
