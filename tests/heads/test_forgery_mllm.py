@@ -298,3 +298,36 @@ def test_zoo_biformer_as_the_low_level_branch():
     low = encoder.low_level(images)
     assert low.tokens.shape == (1, 49, 256) and low.attn_map is None
     assert encoder(images).shape == (1, 49, 64)
+
+
+def test_the_tiny_random_lm_learns_only_when_its_own_weights_train():
+    """The tiny LM has random weights. Under LoRA its output layer and final norm stay frozen, so at the mapper's
+    position |logit(fake) - logit(real)| / T can never exceed ||w_fake - w_real|| * sqrt(width) / T (the RMS-normed
+    hidden state has norm sqrt(width)): about 0.2, P(fake) within 0.45..0.55. Trained in full (the tiny default), the
+    same 80 steps fit the answers and the mapper; under LoRA they barely move."""
+    from heads.forgery.runs import build_fakereasoning
+
+    results = {}
+    for regime in ("lora", "full"):
+        torch.manual_seed(0)
+        model = build_fakereasoning(True, IMAGE_SIZE, RESPONSES, regime).train()
+        images = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE)
+        samples = [model.processor.encode_training(RESPONSES[i % 2]) for i in range(4)]
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+        for _ in range(80):
+            out = model(images, samples)
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+        results[regime] = (out.lm_loss.item(), out.cls_loss.item(), float(out.binary_logits.detach().diff(dim=1).abs().max()))
+        if regime == "lora":
+            head = model.language_model.get_output_embeddings().weight
+            real_id, fake_id = model.mapper.token_ids
+            cap = float((head[fake_id] - head[real_id]).norm()) * 64**0.5 / model.mapper.temperature
+            assert not head.requires_grad and cap < 0.3
+            assert results["lora"][2] <= cap + 1e-4
+    print(results)
+    lm_lora, ce_lora, _ = results["lora"]
+    lm_full, ce_full, _ = results["full"]
+    assert lm_full < 1.5 and ce_full < 0.5
+    assert lm_lora > 3.5 and ce_lora > 0.68
