@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
 from timm.models.vision_transformer import Attention as VitAttention
 
 from kernels.slab import simplified_linear_attention
@@ -42,6 +42,10 @@ from kernels.slab import simplified_linear_attention
 from .skeletons import cswin, deit, pvt, swin
 from .skeletons.folding import ChannelAffine, fold_into_conv_input, fold_into_linear_input, fold_into_output, fold_norm
 from .skeletons.shared import merge_heads, split_heads
+
+# torch.fx cannot trace Python branches on tensor sizes: the op and the size-dependent helpers below are opaque calls
+# in FX graphs (timm's notrace registry; FX wraps only names without a leading underscore), RepBN / LinearNorm leaves.
+register_notrace_function(simplified_linear_attention)
 
 __all__ = ["LinearNorm", "RepBN", "SlabCSWin", "SlabDeiT", "SlabPVT", "SlabSwinTransformer", "checkpoint_filter_fn",
            "slab_norm"]
@@ -52,6 +56,7 @@ __all__ = ["LinearNorm", "RepBN", "SlabCSWin", "SlabDeiT", "SlabPVT", "SlabSwinT
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@register_notrace_module  # checks its input's rank: an FX leaf
 class RepBN(nn.Module):
     """``BatchNorm1d(x) + alpha * x`` over the channels of (B, N, C) tokens (official ``prepbn.RepBN``)."""
 
@@ -149,10 +154,12 @@ def _depthwise_heads(dwc: nn.Conv2d, v: torch.Tensor, grid) -> torch.Tensor:
     return dwc(fmap).flatten(2).transpose(1, 2).reshape(b, h, m, d)
 
 
-def _positional_encoding(pe: torch.Tensor, grid, trained_grid) -> torch.Tensor:
+@register_notrace_function
+def resized_positional_encoding(pe: torch.Tensor, grid, trained_grid) -> torch.Tensor:
     """The key positional encoding on the actual key grid. Identity at the trained grid (the official models);
     elsewhere (a zoo extension: the official classification code only runs at its training size) bilinear."""
-    if tuple(grid) == tuple(trained_grid):
+    grid = (int(grid[0]), int(grid[1]))
+    if grid == tuple(trained_grid):
         return pe
     table = pe.reshape(1, trained_grid[0], trained_grid[1], -1).permute(0, 3, 1, 2)
     return F.interpolate(table, size=tuple(grid), mode="bilinear").flatten(2).transpose(1, 2)
@@ -180,12 +187,29 @@ class SimplifiedLinearAttention(nn.Module):
 
     def forward(self, x, mask=None):
         b, n, c = x.shape
-        if n != self.grid[0] * self.grid[1]:
-            raise ValueError(f"SimplifiedLinearAttention built for a {self.grid[0]}x{self.grid[1]} grid got {n} tokens")
+        x = checked_token_count(x, self.grid[0] * self.grid[1],
+                                f"SimplifiedLinearAttention built for a {self.grid[0]}x{self.grid[1]} grid")
         q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)
         out, v = _linear_attention_heads(q, k + self.positional_encoding, v, self.num_heads)
         out = out + _depthwise_heads(self.dwc, v, self.grid)
         return self.proj_drop(self.proj(merge_heads(out)))
+
+
+@register_notrace_function
+def checked_token_count(x: torch.Tensor, expected: int, who: str) -> torch.Tensor:
+    """Returns ``x`` when it holds ``expected`` tokens (B, N, C), else raises naming ``who``."""
+    if x.shape[1] != expected:
+        raise ValueError(f"{who}: expected {expected} tokens, got {x.shape[1]}")
+    return x
+
+
+@register_notrace_function
+def stretched_values(v: torch.Tensor, n: int) -> torch.Tensor:
+    """Quirk kept for fidelity (SLAB-PVT with reduced keys): the official code stretches the reduced values back to
+    ``n`` tokens by a 1-D linear interpolation along the flattened token sequence, not by a 2-D resize of the map."""
+    b, h, m, d = v.shape
+    hv = v.reshape(b * h, m, d).transpose(1, 2)
+    return F.interpolate(hv, size=int(n), mode="linear").transpose(1, 2).reshape(b, h, int(n), d)
 
 
 class PvtLinearAttention(nn.Module):
@@ -215,8 +239,7 @@ class PvtLinearAttention(nn.Module):
 
     def forward(self, x, H, W):
         b, n, c = x.shape
-        if n != H * W:
-            raise ValueError(f"PvtLinearAttention got {n} tokens but was told the grid is {H}x{W}")
+        x = checked_token_count(x, H * W, f"PvtLinearAttention told the grid is {H}x{W}")
         q = self.q(x)
         key_hw = (H, W)
         if self.sr_ratio > 1:
@@ -224,13 +247,10 @@ class PvtLinearAttention(nn.Module):
             key_hw = (x.shape[2], x.shape[3])
             x = self.norm(x.flatten(2).transpose(1, 2))
         k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
-        k = k + _positional_encoding(self.positional_encoding, key_hw, self.trained_key_grid)
+        k = k + resized_positional_encoding(self.positional_encoding, key_hw, self.trained_key_grid)
         out, v = _linear_attention_heads(q, k, v, self.num_heads)
         if self.sr_ratio > 1:
-            # Quirk kept for fidelity: the official code stretches the reduced values back to N tokens by a 1-D
-            # linear interpolation along the flattened token sequence (not a 2-D resize of the map).
-            hv = v.reshape(b * self.num_heads, -1, v.shape[-1]).transpose(1, 2)
-            v = F.interpolate(hv, size=n, mode="linear").transpose(1, 2).reshape(b, self.num_heads, n, -1)
+            v = stretched_values(v, n)
         out = out + _depthwise_heads(self.dwc, v, (H, W))
         return self.proj_drop(self.proj(merge_heads(out)))
 

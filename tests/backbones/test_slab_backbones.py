@@ -205,3 +205,46 @@ def test_imagenet_checkpoint_initialises_downstream_swin(slab_manifests):
     filtered = checkpoint_filter_fn({"model": state}, model)
     assert not any(k.startswith(("head.", "norm.")) for k in filtered) and "norm3.weight" in filtered
     model.load_state_dict(filtered, strict=True, assign=True)
+
+
+class _Call(nn.Module):
+    """Calls the wrapped SLAB module with the extra arguments its skeleton passes (PVT: H, W; CSWin: q, k, v)."""
+
+    def __init__(self, module, kind):
+        super().__init__()
+        self.module, self.kind = module, kind
+
+    def forward(self, x):
+        if self.kind == "pvt":
+            return self.module(x, 14, 14)
+        if self.kind == "qkv":
+            return self.module(x, x * 2, x * 3)
+        return self.module(x)
+
+
+@pytest.mark.parametrize("kind", ["window", "pvt", "qkv", "linear_norm", "repbn"])
+@pytest.mark.parametrize("train", [False, True])
+def test_slab_modules_trace_with_torch_fx(kind, train):
+    """SLAB's own modules trace with timm's FX registry (size checks and the op are opaque calls, the norms leaves),
+    in eval and training mode, and the traced module computes what the module does."""
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    torch.manual_seed(0)
+    module, x = {
+        "window": (slab.SimplifiedLinearAttention(16, (7, 7), 2), torch.randn(2, 49, 16)),
+        "pvt": (slab.PvtLinearAttention(16, 196, 2, sr_ratio=2, norm_layer=slab.slab_norm(10)), torch.randn(2, 196, 16)),
+        "qkv": (slab.CSWinLinearAttention(16, 14, -1, 14, 2), torch.randn(2, 196, 16)),
+        "linear_norm": (slab.slab_norm(100)(16), torch.randn(2, 49, 16)),
+        "repbn": (RepBN(16), torch.randn(2, 49, 16)),
+    }[kind]
+    wrapped = _Call(module, kind).train(train)
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    train_nodes, eval_nodes = get_graph_node_names(wrapped, tracer_kwargs=tracer_kwargs, suppress_diff_warning=True)
+    last = (train_nodes if train else eval_nodes)[-1]
+    traced = create_feature_extractor(wrapped, return_nodes=[last], tracer_kwargs=tracer_kwargs,
+                                      suppress_diff_warning=True)
+    wrapped.eval()
+    traced.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x)[last], wrapped(x))
