@@ -219,94 +219,107 @@ def _chunk_bounds(query_regions: int, logits_per_region: int, max_chunk_logits: 
     return [(start, min(start + per_chunk, query_regions)) for start in range(0, query_regions, per_chunk)]
 
 
-def _routed_heads(flat: torch.Tensor, routes: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """flat (B*Rk, Tk, C), routes (c, topk) -> (c, h, topk*Tk, d): the routed tokens of each query region, per head."""
+# Layout: the chunked path works on head-major copies (N, h, T, d) of q, k and v, made once per call. Then one block's
+# queries are a contiguous slice, one gather builds its routed keys/values directly as (c, h, topk*T, d), and every
+# product is a plain batched matmul over (c*h) without hidden .contiguous() copies (with the channel-interleaved
+# (N, T, h*d) layout, splitting heads per block made copies that cost more than the matmuls, see issue 18's profile).
+
+
+def _heads_first(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(N, T, h*d) -> (N, h, T, d), contiguous (a copy unless h == 1)."""
+    count, tokens, channels = x.shape
+    # reshape, not view: x may be a strided view (e.g. 1-token regions cut from an NCHW map)
+    return x.reshape(count, tokens, num_heads, channels // num_heads).transpose(1, 2).contiguous()
+
+
+def _heads_last(x: torch.Tensor) -> torch.Tensor:
+    """(N, h, T, d) -> (N, T, h*d)."""
+    count, heads, tokens, dim = x.shape
+    return x.transpose(1, 2).reshape(count, tokens, heads * dim)
+
+
+def _route_heads(routes: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(c, topk) region routes -> (c, h, topk) rows of the (N*h) head-major regions."""
+    heads = torch.arange(num_heads, device=routes.device, dtype=routes.dtype).view(1, num_heads, 1)
+    return routes.unsqueeze(1) * num_heads + heads
+
+
+def _gather_routed(x: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+    """x (N, h, T, d), routes (c, topk) -> (c, h, topk*T, d): each query region's routed tokens, slot-major as the spec."""
+    count, heads, tokens, dim = x.shape
     chunk, topk = routes.shape
-    tokens, channels = flat.shape[1:]
-    routed = flat[routes]  # (c, topk, Tk, C): one block's copy, slot-major token order as in the spec
-    # reshape, not view: indexing keeps the layout of a non-contiguous ``flat`` (e.g. 1-token regions cut from NCHW)
-    return routed.reshape(chunk, topk * tokens, num_heads, channels // num_heads).transpose(1, 2)
-
-
-def _query_heads(flat: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(c, T, C) -> (c, h, T, d), head-major channels."""
-    chunk, tokens, channels = flat.shape
-    return flat.reshape(chunk, tokens, num_heads, channels // num_heads).transpose(1, 2)
-
-
-def _merge_chunk_heads(x: torch.Tensor) -> torch.Tensor:
-    """(c, h, T, d) -> (c, T, h*d)."""
-    chunk, heads, tokens, dim = x.shape
-    return x.transpose(1, 2).reshape(chunk, tokens, heads * dim)
+    rows = _route_heads(routes, heads).flatten()  # (c*h*topk,)
+    # index_select copies whole rows (memcpy); advanced indexing x[rows] computes an offset per element (slower on CPU)
+    return x.view(count * heads, tokens * dim).index_select(0, rows).view(chunk, heads, topk * tokens, dim)
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)  # fp32 statistics; float64 stays float64 for exact checks
 
 
-def _chunked_forward(q_flat, k_flat, v_flat, routes, num_heads: int, scale: float, max_chunk_logits: int):
-    """Blocks of query regions: out (B*Rq, Tq, Cv) and the per-row log-sum-exp (B*Rq, h, Tq, 1) in fp32 or wider."""
-    query_regions, query_tokens, _ = q_flat.shape
-    routed_tokens = routes.shape[1] * k_flat.shape[1]
-    outputs, row_lse = [], []
-    for start, stop in _chunk_bounds(query_regions, num_heads * query_tokens * routed_tokens, max_chunk_logits):
+def _chunked_forward(q_heads, k_heads, v_heads, routes, max_chunk_logits: int):
+    """Head-major inputs (q already scaled): out (N, h, Tq, dv) and the per-row log-sum-exp (N, h, Tq, 1)."""
+    count, heads, query_tokens, _ = q_heads.shape
+    routed_tokens = routes.shape[1] * k_heads.shape[2]
+    stat_dtype = _stat_dtype(q_heads.dtype)
+    out = q_heads.new_empty((count, heads, query_tokens, v_heads.shape[-1]))
+    lse = q_heads.new_empty((count, heads, query_tokens, 1), dtype=stat_dtype)
+    for start, stop in _chunk_bounds(count, heads * query_tokens * routed_tokens, max_chunk_logits):
         block_routes = routes[start:stop]
-        query = _query_heads(q_flat[start:stop], num_heads) * scale
-        logits = (query @ _routed_heads(k_flat, block_routes, num_heads).transpose(-2, -1)).to(
-            _stat_dtype(q_flat.dtype)
-        )
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        probs = torch.exp(logits - lse).to(q_flat.dtype)
-        del logits
-        outputs.append(_merge_chunk_heads(probs @ _routed_heads(v_flat, block_routes, num_heads)))
-        row_lse.append(lse)
-    return torch.cat(outputs), torch.cat(row_lse)
+        logits = (q_heads[start:stop] @ _gather_routed(k_heads, block_routes).transpose(-2, -1)).to(stat_dtype)
+        block_lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        probs = logits.sub_(block_lse).exp_().to(q_heads.dtype)  # in place: one logits-sized buffer per block
+        out[start:stop] = probs @ _gather_routed(v_heads, block_routes)
+        lse[start:stop] = block_lse
+    return out, lse
 
 
 class _ChunkedBraFunction(torch.autograd.Function):
-    """The chunked path under autograd: saves q, k, v, routes, out and the log-sum-exp; the backward recomputes."""
+    """The chunked path under autograd: saves head-major q (scaled), k, v, the routes, the output and its log-sum-exp;
+    the backward recomputes each block's probabilities."""
 
     @staticmethod
     def forward(ctx, q_flat, k_flat, v_flat, routes, num_heads: int, scale: float, max_chunk_logits: int):
-        out, lse = _chunked_forward(q_flat, k_flat, v_flat, routes, num_heads, scale, max_chunk_logits)
-        ctx.save_for_backward(q_flat, k_flat, v_flat, routes, out, lse)
-        ctx.num_heads, ctx.scale, ctx.max_chunk_logits = num_heads, scale, max_chunk_logits
-        return out
+        q_heads = _heads_first(q_flat, num_heads).mul_(scale) if num_heads > 1 else _heads_first(q_flat, 1) * scale
+        k_heads, v_heads = _heads_first(k_flat, num_heads), _heads_first(v_flat, num_heads)
+        out, lse = _chunked_forward(q_heads, k_heads, v_heads, routes, max_chunk_logits)
+        ctx.save_for_backward(q_heads, k_heads, v_heads, routes, out, lse)
+        ctx.scale, ctx.max_chunk_logits = scale, max_chunk_logits
+        return _heads_last(out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q_flat, k_flat, v_flat, routes, out, lse = ctx.saved_tensors
-        heads, scale = ctx.num_heads, ctx.scale
-        query_regions, query_tokens, _ = q_flat.shape
+        q_heads, k_heads, v_heads, routes, out, lse = ctx.saved_tensors
+        count, heads, query_tokens, _ = q_heads.shape
+        key_regions, _, key_tokens, _ = k_heads.shape
         topk = routes.shape[1]
-        key_tokens = k_flat.shape[1]
-        stat_dtype = _stat_dtype(q_flat.dtype)
-        grad_q = torch.empty_like(q_flat)
-        grad_k = torch.zeros_like(k_flat)
-        grad_v = torch.zeros_like(v_flat)
-        logits_per_region = heads * query_tokens * topk * key_tokens
-        for start, stop in _chunk_bounds(query_regions, logits_per_region, ctx.max_chunk_logits):
+        dtype, stat_dtype = q_heads.dtype, _stat_dtype(q_heads.dtype)
+        grad_heads = _heads_first(grad_out, heads)  # (N, h, Tq, dv)
+        # delta = rowsum(dO * O), the softmax backward's correction term, in the statistics dtype
+        delta = (grad_heads.to(stat_dtype) * out.to(stat_dtype)).sum(dim=-1, keepdim=True)
+        grad_q = torch.empty_like(q_heads)
+        grad_k = torch.zeros_like(k_heads)
+        grad_v = torch.zeros_like(v_heads)
+        grad_k_rows = grad_k.view(key_regions * heads, key_tokens * k_heads.shape[-1])
+        grad_v_rows = grad_v.view(key_regions * heads, key_tokens * v_heads.shape[-1])
+        for start, stop in _chunk_bounds(count, heads * query_tokens * topk * key_tokens, ctx.max_chunk_logits):
             block_routes = routes[start:stop]
-            query = _query_heads(q_flat[start:stop], heads) * scale
-            keys = _routed_heads(k_flat, block_routes, heads)  # (c, h, topk*Tk, dqk)
-            values = _routed_heads(v_flat, block_routes, heads)
-            grad_block = _query_heads(grad_out[start:stop], heads)  # (c, h, Tq, dv)
-            # delta = rowsum(dO * O), the softmax backward's correction term, in the statistics dtype
-            delta = (grad_block.to(stat_dtype) * _query_heads(out[start:stop], heads).to(stat_dtype)).sum(
-                dim=-1, keepdim=True
-            )
-            probs = torch.exp((query @ keys.transpose(-2, -1)).to(stat_dtype) - lse[start:stop])
-            grad_logits = (probs * ((grad_block @ values.transpose(-2, -1)).to(stat_dtype) - delta)).to(q_flat.dtype)
-            probs = probs.to(q_flat.dtype)
-            grad_q[start:stop] = _merge_chunk_heads(grad_logits @ keys) * scale
             chunk = stop - start
-            flat_routes = block_routes.flatten()
-            # (c, h, topk*Tk, d) -> (c*topk, Tk, h*d): one row per routed slot, summed into its key region
-            grad_keys = _merge_chunk_heads(grad_logits.transpose(-2, -1) @ query)
-            grad_k.index_add_(0, flat_routes, grad_keys.view(chunk * topk, key_tokens, -1))
-            grad_values = _merge_chunk_heads(probs.transpose(-2, -1) @ grad_block)
-            grad_v.index_add_(0, flat_routes, grad_values.view(chunk * topk, key_tokens, -1))
-        return grad_q, grad_k, grad_v, None, None, None, None
+            query, grad_block = q_heads[start:stop], grad_heads[start:stop]
+            keys = _gather_routed(k_heads, block_routes)  # (c, h, topk*Tk, dqk)
+            values = _gather_routed(v_heads, block_routes)
+            probs = (query @ keys.transpose(-2, -1)).to(stat_dtype).sub_(lse[start:stop]).exp_()
+            grad_logits = (grad_block @ values.transpose(-2, -1)).to(stat_dtype)
+            grad_logits = grad_logits.sub_(delta[start:stop]).mul_(probs).to(dtype)
+            probs = probs.to(dtype)
+            grad_q[start:stop] = grad_logits @ keys
+            rows = _route_heads(block_routes, heads).flatten()  # (c*h*topk,): one row per routed region and head
+            grad_keys = grad_logits.transpose(-2, -1) @ query  # (c, h, topk*Tk, dqk), slot-major
+            grad_k_rows.index_add_(0, rows, grad_keys.view(chunk * heads * topk, -1))
+            grad_values = probs.transpose(-2, -1) @ grad_block
+            grad_v_rows.index_add_(0, rows, grad_values.view(chunk * heads * topk, -1))
+        grad_q = _heads_last(grad_q.mul_(ctx.scale))
+        return grad_q, _heads_last(grad_k), _heads_last(grad_v), None, None, None, None
 
 
 def bra_attention_chunked(
@@ -340,7 +353,11 @@ def bra_attention_chunked(
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out = _ChunkedBraFunction.apply(q_flat, k_flat, v_flat, routes, num_heads, scale, max_chunk_logits)
     else:
-        out, _ = _chunked_forward(q_flat, k_flat, v_flat, routes, num_heads, scale, max_chunk_logits)
+        q_heads = _heads_first(q_flat, num_heads) * scale
+        out, _ = _chunked_forward(
+            q_heads, _heads_first(k_flat, num_heads), _heads_first(v_flat, num_heads), routes, max_chunk_logits
+        )
+        out = _heads_last(out)
     return out.view(batch, query_regions, query_tokens, v.shape[-1])
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -398,13 +398,13 @@ def test_chunked_reference_never_holds_the_whole_map(monkeypatch):
     q, k, v, r_idx = make_inputs(1, 16, 9, 2, 8, 4, torch.float32)
     q, k, v, r_idx = (t.cpu() for t in (q, k, v, r_idx))
     largest = []
-    original = bra._routed_heads
+    original = bra._gather_routed
 
-    def spy(flat, routes, num_heads):
-        largest.append(routes.shape[0] * num_heads * 9 * routes.shape[1] * flat.shape[1])  # logits of this block
-        return original(flat, routes, num_heads)
+    def spy(heads_first, routes):  # (N, h, Tk, d), (c, topk): this block's logits are c * h * Tq * topk * Tk
+        largest.append(routes.shape[0] * heads_first.shape[1] * 9 * routes.shape[1] * heads_first.shape[2])
+        return original(heads_first, routes)
 
-    monkeypatch.setattr(bra, "_routed_heads", spy)
+    monkeypatch.setattr(bra, "_gather_routed", spy)
     budget = 2 * 9 * 4 * 9 * 3  # three query regions' logits
     q.requires_grad_()
     bra.bra_attention_chunked(q, k, v, r_idx, 2, 0.3, budget).sum().backward()
