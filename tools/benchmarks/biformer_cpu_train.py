@@ -1,9 +1,12 @@
 """biformer_tiny CPU training step: the zoo model vs the official model (same weights) vs timm's swin_tiny.
 
-Each side runs in its own Python process (``--one``) so that peak resident memory is that side's alone:
-batch ``--batch`` (8) at 224x224, ``--threads`` (2) torch threads, SGD steps on random images and labels
-(cross-entropy); after ``--warmup`` steps, ``--iters`` steps are timed (median, wall clock). Peak = the process's
-``ru_maxrss`` at the end (absolute, MiB) and its growth over the resident set just before the first step.
+Each side runs in its own Python process so that peak resident memory is that side's alone: batch ``--batch`` (8)
+at 224x224, ``--threads`` (2) torch threads, SGD steps on random images and labels (cross-entropy). The processes
+are started together and their steps are interleaved (one step of each side in turn, ``--iters`` rounds after
+``--warmup``), so that a machine shared with other jobs slows every side alike; the step time is the median over the
+rounds, as wall-clock and as process CPU time (the CPU seconds the process itself used: robust to other jobs taking
+the cores). Peak = the process's ``ru_maxrss`` at the end (absolute, MiB) and its growth over the resident set just
+before the first step.
 
 ``--profile`` adds a torch.profiler table of one training step of the zoo model: the ops by self CPU time, grouped as
 routing (region means, topk), gathers (index, index_add_), attention (the batched matmuls and softmax of the BRA
@@ -79,7 +82,8 @@ def _model(side: str, official: str | None, weights: str | None):
     return model
 
 
-def run_one(side: str, args) -> dict:
+def serve(side: str, args) -> None:
+    """Child process: build the side, warm up, then run one step per "step" line on stdin; "done" ends it."""
     import torch
     import torch.nn.functional as F
 
@@ -98,17 +102,17 @@ def run_one(side: str, args) -> dict:
 
     for _ in range(args.warmup):
         step()
-    samples = []
-    for _ in range(args.iters):
-        begin = time.perf_counter()
+    print(json.dumps(dict(ready=side)), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        wall, cpu = time.perf_counter(), time.process_time()
         step()
-        samples.append(time.perf_counter() - begin)
-    seconds = statistics.median(samples)
-    result = dict(side=side, train_img_s=round(args.batch / seconds, 2), step_s=round(seconds, 3),
-                  peak_rss_mib=round(_rss_mib()), peak_growth_mib=round(_rss_mib() - before))
+        print(json.dumps(dict(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)), flush=True)
+    result = dict(side=side, peak_rss_mib=round(_rss_mib()), peak_growth_mib=round(_rss_mib() - before))
     if args.profile and side == "zoo biformer_tiny":
         result["profile"] = profile_step(step)
-    return result
+    print(json.dumps(result), flush=True)
 
 
 def profile_step(step) -> dict:
@@ -141,15 +145,14 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--out", type=Path, help="write results.json here")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(args.one, args)))
+    if args.serve:
+        serve(args.serve, args)
         return 0
 
     sides = [s.strip() for s in args.sides.split(",")]
-    results = []
     with tempfile.TemporaryDirectory() as tmp:
         weights = None
         if "official biformer_tiny" in sides:  # the same weights on both BiFormer sides (the keys are the official ones)
@@ -162,21 +165,39 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             weights = str(Path(tmp) / "biformer_tiny.pt")
             torch.save(timm.create_model("biformer_tiny").state_dict(), weights)
+        children = {}
         for side in sides:
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
             if side.startswith("official") and args.extra_path:
                 env["PYTHONPATH"] = os.pathsep.join(p for p in (args.extra_path, env.get("PYTHONPATH")) if p)
-            command = [sys.executable, __file__, "--one", side, "--batch", str(args.batch), "--threads",
-                       str(args.threads), "--iters", str(args.iters), "--warmup", str(args.warmup)]
+            command = [sys.executable, __file__, "--serve", side, "--batch", str(args.batch), "--threads",
+                       str(args.threads), "--warmup", str(args.warmup)]
             if side != "timm swin_tiny" and weights:
                 command += ["--weights", weights]
             if args.official:
                 command += ["--official", args.official]
             if args.profile:
                 command.append("--profile")
-            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            result = json.loads(lines[-1]) if lines else dict(side=side, error=done.stderr.strip()[-400:])
+            children[side] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                              env=env, cwd=REPO)
+        for child in children.values():  # every side built and warmed up before the timed rounds
+            json.loads(child.stdout.readline())
+        samples = {side: [] for side in sides}
+        for _ in range(args.iters):
+            for side, child in children.items():
+                child.stdin.write("step\n")
+                child.stdin.flush()
+                samples[side].append(json.loads(child.stdout.readline()))
+        results = []
+        for side, child in children.items():
+            child.stdin.write("done\n")
+            child.stdin.flush()
+            result = json.loads(child.stdout.readline())
+            child.wait()
+            wall = statistics.median(s["wall"] for s in samples[side])
+            cpu = statistics.median(s["cpu"] for s in samples[side])
+            result.update(train_img_s=round(args.batch / wall, 2), step_wall_s=round(wall, 2),
+                          step_cpu_s=round(cpu, 2), train_img_per_cpu_s=round(args.batch / cpu, 2))
             results.append(result)
             print(json.dumps(result), flush=True)
     if args.out:
