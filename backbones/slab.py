@@ -34,11 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
+from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models.vision_transformer import Attention as VitAttention
 
 from kernels.slab import simplified_linear_attention
 
+from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin
 from .skeletons.folding import ChannelAffine, fold_into_conv_input, fold_into_linear_input, fold_into_output, fold_norm
 from .skeletons.shared import merge_heads, split_heads
@@ -317,7 +318,7 @@ def _stage_letters(attn_type: str, stage: int, num_stages: int, depth: int, fami
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class SlabPVT(pvt.PyramidVisionTransformer):
+class SlabPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
     """SLAB-PVT / PVT-PRepBN (official ``slab_pvt.PyramidVisionTransformer``) on the PVT skeleton: 'L' stages use
     linear attention with spatial reduction ``la_sr_ratios``, 'S' stages PVT softmax attention with ``sr_ratios``;
     ``norm_layer`` (the PRepBN LinearNorm) everywhere, patch embeddings and reduced-key norms included."""
@@ -350,7 +351,7 @@ class SlabPVT(pvt.PyramidVisionTransformer):
                          depths=depths, num_stages=num_stages, global_pool=global_pool)
 
 
-class SlabSwinTransformer(swin.SwinTransformer):
+class SlabSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
     """SLAB-Swin / Swin-PRepBN (official ``slab_swin.SlabSwinTransformer`` / ``swin_transformer.SwinTransformer``) on
     the Swin skeleton.
 
@@ -399,7 +400,7 @@ class SlabSwinTransformer(swin.SwinTransformer):
                          out_norms=out_norms, out_norm_layer=nn.LayerNorm, global_pool=global_pool)
 
 
-class SlabDeiT(deit.VisionTransformer):
+class SlabDeiT(PretrainedFromLoader, deit.VisionTransformer):
     """SLAB-DeiT / DeiT-PRepBN (official ``slab_deit.VisionTransformer`` / ``deit.VisionTransformer``) on the DeiT
     skeleton. ``linear=True`` (SLAB): linear attention on the patch grid, no class token (the official model keeps an
     unused ``cls_token``, which checkpoint_filter_fn drops), average pooling. ``linear=False`` (PRepBN baseline):
@@ -427,7 +428,7 @@ class SlabDeiT(deit.VisionTransformer):
                          class_token=not linear, global_pool=global_pool or ("avg" if linear else "token"))
 
 
-class SlabCSWin(cswin.CSWinTransformer):
+class SlabCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
     """SLAB-CSWin (official ``slab_cswin.CSWinTransformer``) on the CSWin skeleton: linear attention in the 'L'
     stages on strips ``la_split_size`` ('56-28-14-7' at 224: the whole map), CSWin LePE attention in the 'S' stages
     on ``split_size`` strips; the PRepBN norm everywhere (stem and merge blocks included)."""
@@ -549,16 +550,18 @@ def _create(cls, variant, pretrained=False, hierarchical=True, **kwargs):
                            "use forward_intermediates on SLAB-DeiT / SLAB-CSWin")
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     feature_cfg = dict(out_indices=out_indices, feature_cls="getter") if hierarchical else None
-    return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                feature_cfg=feature_cfg, **kwargs)
+    return build_with_official_weights(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                       feature_cfg=feature_cfg, **kwargs)
 
 
 _RELEASES = "https://github.com/xinghaochen/SLAB/releases/download/ckpts/"
 
 
-def _cfg(file, **kwargs):
+def _cfg(file, variant, **kwargs):
+    # GitHub release files already have names of their own; the cache name adds the variant all the same, and the
+    # custom loader (backbones/pretrained.py) takes the safe path: weights-only, sha256, this filter, strict keys.
     return {
-        "url": _RELEASES + file, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        **official_weights(_RELEASES + file, f"{variant}.in1k.pth"), "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
         "crop_pct": 0.875, "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.proj", "classifier": "head",
         "license": "unknown (official repository carries no license file)", **kwargs,
@@ -567,18 +570,18 @@ def _cfg(file, **kwargs):
 
 # Checkpoint files and top-1: xinghaochen/SLAB README.md ("Checkpoints" table); crop 224/256 (config.py TEST.CROP).
 default_cfgs = generate_default_cfgs({
-    "slab_deit_tiny.in1k": _cfg("slab_deit_tiny.pth", fixed_input_size=True, pool_size=None),
-    "slab_deit_small.in1k": _cfg("slab_deit_small.pth", fixed_input_size=True, pool_size=None),
-    "slab_pvt_tiny.in1k": _cfg("slab_pvt_tiny.pth", first_conv="patch_embed1.proj"),
-    "slab_swin_tiny.in1k": _cfg("slab_swin_tiny.pth"),
-    "slab_swin_small.in1k": _cfg("slab_swin_small.pth"),
-    "slab_cswin_tiny.in1k": _cfg("slab_cswin_tiny.pth", first_conv="stage1_conv_embed.0", fixed_input_size=True),
-    "prepbn_deit_tiny.in1k": _cfg("deit_tiny_prepbn.pth", fixed_input_size=True, pool_size=None),
-    "prepbn_deit_small.in1k": _cfg("deit_small_prepbn.pth", fixed_input_size=True, pool_size=None),
-    "prepbn_pvt_tiny.in1k": _cfg("pvt_tiny_prepbn.pth", first_conv="patch_embed1.proj"),
-    "prepbn_pvt_small.in1k": _cfg("pvt_small_prepbn.pth", first_conv="patch_embed1.proj"),
-    "prepbn_pvt_medium.in1k": _cfg("pvt_medium_prepbn.pth", first_conv="patch_embed1.proj"),
-    "prepbn_swin_tiny.in1k": _cfg("swin_tiny_prepbn.pth"),
+    "slab_deit_tiny.in1k": _cfg("slab_deit_tiny.pth", "slab_deit_tiny", fixed_input_size=True, pool_size=None),
+    "slab_deit_small.in1k": _cfg("slab_deit_small.pth", "slab_deit_small", fixed_input_size=True, pool_size=None),
+    "slab_pvt_tiny.in1k": _cfg("slab_pvt_tiny.pth", "slab_pvt_tiny", first_conv="patch_embed1.proj"),
+    "slab_swin_tiny.in1k": _cfg("slab_swin_tiny.pth", "slab_swin_tiny"),
+    "slab_swin_small.in1k": _cfg("slab_swin_small.pth", "slab_swin_small"),
+    "slab_cswin_tiny.in1k": _cfg("slab_cswin_tiny.pth", "slab_cswin_tiny", first_conv="stage1_conv_embed.0", fixed_input_size=True),
+    "prepbn_deit_tiny.in1k": _cfg("deit_tiny_prepbn.pth", "prepbn_deit_tiny", fixed_input_size=True, pool_size=None),
+    "prepbn_deit_small.in1k": _cfg("deit_small_prepbn.pth", "prepbn_deit_small", fixed_input_size=True, pool_size=None),
+    "prepbn_pvt_tiny.in1k": _cfg("pvt_tiny_prepbn.pth", "prepbn_pvt_tiny", first_conv="patch_embed1.proj"),
+    "prepbn_pvt_small.in1k": _cfg("pvt_small_prepbn.pth", "prepbn_pvt_small", first_conv="patch_embed1.proj"),
+    "prepbn_pvt_medium.in1k": _cfg("pvt_medium_prepbn.pth", "prepbn_pvt_medium", first_conv="patch_embed1.proj"),
+    "prepbn_swin_tiny.in1k": _cfg("swin_tiny_prepbn.pth", "prepbn_swin_tiny"),
 })
 
 

@@ -248,3 +248,19 @@ def test_slab_modules_trace_with_torch_fx(kind, train):
     traced.eval()
     with torch.no_grad():
         torch.testing.assert_close(traced(x)[last], wrapped(x))
+
+
+def test_official_file_loads_through_timm_pretrained(tmp_path, slab_manifests):
+    """An official-layout file ({'model': ...} with SLAB-DeiT's unused cls_token) through timm's pretrained=True."""
+    import zoo  # noqa: F401  (installs the safe checkpoint loader)
+
+    torch.manual_seed(0)
+    reference = timm.create_model("slab_deit_tiny").eval()
+    state = dict(reference.state_dict(), cls_token=torch.zeros(1, 1, 192))
+    assert set(state) == set(slab_manifests["slab_deit_tiny"])
+    torch.save({"model": state}, tmp_path / "slab_deit_tiny.pth")
+    model = timm.create_model("slab_deit_tiny", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / "slab_deit_tiny.pth"))).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
