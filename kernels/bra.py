@@ -280,7 +280,8 @@ class _ChunkedBraFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q_flat, k_flat, v_flat, routes, num_heads: int, scale: float, max_chunk_logits: int):
-        q_heads = _heads_first(q_flat, num_heads).mul_(scale) if num_heads > 1 else _heads_first(q_flat, 1) * scale
+        # out of place: with one-token regions the head-major "copy" is a view of the caller's q
+        q_heads = _heads_first(q_flat, num_heads) * scale
         k_heads, v_heads = _heads_first(k_flat, num_heads), _heads_first(v_flat, num_heads)
         out, lse = _chunked_forward(q_heads, k_heads, v_heads, routes, max_chunk_logits)
         ctx.save_for_backward(q_heads, k_heads, v_heads, routes, out, lse)

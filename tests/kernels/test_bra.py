@@ -418,3 +418,13 @@ def test_chunked_routing_equals_one_block(monkeypatch):
     whole = region_routing(q, k, topk=5, scale=0.25)
     monkeypatch.setattr(bra, "REFERENCE_CHUNK_LOGITS", 2 * 30 * 4)  # four query regions per block
     assert torch.equal(region_routing(q, k, topk=5, scale=0.25), whole)
+
+
+def test_chunked_path_leaves_its_inputs_alone():
+    """One-token regions make the head-major layout a view of q: scaling must not write into the caller's tensor."""
+    q, k, v, r_idx = make_inputs(1, 6, 1, 2, 8, 2, torch.float64)
+    q, k, v, r_idx = q.cpu().requires_grad_(), k.cpu(), v.cpu(), r_idx.cpu()
+    before = q.detach().clone()
+    out = bra.bra_attention_chunked(q, k, v, r_idx, 2, 0.3)
+    assert torch.equal(q.detach(), before)
+    torch.testing.assert_close(out, bra_attention_reference(q, k, v, r_idx, 2, 0.3), rtol=1e-12, atol=1e-12)
