@@ -264,3 +264,27 @@ def test_official_file_loads_through_timm_pretrained(tmp_path, slab_manifests):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x))
+
+
+@pytest.mark.parametrize("size", [(128, 128), (94, 126)])
+def test_features_only_any_size(size):
+    """features_only (timm's FeatureGetterNet over forward_intermediates): the downstream SLAB-Swin (windows
+    56/28/7/7, maps padded to them) and SLAB-PVT (positional encodings resized) on square and odd inputs."""
+    swin = timm.create_model("slab_swin_tiny", features_only=True, embed_dim=16, depths=(1, 1, 2, 1),
+                             num_heads=(1, 2, 4, 8), stage_window_sizes=(56, 28, 7, 7), always_partition=True,
+                             out_norms=True).eval()
+    pvt = timm.create_model("slab_pvt_tiny", features_only=True, embed_dims=(16, 32, 40, 64),
+                            depths=(1, 1, 1, 1)).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        swin_feats, pvt_feats = swin(x), pvt(x)
+    h, w = -(-size[0] // 4), -(-size[1] // 4)
+    expected = []
+    for chs in (16, 32, 64, 128):
+        expected.append((1, chs, h, w))
+        h, w = -(-h // 2), -(-w // 2)
+    assert [tuple(f.shape) for f in swin_feats] == expected
+    assert [f.shape[1] for f in pvt_feats] == [16, 32, 40, 64]
+    assert tuple(pvt_feats[0].shape[2:]) == (size[0] // 4, size[1] // 4)
+    assert swin.feature_info.reduction() == [4, 8, 16, 32]
+    assert all(torch.isfinite(f).all() for f in swin_feats + pvt_feats)
