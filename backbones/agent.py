@@ -33,16 +33,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models.vision_transformer import Block as VitBlock
 
 from kernels.agent import agent_attention, pool_agent_tokens
 
+from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin
 from .skeletons.shared import merge_heads as _merge_heads
 from .skeletons.shared import split_heads as _split_heads
+from .skeletons.swin import checked_token_grid
 
 __all__ = ["AgentCSWin", "AgentDeiT", "AgentPVT", "AgentSwinTransformer", "checkpoint_filter_fn"]
+
+# torch.fx cannot trace Python branches on sizes: the kernel ops (which validate and dispatch on the device) and the
+# size-dependent helpers below are opaque calls in FX graphs (timm's notrace registry, read by timm's FX tools).
+register_notrace_function(agent_attention)
+register_notrace_function(pool_agent_tokens)
 
 # The softmax ('B') attentions are the skeletons' own; re-exported under the names this module always had.
 PvtAttention = pvt.PvtAttention
@@ -67,9 +74,11 @@ def agent_pool_size(agent_num: int) -> int:
     return side
 
 
-def _resize_grid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+@register_notrace_function
+def resize_grid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of the last two dims (the identity, skipped, when the size already matches)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="bilinear")
 
@@ -108,11 +117,11 @@ class AgentBiasMixin:
         pool = self.pool_size
         # agent -> token: interpolated 7x7 table plus the separable (row + column) table, both on the key grid
         position = F.interpolate(self.an_bias, size=tuple(key_hw), mode="bilinear")
-        position = position + _resize_grid((self.ah_bias + self.aw_bias).squeeze(0), tuple(key_hw))
+        position = position + resize_grid((self.ah_bias + self.aw_bias).squeeze(0), tuple(key_hw))
         position = _resize_agents(position.reshape(heads, a0, -1), pool, agent_shape)
         # token -> agent: same construction on the query grid, transposed to (tokens, agents)
         token = F.interpolate(self.na_bias, size=tuple(token_hw), mode="bilinear")
-        token = token + _resize_grid((self.ha_bias + self.wa_bias).squeeze(0).permute(0, 3, 1, 2), tuple(token_hw))
+        token = token + resize_grid((self.ha_bias + self.wa_bias).squeeze(0).permute(0, 3, 1, 2), tuple(token_hw))
         token = _resize_agents(token.reshape(heads, a0, -1), pool, agent_shape).transpose(1, 2)
         return position.unsqueeze(0), token.unsqueeze(0)
 
@@ -166,9 +175,7 @@ class PvtAgentAttention(AgentBiasMixin, nn.Module):
         self._init_agent_biases(num_heads, self.agent_num, key_grid, self.window_size)
 
     def forward(self, x, H, W):
-        b, n, c = x.shape
-        if n != H * W:
-            raise ValueError(f"PvtAgentAttention got {n} tokens but was told the grid is {H}x{W} ({H * W} tokens)")
+        b, n, c = checked_token_grid(x, (H, W), "PvtAgentAttention").shape
         q = self.q(x)
         if self.sr_ratio > 1:
             x = self.norm(self.sr(x.transpose(1, 2).reshape(b, c, H, W)).flatten(2).transpose(1, 2))
@@ -189,7 +196,7 @@ class PvtAgentAttention(AgentBiasMixin, nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class AgentPVT(pvt.PyramidVisionTransformer):
+class AgentPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
     """Agent-PVT (official ``agent_pvt.PyramidVisionTransformer`` / downstream ``AgentPVT``) on the PVT skeleton.
 
     ``attn_type`` has one letter per stage: 'A' agent attention (spatial reduction ``agent_sr_ratios``), 'B' PVT
@@ -261,11 +268,10 @@ class SwinAgentAttention(AgentBiasMixin, nn.Module):
         self._init_agent_biases(num_heads, self.agent_num, self.input_resolution, self.input_resolution)
 
     def forward(self, x, hw):
-        b, n, c = x.shape
+        b, n, c = checked_token_grid(x, hw, "SwinAgentAttention").shape
         h, w = hw
-        if n != h * w:
-            raise ValueError(f"SwinAgentAttention got {n} tokens but was told the grid is {h}x{w} ({h * w} tokens)")
-        q, k, v = (_split_heads(t, self.num_heads) for t in self.qkv(x).reshape(b, n, 3, c).unbind(2))
+        q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)  # unpacked, not iterated: torch.fx can trace it
+        q, k, v = _split_heads(q, self.num_heads), _split_heads(k, self.num_heads), _split_heads(v, self.num_heads)
         agents = pool_agent_tokens(q, hw, self.agent_shape)
         agent_bias, token_bias = self.agent_biases(hw, hw, self.agent_shape)
         out = agent_attention(q, k, v, agents, agent_bias, token_bias, self.scale,
@@ -318,7 +324,7 @@ def _stage_letters(attn_type: str, stage: int, num_stages: int, depth: int, fami
     return ["A" if i < int(tail) else "B" for i in range(depth)]
 
 
-class AgentSwinTransformer(swin.SwinTransformer):
+class AgentSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
     """Agent-Swin (official ``agent_swin.AgentSwinTransformer``, classification and downstream) on the Swin skeleton.
 
     ``attn_type`` has one letter per stage ('A' agent, 'B' window) and an optional suffix for 'M' stages:
@@ -362,6 +368,15 @@ class AgentSwinTransformer(swin.SwinTransformer):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@register_notrace_function
+def checked_class_and_patch_tokens(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Returns ``x`` when it holds a class token and ``window`` x ``window`` patch tokens, else raises."""
+    if x.shape[1] != 1 + window * window:
+        raise ValueError(f"DeitAgentAttention expects 1 + {window}x{window} tokens, got {x.shape[1]} "
+                         "(Agent-DeiT is built for one input size: pass img_size)")
+    return x
+
+
 class DeitAgentAttention(AgentBiasMixin, nn.Module):
     """Agent attention with a class token (official ``agent_deit.AgentAttention``).
 
@@ -389,11 +404,10 @@ class DeitAgentAttention(AgentBiasMixin, nn.Module):
         trunc_normal_(self.ca_bias, std=0.02)
 
     def forward(self, x):
-        b, n, c = x.shape
+        b, n, c = checked_class_and_patch_tokens(x, self.window).shape
         hw = (self.window, self.window)
-        if n != 1 + self.window * self.window:
-            raise ValueError(f"DeitAgentAttention expects 1 + {self.window}x{self.window} tokens, got {n}")
-        q, k, v = (_split_heads(t, self.num_heads) for t in self.qkv(x).reshape(b, n, 3, c).unbind(2))
+        q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)  # unpacked, not iterated: torch.fx can trace it
+        q, k, v = _split_heads(q, self.num_heads), _split_heads(k, self.num_heads), _split_heads(v, self.num_heads)
         agents = pool_agent_tokens(q[:, :, 1:], hw, self.agent_shape)
         agent_bias, token_bias = self.agent_biases(hw, hw, self.agent_shape)
         agent_bias = torch.cat([self.ac_bias, agent_bias], dim=-1)
@@ -417,7 +431,7 @@ class DeitAgentBlock(deit.DeitBlock):
                          norm_layer=norm_layer)
 
 
-class AgentDeiT(deit.VisionTransformer):
+class AgentDeiT(PretrainedFromLoader, deit.VisionTransformer):
     """Agent-DeiT (official ``agent_deit.VisionTransformer``) on the DeiT skeleton: agent attention in the first
     ``agent_layer`` blocks (all when ``agent_layer <= 0``), timm's plain ViT blocks after. Fixed input size (the agent
     biases are tied to it)."""
@@ -487,7 +501,7 @@ class CSWinAgentAttention(AgentBiasMixin, nn.Module):
         return cswin.strip_reverse(_merge_heads(out) + lepe, hw, self.strip)
 
 
-class AgentCSWin(cswin.CSWinTransformer):
+class AgentCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
     """Agent-CSWin (official ``agent_cswin.CSWinTransformer``) on the CSWin skeleton: agent attention in the 'A'
     stages, CSWin's LePE attention in the 'B' stages ('M' with the count after the four letters: agent in the first
     blocks, CSWin after).
@@ -617,50 +631,44 @@ def checkpoint_filter_fn(state_dict, model):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _create(cls, variant, pretrained=False, hierarchical=True, **kwargs):
-    if not hierarchical and kwargs.get("features_only"):
-        raise RuntimeError(f"{variant}: features_only is provided for the hierarchical Agent-PVT / Agent-Swin models; "
-                           "use forward_intermediates on Agent-DeiT")
-    num_stages = 4
-    out_indices = kwargs.pop("out_indices", tuple(range(num_stages)))
-    feature_cfg = dict(out_indices=out_indices, feature_cls="getter") if hierarchical else None
-    return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                feature_cfg=feature_cfg, **kwargs)
+def _create(cls, variant, pretrained=False, **kwargs):
+    # DeiT: every block is a level and features_only takes the last three by default, as timm's DeiT; the hierarchical
+    # models: the four stages. Both through forward_intermediates (timm's FeatureGetterNet).
+    out_indices = kwargs.pop("out_indices", 3 if cls is AgentDeiT else tuple(range(4)))
+    return build_with_official_weights(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                       feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
 
 
-def _cfg(url="", **kwargs):
+def _cfg(variant, tsinghua_id, **kwargs):
+    """A cfg whose official checkpoint (Tsinghua cloud share, a URL that names no file) is cached as
+    ``<variant>.in1k.pth`` (backbones/pretrained.py)."""
     return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
+        **official_weights(f"https://cloud.tsinghua.edu.cn/f/{tsinghua_id}/?dl=1", f"{variant}.in1k.pth"),
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
         "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed1.proj", "classifier": "head",
         "license": "unknown (official repository carries no license file)", **kwargs,
     }
 
 
+_DEIT = dict(first_conv="patch_embed.proj", fixed_input_size=True, crop_pct=0.9, pool_size=None)
+_CSWIN = dict(first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9)
+
 # Checkpoint URLs: LeapLabTHU/Agent-Attention agent_transformer/README.md ("Pretrained Models").
 default_cfgs = generate_default_cfgs({
-    "agent_deit_tiny.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/57e0904221824ee7b7af/?dl=1",
-                                 first_conv="patch_embed.proj", fixed_input_size=True, crop_pct=0.9),
-    "agent_deit_small.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/fdd43304372541db8ea7/?dl=1",
-                                  first_conv="patch_embed.proj", fixed_input_size=True, crop_pct=0.9),
-    "agent_deit_base.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/5115f15fdd7e4ab58fbc/?dl=1",
-                                 first_conv="patch_embed.proj", fixed_input_size=True, crop_pct=0.9),
-    "agent_pvt_tiny.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/13fdf0e0a7c5498c934f/?dl=1"),
-    "agent_pvt_small.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/36b8be9a8863456685a3/?dl=1"),
-    "agent_pvt_medium.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/4d00ecacf18b45f9b88c/?dl=1"),
-    "agent_pvt_large.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/040cfe0cfbbe4762ad09/?dl=1"),
-    "agent_swin_tiny.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/a2ddc1190c224f768a41/?dl=1",
-                                 first_conv="patch_embed.proj"),
-    "agent_swin_small.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/f607172c9fea4d6e99bb/?dl=1",
-                                  first_conv="patch_embed.proj"),
-    "agent_swin_base.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/4fcd2d0114bb490483c3/?dl=1",
-                                 first_conv="patch_embed.proj"),
-    "agent_cswin_tiny.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/8c562a74441e46d5902b/?dl=1",
-                                  first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9),
-    "agent_cswin_small.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/30eb8af675bc4b7a8747/?dl=1",
-                                   first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9),
-    "agent_cswin_base.in1k": _cfg(url="https://cloud.tsinghua.edu.cn/f/c8035b0839b2410c8c9f/?dl=1",
-                                  first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9),
+    "agent_deit_tiny.in1k": _cfg("agent_deit_tiny", "57e0904221824ee7b7af", **_DEIT),
+    "agent_deit_small.in1k": _cfg("agent_deit_small", "fdd43304372541db8ea7", **_DEIT),
+    "agent_deit_base.in1k": _cfg("agent_deit_base", "5115f15fdd7e4ab58fbc", **_DEIT),
+    "agent_pvt_tiny.in1k": _cfg("agent_pvt_tiny", "13fdf0e0a7c5498c934f"),
+    "agent_pvt_small.in1k": _cfg("agent_pvt_small", "36b8be9a8863456685a3"),
+    "agent_pvt_medium.in1k": _cfg("agent_pvt_medium", "4d00ecacf18b45f9b88c"),
+    "agent_pvt_large.in1k": _cfg("agent_pvt_large", "040cfe0cfbbe4762ad09"),
+    "agent_swin_tiny.in1k": _cfg("agent_swin_tiny", "a2ddc1190c224f768a41", first_conv="patch_embed.proj"),
+    "agent_swin_small.in1k": _cfg("agent_swin_small", "f607172c9fea4d6e99bb", first_conv="patch_embed.proj"),
+    "agent_swin_base.in1k": _cfg("agent_swin_base", "4fcd2d0114bb490483c3", first_conv="patch_embed.proj"),
+    "agent_cswin_tiny.in1k": _cfg("agent_cswin_tiny", "8c562a74441e46d5902b", **_CSWIN),
+    "agent_cswin_small.in1k": _cfg("agent_cswin_small", "30eb8af675bc4b7a8747", **_CSWIN),
+    "agent_cswin_base.in1k": _cfg("agent_cswin_base", "c8035b0839b2410c8c9f", **_CSWIN),
 })
 
 
@@ -668,19 +676,19 @@ default_cfgs = generate_default_cfgs({
 @register_model
 def agent_deit_tiny(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, agent_num=(49, 49, 49, 49))
-    return _create(AgentDeiT, "agent_deit_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(AgentDeiT, "agent_deit_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_deit_small(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, agent_num=(49, 49, 49, 49))
-    return _create(AgentDeiT, "agent_deit_small", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(AgentDeiT, "agent_deit_small", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_deit_base(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, agent_layer=4, agent_num=(81, 81, 81, 81))
-    return _create(AgentDeiT, "agent_deit_base", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(AgentDeiT, "agent_deit_base", pretrained, **{**args, **kwargs})
 
 
 # Agent-PVT: agent_pvt.py registrations + cfgs/agent_pvt_{t,s,m,b}.yaml (attn 'AAAA', agents 9-16-49-49).
@@ -739,16 +747,16 @@ _CSWIN_COMMON = dict(split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", mlp_ra
 @register_model
 def agent_cswin_tiny(pretrained=False, **kwargs):
     args = dict(_CSWIN_COMMON, embed_dim=64, depth=(2, 4, 18, 1), num_heads=(2, 4, 8, 16))
-    return _create(AgentCSWin, "agent_cswin_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(AgentCSWin, "agent_cswin_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_cswin_small(pretrained=False, **kwargs):
     args = dict(_CSWIN_COMMON, embed_dim=64, depth=(3, 6, 29, 2), num_heads=(2, 4, 8, 16))
-    return _create(AgentCSWin, "agent_cswin_small", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(AgentCSWin, "agent_cswin_small", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_cswin_base(pretrained=False, **kwargs):
     args = dict(_CSWIN_COMMON, embed_dim=96, depth=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
-    return _create(AgentCSWin, "agent_cswin_base", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(AgentCSWin, "agent_cswin_base", pretrained, **{**args, **kwargs})

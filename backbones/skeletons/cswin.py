@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple
+from timm.models import register_notrace_function
+from timm.models._features import feature_take_indices
 
 from .folding import fold_into_linear_input, fold_into_output, fold_norm
 from .shared import init_weights, merge_heads, split_heads
@@ -42,6 +44,23 @@ def cswin_strip(resolution, split_size, branch):
     if branch == -1:
         return resolution, resolution
     return (resolution, split_size) if branch == 0 else (split_size, resolution)
+
+
+@register_notrace_function  # shape checks are opaque calls in torch.fx graphs (timm's notrace registry)
+def checked_square_tokens(x, resolution):
+    """Returns ``x`` when it holds ``resolution`` x ``resolution`` tokens, else raises naming the fix."""
+    if x.shape[1] != resolution ** 2:
+        raise ValueError(f"CSWinBlock expects {resolution}x{resolution} tokens, got {x.shape[1]} "
+                         "(CSWin models are built for one input size: pass img_size)")
+    return x
+
+
+@register_notrace_function
+def square_tokens_to_nchw(x):
+    """(B, side*side, C) row-major tokens -> (B, C, side, side)."""
+    b, n, c = x.shape
+    side = math.isqrt(n)
+    return x.transpose(1, 2).reshape(b, c, side, side)
 
 
 class CSWinLePEAttention(nn.Module):
@@ -90,10 +109,7 @@ class CSWinBlock(nn.Module):
         self.norm2 = norm_layer(dim)
 
     def forward(self, x):
-        b, n, c = x.shape
-        if n != self.resolution ** 2:
-            raise ValueError(f"CSWinBlock expects {self.resolution}x{self.resolution} tokens, got {n} "
-                             "(CSWin models are built for one input size: pass img_size)")
+        b, n, c = checked_square_tokens(x, self.resolution).shape
         q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, c).unbind(2)
         if self.branch_num == 2:
             half = c // 2
@@ -119,9 +135,7 @@ class CSWinMergeBlock(nn.Module):
         self.norm = norm_layer(dim_out)
 
     def forward(self, x):
-        b, n, c = x.shape
-        side = math.isqrt(n)
-        x = self.conv(x.transpose(1, 2).reshape(b, c, side, side))
+        x = self.conv(square_tokens_to_nchw(x))
         return self.norm(x.flatten(2).transpose(1, 2))
 
     def reparameterize(self):
@@ -166,6 +180,9 @@ class CSWinTransformer(nn.Module):
         self.stage1_conv_embed = CSWinStem(in_chans, embed_dim, embed_norm_layer)
         dpr = torch.linspace(0, drop_path_rate, sum(depth), device="cpu").tolist()
         dim, cur = embed_dim, 0
+        self.num_stages = 4
+        self.resolutions = [img_size // 2 ** (i + 2) for i in range(4)]
+        self.feature_info = []
         for i in range(4):
             if i > 0:
                 setattr(self, f"merge{i}", CSWinMergeBlock(dim, dim * 2, norm_layer=embed_norm_layer))
@@ -177,7 +194,9 @@ class CSWinTransformer(nn.Module):
                 for j in range(depth[i])
             ]))
             cur += depth[i]
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stage{i + 1}"))
         self.num_features = self.head_hidden_size = dim
+        self.output_fmt = "NHWC"  # forward_features' layout (timm's attribute)
         self.norm = norm_layer(dim)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
@@ -192,19 +211,63 @@ class CSWinTransformer(nn.Module):
             self.global_pool = global_pool
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
+    def _stage(self, index, x):
+        """Stage ``index`` on the image (index 0) or the previous stage's tokens; returns (B, N, C) tokens."""
+        x = self.stage1_conv_embed(x) if index == 0 else getattr(self, f"merge{index}")(x)
+        for blk in getattr(self, f"stage{index + 1}"):
+            x = blk(x)
+        return x
+
+    def _to_map(self, x, index, channels_last):
+        side = self.resolutions[index]
+        x = x.reshape(x.shape[0], side, side, -1)
+        return x if channels_last else x.permute(0, 3, 1, 2).contiguous()
+
     def forward_features(self, x):
-        x = self.stage1_conv_embed(x)
-        for i in range(4):
-            if i > 0:
-                x = getattr(self, f"merge{i}")(x)
-            for blk in getattr(self, f"stage{i + 1}"):
-                x = blk(x)
-        return self.norm(x)
+        """The normed last-stage map, NHWC (B, H/32, W/32, C) (``output_fmt``)."""
+        for i in range(self.num_stages):
+            x = self._stage(i, x)
+        return self._to_map(self.norm(x), self.num_stages - 1, channels_last=True)
 
     def forward_head(self, x, pre_logits: bool = False):
         if self.global_pool == "avg":
-            x = x.mean(dim=1)
+            x = x.mean(dim=(1, 2))  # the official mean over tokens
         return x if pre_logits else self.head(x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """Stage outputs as NCHW (or NHWC) maps at strides 4-32 and, unless intermediates_only, the final map (NHWC,
+        as :meth:`forward_features`). ``norm=True`` applies the final norm to the last stage's map."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"{type(self).__name__} intermediates are NCHW or NHWC, got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        last = max_index if stop_early or intermediates_only else self.num_stages - 1
+        intermediates = []
+        for i in range(last + 1):
+            x = self._stage(i, x)
+            if i in take_indices:
+                feat = self.norm(x) if norm and i == self.num_stages - 1 else x
+                intermediates.append(self._to_map(feat, i, channels_last=output_fmt == "NHWC"))
+        if intermediates_only:
+            return intermediates
+        final = self.norm(x) if last == self.num_stages - 1 else x
+        return self._to_map(final, last, channels_last=True), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        """Drops the stages after the last one taken (their merge blocks too); returns the taken indices."""
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        for i in range(max_index + 1, self.num_stages):
+            setattr(self, f"stage{i + 1}", nn.ModuleList())
+            setattr(self, f"merge{i}", nn.Identity())
+        if max_index + 1 < self.num_stages:
+            self.num_stages = max_index + 1
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            prune_norm = prune_head = True  # the final norm and head are sized for the dropped last stage
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices

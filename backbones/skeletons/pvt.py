@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.models import register_notrace_function
 from timm.models._features import feature_take_indices
 
 from .folding import (
@@ -117,6 +118,22 @@ class PvtPatchEmbed(nn.Module):
         fold_norm(self, "norm", lambda s, b: fold_into_output(self.proj, s, b))
 
 
+@register_notrace_function  # branches on the grid size: an opaque call in torch.fx graphs
+def resized_pos_embed(pos_embed, trained_hw, hw):
+    """A stage's (1, H*W, C) position embedding on the actual ``hw`` grid: as trained, or bilinearly resized.
+
+    The official ``_get_pos_embed`` skips the resize when H*W equals *stage 1's* patch count (for every stage); at the
+    training size that is the identity for stage 1 and an identity resize for the others, so we compare with the
+    stage's own grid instead (the official check would skip the resize of a non-square stage-1 grid of the same area,
+    and fail for a stage-2 grid as large as stage 1's).
+    """
+    hw = (int(hw[0]), int(hw[1]))
+    if hw == tuple(trained_hw):
+        return pos_embed
+    grid = pos_embed.reshape(1, trained_hw[0], trained_hw[1], -1).permute(0, 3, 1, 2)
+    return F.interpolate(grid, size=hw, mode="bilinear").flatten(2).transpose(1, 2)
+
+
 class PyramidVisionTransformer(nn.Module):
     """PVT v1 with flat official stage names (``patch_embed{i}``, ``pos_embed{i}``, ``pos_drop{i}``, ``block{i}``).
 
@@ -183,19 +200,9 @@ class PyramidVisionTransformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _pos_embed(self, index, hw):
-        """Stage position embedding on the actual grid.
-
-        The official ``_get_pos_embed`` skips the resize when H*W equals *stage 1's* patch count (for every stage);
-        at the training size that is the identity for stage 1 and an identity resize for the others, so we compare
-        with the stage's own grid instead (the official check would skip the resize of a non-square stage-1 grid of
-        the same area, and fail for a stage-2 grid as large as stage 1's).
-        """
+        """Stage position embedding on the actual grid (:func:`resized_pos_embed`)."""
         patch_embed = getattr(self, f"patch_embed{index + 1}")
-        pos_embed = getattr(self, f"pos_embed{index + 1}")
-        if tuple(hw) == (patch_embed.H, patch_embed.W):
-            return pos_embed
-        grid = pos_embed.reshape(1, patch_embed.H, patch_embed.W, -1).permute(0, 3, 1, 2)
-        return F.interpolate(grid, size=tuple(hw), mode="bilinear").flatten(2).transpose(1, 2)
+        return resized_pos_embed(getattr(self, f"pos_embed{index + 1}"), (patch_embed.H, patch_embed.W), hw)
 
     def _stage(self, index, x):
         """Runs stage ``index`` on an NCHW map (or the image); returns tokens (B, H*W, C) and (H, W)."""
@@ -210,15 +217,15 @@ class PyramidVisionTransformer(nn.Module):
         return x.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
 
     def forward_features(self, x):
+        """The last stage's map, NCHW (B, C, H/32, W/32), as timm's PVT-v2 returns it."""
         for i in range(self.num_stages):
             x, hw = self._stage(i, x)
-            if i != self.num_stages - 1:
-                x = self._to_nchw(x, hw)
-        return x  # (B, N, C) tokens of the last stage
+            x = self._to_nchw(x, hw)
+        return x
 
     def forward_head(self, x, pre_logits: bool = False):
         if self.global_pool == "avg":
-            x = x.mean(dim=1)
+            x = x.mean(dim=(2, 3))  # the official mean of the last stage's tokens
         return x if pre_logits else self.head(x)
 
     def forward(self, x):
@@ -226,7 +233,8 @@ class PyramidVisionTransformer(nn.Module):
 
     def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
                               intermediates_only=False):
-        """Per-stage NCHW maps (the official downstream outputs) and, unless intermediates_only, the final tokens."""
+        """Per-stage NCHW maps (the official downstream outputs) and, unless intermediates_only, the final map (NCHW, as
+        :meth:`forward_features`)."""
         if output_fmt != "NCHW":
             raise ValueError(f"{type(self).__name__} intermediates are NCHW only")
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
@@ -237,8 +245,7 @@ class PyramidVisionTransformer(nn.Module):
             feat = self._to_nchw(x, hw)
             if i in take_indices:
                 intermediates.append(feat)
-            if i != self.num_stages - 1:
-                x = feat
+            x = feat
         if intermediates_only:
             return intermediates
         return x, intermediates

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.models import register_notrace_function
 from timm.models._features import feature_take_indices
 
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_into_output, fold_norm
@@ -34,6 +35,9 @@ def window_reverse(windows, window_size, h, w):
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
+# torch.fx cannot trace Python branches on map sizes: the functions below that build masks or pad by size are opaque
+# calls in FX graphs (timm's notrace registry; FX wraps only names without a leading underscore).
+@register_notrace_function
 def shifted_window_mask(h, w, window_size, shift_size, device=None):
     """Swin's (0 / -100) mask for the cyclically shifted windows of an (h, w) map (h, w multiples of the window)."""
     img_mask = torch.zeros((1, h, w, 1), device=device)
@@ -90,6 +94,38 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
+@register_notrace_function
+def pad_to_windows(x, window_size, pad_value=None):
+    """Pads an NHWC map at the bottom/right to multiples of ``window_size`` with zeros, or with ``pad_value`` (the
+    pre-norm value that a folded norm1 maps to 0, see :meth:`SwinBlock.reparameterize`)."""
+    _, h, w, _ = x.shape
+    pad_b, pad_r = (window_size - h % window_size) % window_size, (window_size - w % window_size) % window_size
+    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    if pad_value is not None and (pad_b or pad_r):
+        hp, wp = x.shape[1], x.shape[2]
+        rows = torch.arange(hp, device=x.device)[:, None] >= h
+        cols = torch.arange(wp, device=x.device)[None, :] >= w
+        x = torch.where((rows | cols)[None, :, :, None], pad_value.to(x.dtype), x)
+    return x
+
+
+@register_notrace_function
+def checked_token_grid(x, hw, who):
+    """Returns ``x`` when its (B, N, C) tokens fill the ``hw`` grid, else raises (kept in FX graphs as a call)."""
+    if x.shape[1] != hw[0] * hw[1]:
+        raise ValueError(f"{who} got {x.shape[1]} tokens but was told the grid is {hw[0]}x{hw[1]}")
+    return x
+
+
+@register_notrace_function
+def pad_to_even(x):
+    """Zero-pads an NHWC map to even height and width (patch merging of odd grids, official downstream)."""
+    h, w = x.shape[1], x.shape[2]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    return x
+
+
 class SwinBlock(nn.Module):
     """Swin block around a family attention built by ``attn_layer(dim, window_size)``.
 
@@ -125,15 +161,10 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
     def _window_attention(self, x):
-        b, h, w, c = x.shape
+        h, w = x.shape[1], x.shape[2]
         ws = self.window_size
-        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        x = pad_to_windows(x, ws, self.pad_value)
         hp, wp = x.shape[1], x.shape[2]
-        if self.pad_value is not None and (pad_b or pad_r):
-            rows = torch.arange(hp, device=x.device)[:, None] >= h
-            cols = torch.arange(wp, device=x.device)[None, :] >= w
-            x = torch.where((rows | cols)[None, :, :, None], self.pad_value.to(x.dtype), x)
         mask = None
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
@@ -144,9 +175,7 @@ class SwinBlock(nn.Module):
         return x[:, :h, :w, :]
 
     def forward(self, x, hw):
-        b, n, c = x.shape
-        if n != hw[0] * hw[1]:
-            raise ValueError(f"SwinBlock got {n} tokens but was told the grid is {hw[0]}x{hw[1]}")
+        b, n, c = checked_token_grid(x, hw, "SwinBlock").shape
         shortcut = x
         x = self.norm1(x)
         if self.global_attn:
@@ -178,9 +207,7 @@ class PatchMerging(nn.Module):
     def forward(self, x, hw):
         b, n, c = x.shape
         h, w = hw
-        x = x.view(b, h, w, c)
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = pad_to_even(x.view(b, h, w, c))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         out_hw = (x.shape[1], x.shape[2])
         return self.reduction(self.norm(x.reshape(b, -1, 4 * c))), out_hw
@@ -251,6 +278,7 @@ class SwinTransformer(nn.Module):
         self.global_pool = global_pool
         self.embed_dim = embed_dim
         self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.output_fmt = "NHWC"  # forward_features' layout (timm's attribute, as its Swin)
         img_size = to_2tuple(img_size)
         grid = (img_size[0] // patch_size, img_size[1] // patch_size)
 
@@ -296,17 +324,18 @@ class SwinTransformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x):
+        """The normed last-stage map, NHWC (B, H/32, W/32, C): ``output_fmt``, as timm's Swin returns it."""
         x, hw = self.patch_embed(x)
         x = self.pos_drop(x)
         for layer in self.layers:
             x, hw = layer(x, hw)
             if layer.downsample is not None:
                 x, hw = layer.downsample(x, hw)
-        return self.norm(x)
+        return self.norm(x).reshape(x.shape[0], hw[0], hw[1], -1)
 
     def forward_head(self, x, pre_logits: bool = False):
         if self.global_pool == "avg":
-            x = x.mean(dim=1)
+            x = x.mean(dim=(1, 2))  # the official mean over tokens
         return x if pre_logits else self.head(x)
 
     def forward(self, x):
@@ -314,7 +343,8 @@ class SwinTransformer(nn.Module):
 
     def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
                               intermediates_only=False):
-        """Stage outputs before patch merging, as NCHW maps (through ``norm{i}`` when built with out_norms)."""
+        """Stage outputs before patch merging, as NCHW maps (through ``norm{i}`` when built with out_norms), and unless
+        intermediates_only the final map (NHWC, as :meth:`forward_features`)."""
         if output_fmt != "NCHW":
             raise ValueError(f"{type(self).__name__} intermediates are NCHW only")
         take_indices, max_index = feature_take_indices(self.num_layers, indices)
@@ -333,7 +363,7 @@ class SwinTransformer(nn.Module):
             return intermediates
         if len(layers) == self.num_layers:
             x = self.norm(x)
-        return x, intermediates
+        return x.reshape(x.shape[0], hw[0], hw[1], -1), intermediates
 
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         take_indices, max_index = feature_take_indices(self.num_layers, indices)
