@@ -544,14 +544,12 @@ def checkpoint_filter_fn(state_dict, model):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _create(cls, variant, pretrained=False, hierarchical=True, **kwargs):
-    if not hierarchical and kwargs.get("features_only"):
-        raise RuntimeError(f"{variant}: features_only is provided for the hierarchical SLAB-PVT / SLAB-Swin models; "
-                           "use forward_intermediates on SLAB-DeiT / SLAB-CSWin")
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    feature_cfg = dict(out_indices=out_indices, feature_cls="getter") if hierarchical else None
+def _create(cls, variant, pretrained=False, **kwargs):
+    # DeiT: every block is a level and features_only takes the last three by default, as timm's DeiT; the hierarchical
+    # models: the four stages. All through forward_intermediates (timm's FeatureGetterNet).
+    out_indices = kwargs.pop("out_indices", 3 if cls is SlabDeiT else (0, 1, 2, 3))
     return build_with_official_weights(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                       feature_cfg=feature_cfg, **kwargs)
+                                       feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
 
 
 _RELEASES = "https://github.com/xinghaochen/SLAB/releases/download/ckpts/"
@@ -589,13 +587,13 @@ default_cfgs = generate_default_cfgs({
 @register_model
 def slab_deit_tiny(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, linear=True)
-    return _create(SlabDeiT, "slab_deit_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(SlabDeiT, "slab_deit_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def slab_deit_small(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, linear=True)
-    return _create(SlabDeiT, "slab_deit_small", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(SlabDeiT, "slab_deit_small", pretrained, **{**args, **kwargs})
 
 
 # DeiT-PRepBN: deit.deit_{tiny,small}_patch16_224_repbn. Quirk kept for checkpoint fidelity: the official tiny
@@ -603,13 +601,13 @@ def slab_deit_small(pretrained=False, **kwargs):
 @register_model
 def prepbn_deit_tiny(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, linear=False, norm_layer=RepBN)
-    return _create(SlabDeiT, "prepbn_deit_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(SlabDeiT, "prepbn_deit_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def prepbn_deit_small(pretrained=False, **kwargs):
     args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, linear=False, norm_layer=slab_norm(300000, 1e-6))
-    return _create(SlabDeiT, "prepbn_deit_small", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(SlabDeiT, "prepbn_deit_small", pretrained, **{**args, **kwargs})
 
 
 # SLAB-PVT / PVT-PRepBN: slab_pvt.slab_pvt_* + cfgs/{slab_pvt,pvt_*_prepbn}.yaml (attn LLLL / SSSS, la_sr 1111).
@@ -667,4 +665,4 @@ def prepbn_swin_tiny(pretrained=False, **kwargs):
 def slab_cswin_tiny(pretrained=False, **kwargs):
     args = dict(embed_dim=64, depth=(2, 4, 18, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16),
                 la_split_size="56-28-14-7", attn_type="LLSS")
-    return _create(SlabCSWin, "slab_cswin_tiny", pretrained, hierarchical=False, **{**args, **kwargs})
+    return _create(SlabCSWin, "slab_cswin_tiny", pretrained, **{**args, **kwargs})
