@@ -641,18 +641,21 @@ def _create(cls, variant, pretrained=False, **kwargs):
 
 def _cfg(variant, tsinghua_id, **kwargs):
     """A cfg whose official checkpoint (Tsinghua cloud share, a URL that names no file) is cached as
-    ``<variant>.in1k.pth`` (backbones/pretrained.py)."""
+    ``<variant>.in1k.pth`` (backbones/pretrained.py).
+
+    Evaluation transform as the official ``agent_transformer/data/build.py`` for every Agent model: resize to a
+    256x256 square (not the short side), then centre-crop 224 -> crop_pct 0.875 with timm's crop_mode 'squash'."""
     return {
         **official_weights(f"https://cloud.tsinghua.edu.cn/f/{tsinghua_id}/?dl=1", f"{variant}.in1k.pth"),
         "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
+        "crop_mode": "squash", "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed1.proj", "classifier": "head",
         "license": "unknown (official repository carries no license file)", **kwargs,
     }
 
 
-_DEIT = dict(first_conv="patch_embed.proj", fixed_input_size=True, crop_pct=0.9, pool_size=None)
-_CSWIN = dict(first_conv="stage1_conv_embed.0", fixed_input_size=True, crop_pct=0.9)
+_DEIT = dict(first_conv="patch_embed.proj", fixed_input_size=True, pool_size=None)
+_CSWIN = dict(first_conv="stage1_conv_embed.0", fixed_input_size=True)
 
 # Checkpoint URLs: LeapLabTHU/Agent-Attention agent_transformer/README.md ("Pretrained Models").
 default_cfgs = generate_default_cfgs({

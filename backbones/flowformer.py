@@ -366,8 +366,9 @@ def _create_flowformer(variant: str, pretrained: bool = False, **kwargs) -> Flow
 
 
 def _cfg(url="", **kwargs):
+    # crop_pct 0.875: the official eval (Flowformer_CV/datasets.py) resizes the short side to 256, crops 224.
     return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.9,
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
         "interpolation": "bicubic", "fixed_input_size": True, "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.0.proj", "classifier": "head", **kwargs,
     }  # fmt: skip

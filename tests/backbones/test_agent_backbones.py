@@ -285,3 +285,18 @@ def test_agent_cswin_small_config_runs_and_checks_its_input():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 5)
     with pytest.raises(ValueError, match="tokens"):
         model.stage1[0](torch.randn(1, 55 * 56, 16))
+
+
+@pytest.mark.parametrize("name", ["agent_deit_tiny", "agent_pvt_tiny", "agent_swin_tiny", "agent_cswin_tiny"])
+def test_eval_transform_is_the_official_squash_then_centre_crop(name):
+    """agent_transformer/data/build.py resizes every image to a 256x256 square, then centre-crops 224."""
+    from timm.data import create_transform, resolve_model_data_config
+    from torchvision import transforms as T
+
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    config = resolve_model_data_config(model)
+    assert (config["crop_pct"], config["crop_mode"]) == (0.875, "squash")
+    resize, crop = create_transform(**config, is_training=False).transforms[:2]
+    assert isinstance(resize, T.Resize) and tuple(resize.size) == (256, 256)
+    assert isinstance(crop, T.CenterCrop) and tuple(crop.size) == (224, 224)

@@ -139,3 +139,15 @@ def test_triton_path_trains_like_the_reference(monkeypatch):
         results[backend] = (logits.detach(), model.blocks[0][0].attn.qkv.weight.grad.clone())
     torch.testing.assert_close(results["triton"][0], results["reference"][0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(results["triton"][1], results["reference"][1], rtol=1e-3, atol=1e-5)
+
+
+def test_eval_transform_is_the_official_short_side_256_centre_crop_224():
+    """Flowformer_CV/datasets.py: Resize(256) on the short side, CenterCrop(224), bicubic."""
+    from timm.data import create_transform, resolve_model_data_config
+    from torchvision import transforms as T
+
+    with torch.device("meta"):
+        model = timm.create_model("flowformer")
+    resize, crop = create_transform(**resolve_model_data_config(model), is_training=False).transforms[:2]
+    assert isinstance(resize, T.Resize) and resize.size == 256
+    assert isinstance(crop, T.CenterCrop) and tuple(crop.size) == (224, 224)
