@@ -49,22 +49,13 @@ import torch
 import torch.nn.functional as F
 
 from .backend import choose_backend, forced_backend, interpreting
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the reference path needs no Triton
-    triton = None
-
-    class _NoTriton:
-        constexpr = None
-
-    tl = _NoTriton()
-
-    def _jit(fn):
-        return fn
-else:
-    _jit = triton.jit
+from .tiles import jit as _jit
+from .tiles import load_rows as _load_rows
+from .tiles import matmul as _mm
+from .tiles import new_heads_last_output as _new_output
+from .tiles import padded_dim as _padded
+from .tiles import strides4 as _strides
+from .tiles import tl, triton
 
 __all__ = [
     "flow_attention",
@@ -223,24 +214,6 @@ def flow_attention_causal_naive(
 # ----------------------------------------------------------------------------------------------------------------
 # Triton kernels
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@_jit
-def _mm(a, b, FP32_DOT: tl.constexpr):
-    # fp32 inputs: 3xTF32 (fp32-accurate on tensor cores; "ieee" FMA dots took >10 min to compile the causal
-    # backward). Half inputs: one TF32 pass (operands are fp32 after the feature map either way).
-    if FP32_DOT:
-        return tl.dot(a, b, input_precision="tf32x3")
-    else:
-        return tl.dot(a, b, input_precision="tf32")
-
-
-@_jit
-def _load_rows(base, rows, cols, stride_l, stride_d, row_mask, col_mask):
-    """(rows x cols) tile in fp32, zero outside the tensor."""
-    mask = row_mask[:, None] & col_mask[None, :]
-    x = tl.load(base + rows[:, None] * stride_l + cols[None, :] * stride_d, mask=mask, other=0.0)
-    return x.to(tl.float32)
 
 
 @_jit
@@ -702,10 +675,6 @@ def _flow_causal_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _padded(dim: int) -> int:
-    return max(16, triton.next_power_of_2(dim))
-
-
 def _block_l(block_d: int, block_dv: int, causal: bool) -> int:
     if interpreting():
         # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
@@ -716,16 +685,6 @@ def _block_l(block_d: int, block_dv: int, causal: bool) -> int:
     if causal:
         return 32 if max(block_d, block_dv) == 64 else 64
     return 64
-
-
-def _new_output(q: torch.Tensor, value_dim: int) -> torch.Tensor:
-    # (B, L, h, dv) in memory, seen as (B, h, L, dv): the model's ``transpose(1, 2).reshape`` is then free
-    b, h, length, _ = q.shape
-    return torch.empty(b, length, h, value_dim, dtype=q.dtype, device=q.device).transpose(1, 2)
-
-
-def _strides(t: torch.Tensor):
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
 class FlowAttentionFunction(torch.autograd.Function):

@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from kernels import flow  # noqa: E402
+from kernels import tiles  # noqa: E402
 from kernels.flow import (  # noqa: E402
     FlowAttentionFunction,
     flow_attention,
@@ -108,7 +108,7 @@ def test_interpreter_is_on_without_gpu():
         assert os.environ.get("TRITON_INTERPRET") == "1", (
             "no GPU and TRITON_INTERPRET is not 1: tests/conftest.py must set it before kernels is imported"
         )
-    assert flow.triton is not None, "triton is not importable; the kernel tests need it (pip install triton)"
+    assert tiles.triton is not None, "triton is not importable; the kernel tests need it (pip install triton)"
 
 
 @pytest.mark.parametrize("case", FP32_CASES, ids=_case_id)
