@@ -61,11 +61,13 @@ def _resolve_heads(layer: str, dim: int, num_heads: int | None) -> int:
     if num_heads is None:
         return default_num_heads(dim)
     if num_heads < 1 or dim % num_heads:
+        # suggest the head counts closest to the one asked for (for 60 channels and 7 heads: 4, 5, 6)
         divisors = [d for d in range(1, min(dim, 64) + 1) if dim % d == 0]
+        nearest = sorted(sorted(divisors, key=lambda d: (abs(d - num_heads), d))[:3])
         raise ValueError(
             f"{layer}: {dim} channels cannot be split into num_heads={num_heads} equal heads "
-            f"({dim} % {num_heads} = {dim % num_heads if num_heads > 0 else 'n/a'}); pick num_heads among the "
-            f"divisors of {dim} (e.g. {divisors[-4:]}) or leave num_heads unset for {default_num_heads(dim)}"
+            f"({dim} % {num_heads} = {dim % num_heads if num_heads > 0 else 'n/a'}); pick a divisor of {dim} "
+            f"such as {', '.join(map(str, nearest))}, or leave num_heads unset for {default_num_heads(dim)}"
         )
     return num_heads
 
