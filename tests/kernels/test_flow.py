@@ -21,9 +21,8 @@ if not __import__("torch").cuda.is_available():
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
 
-from kernels import tiles  # noqa: E402
 from kernels.flow import (  # noqa: E402
     FlowAttentionFunction,
     flow_attention,
@@ -33,8 +32,6 @@ from kernels.flow import (  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VISION_EPS = 1e-6  # Flowformer_CV's extra eps after each flow sum
-# error relative to the largest reference magnitude, per output/gradient
-TOLERANCE = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
 
 
 def make_inputs(batch, heads, n_queries, n_keys, head_dim, value_dim, dtype, packed=False, seed=0):
@@ -69,12 +66,6 @@ def run_both(case, dtype):
     return results
 
 
-def assert_close_relative(got, ref, tol, what):
-    scale = ref.float().abs().max().clamp_min(1e-12)
-    err = ((got.float() - ref.float()).abs().max() / scale).item()
-    assert err <= tol, f"{what}: max error {err:.2e} of the largest magnitude (tolerance {tol:.0e})"
-
-
 # (batch, heads, L, S, head_dim, value_dim, causal, sum_eps, packed qkv views)
 FP32_CASES = [
     (1, 2, 49, 49, 8, 8, False, VISION_EPS, True),  # Flowformer stage 4 length, stage 1 head dim, model layout
@@ -101,14 +92,6 @@ def _case_id(case):
     b, h, n_q, n_k, d, dv, causal, sum_eps, packed = case[:9]
     name = f"b{b}h{h}-L{n_q}" + (f"S{n_k}" if n_k != n_q else "") + f"-d{d}" + (f"dv{dv}" if dv != d else "")
     return name + ("-causal" if causal else "") + ("-visioneps" if sum_eps else "") + ("-packed" if packed else "")
-
-
-def test_interpreter_is_on_without_gpu():
-    if DEVICE == "cpu":
-        assert os.environ.get("TRITON_INTERPRET") == "1", (
-            "no GPU and TRITON_INTERPRET is not 1: tests/conftest.py must set it before kernels is imported"
-        )
-    assert tiles.triton is not None, "triton is not importable; the kernel tests need it (pip install triton)"
 
 
 @pytest.mark.parametrize("case", FP32_CASES, ids=_case_id)
@@ -177,30 +160,17 @@ def test_causal_output_ignores_the_future(use_triton):
     assert not torch.allclose(out[:, :, cut:], out2[:, :, cut:])
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def test_causal_reference_never_builds_the_cumulative_state():
     """No tensor of the forward or backward reaches L * d * dv elements (the official form builds exactly that)."""
     length, dim = 2048, 32
     q, k, v = (torch.randn(1, 1, length, dim, requires_grad=True) for _ in range(3))
-    with _LargestTensor() as watch:
+    with LargestTensor() as watch:
         out = flow_attention_reference(q, k, v, causal=True)
         out.sum().backward()
-    assert watch.largest <= length * dim * dim // 8, f"largest tensor {watch.largest} elements"
-    with _LargestTensor() as naive:
+    assert watch.largest_elements <= length * dim * dim // 8, f"largest tensor {watch.largest_elements} elements"
+    with LargestTensor() as naive:
         flow_attention_causal_naive(q, k, v)
-    assert naive.largest >= length * dim * dim  # the check above can fail
+    assert naive.largest_elements >= length * dim * dim  # the check above can fail
 
 
 def test_dispatch(monkeypatch):

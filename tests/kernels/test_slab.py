@@ -27,9 +27,8 @@ if not __import__("torch").cuda.is_available():
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
 
-from kernels import tiles  # noqa: E402
 from kernels.slab import (  # noqa: E402
     OFFICIAL_EPS,
     SimplifiedLinearAttentionFunction,
@@ -39,8 +38,6 @@ from kernels.slab import (  # noqa: E402
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# error relative to the largest reference magnitude, per output/gradient
-TOLERANCE = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
 
 
 def dense_form(q, k, v, eps):
@@ -153,12 +150,6 @@ def run_both(case, dtype, feature_map=torch.relu):
     return results
 
 
-def assert_close_relative(got, ref, tol, what):
-    scale = ref.float().abs().max().clamp_min(1e-12)
-    err = ((got.float() - ref.float()).abs().max() / scale).item()
-    assert err <= tol, f"{what}: max error {err:.2e} of the largest magnitude (tolerance {tol:.0e})"
-
-
 # (batch, heads, N queries, M keys, head_dim, value_dim, packed qkv views)
 FP32_CASES = [
     (2, 2, 49, 49, 32, 32, True),  # SLAB-Swin 7x7 window, model layout
@@ -183,14 +174,6 @@ def _case_id(case):
     b, h, n, m, d, dv, packed = case[:7]
     name = f"b{b}h{h}-N{n}" + (f"M{m}" if m != n else "") + f"-d{d}" + (f"dv{dv}" if dv != d else "")
     return name + ("-packed" if packed else "")
-
-
-def test_interpreter_is_on_without_gpu():
-    if DEVICE == "cpu":
-        assert os.environ.get("TRITON_INTERPRET") == "1", (
-            "no GPU and TRITON_INTERPRET is not 1: tests/conftest.py must set it before kernels is imported"
-        )
-    assert tiles.triton is not None, "triton is not importable; the kernel tests need it (pip install triton)"
 
 
 @pytest.mark.parametrize("case", FP32_CASES, ids=_case_id)
@@ -218,32 +201,17 @@ def test_triton_op_gradients_without_the_relu():
         assert_close_relative(g, r, TOLERANCE[torch.float32], name)
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Largest tensor made while active, in bytes (Triton's interpreter copies arguments through uint8 views)."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
 def test_triton_path_never_builds_the_score_matrix():
     """Forward and backward allocate nothing beyond the inputs' sizes and the d x dv state (no N x M scores)."""
     n_tokens, dim = 1000, 8
     q, k, v = (torch.rand(1, 1, n_tokens, dim, device=DEVICE, requires_grad=True) for _ in range(3))
-    with _LargestTensor() as watch:
+    with LargestTensor() as watch:
         out = SimplifiedLinearAttentionFunction.apply(q, k, v, OFFICIAL_EPS)
         out.sum().backward()
-    assert watch.largest <= n_tokens * dim * 4, f"largest tensor {watch.largest} bytes"
-    with _LargestTensor() as dense:
+    assert watch.largest_bytes <= n_tokens * dim * 4, f"largest tensor {watch.largest_bytes} bytes"
+    with LargestTensor() as dense:
         dense_form(q, k, v, OFFICIAL_EPS)
-    assert dense.largest >= n_tokens * n_tokens * 4  # the check above can fail: the dense form builds N x M
+    assert dense.largest_bytes >= n_tokens * n_tokens * 4  # the check above can fail: the dense form builds N x M
 
 
 def test_dispatch(monkeypatch):
