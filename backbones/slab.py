@@ -41,7 +41,7 @@ from kernels.slab import simplified_linear_attention
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin
-from .skeletons.folding import ChannelAffine, fold_into_conv_input, fold_into_linear_input, fold_into_output, fold_norm
+from .skeletons.folding import ChannelAffine
 from .skeletons.shared import merge_heads, split_heads
 
 # torch.fx cannot trace Python branches on tensor sizes: the op and the size-dependent helpers below are opaque calls
@@ -213,7 +213,7 @@ def stretched_values(v: torch.Tensor, n: int) -> torch.Tensor:
     return F.interpolate(hv, size=int(n), mode="linear").transpose(1, 2).reshape(b, h, int(n), d)
 
 
-class PvtLinearAttention(nn.Module):
+class PvtLinearAttention(pvt.SpatialReductionFolding, nn.Module):
     """SLAB linear attention of SLAB-PVT (official ``slab_pvt.SimplifiedLinearAttention``): q and kv projections,
     optional spatial reduction of the keys (sr conv + the family norm), ``k += positional_encoding``."""
 
@@ -254,17 +254,6 @@ class PvtLinearAttention(nn.Module):
             v = stretched_values(v, n)
         out = out + _depthwise_heads(self.dwc, v, (H, W))
         return self.proj_drop(self.proj(merge_heads(out)))
-
-    def fold_input_affine(self, scale, shift):
-        fold_into_linear_input(self.q, scale, shift)
-        if self.sr_ratio > 1:
-            fold_into_conv_input(self.sr, scale, shift)
-        else:
-            fold_into_linear_input(self.kv, scale, shift)
-
-    def reparameterize(self):
-        if self.sr_ratio > 1:
-            fold_norm(self, "norm", lambda s, b: fold_into_output(self.sr, s, b))
 
 
 class CSWinLinearAttention(nn.Module):

@@ -25,10 +25,28 @@ from .folding import (
 )
 from .shared import init_weights, merge_heads, split_heads
 
-__all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer"]
+__all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer", "SpatialReductionFolding"]
 
 
-class PvtAttention(nn.Module):
+class SpatialReductionFolding:
+    """Re-parameterisation of a PVT attention laid out as ``q``, ``kv`` and, when ``sr_ratio > 1``, the key reduction
+    ``sr`` conv + ``norm`` (PvtAttention here, SLAB-PVT's linear attention): what folds where is fixed by that layout."""
+
+    def fold_input_affine(self, scale, shift):
+        """The block norm before this attention feeds q and (sr conv, or kv)."""
+        fold_into_linear_input(self.q, scale, shift)
+        if self.sr_ratio > 1:
+            fold_into_conv_input(self.sr, scale, shift)
+        else:
+            fold_into_linear_input(self.kv, scale, shift)
+
+    def reparameterize(self):
+        """Folds the reduced-key norm into the sr conv when that norm is affine at inference."""
+        if self.sr_ratio > 1:
+            fold_norm(self, "norm", lambda s, b: fold_into_output(self.sr, s, b))
+
+
+class PvtAttention(SpatialReductionFolding, nn.Module):
     """PVT spatial-reduction softmax attention (the families' softmax stages); ``norm_layer`` normalises the reduced
     keys (LayerNorm in Agent-PVT, the family norm in SLAB-PVT)."""
 
@@ -61,18 +79,6 @@ class PvtAttention(nn.Module):
         )
         return self.proj_drop(self.proj(merge_heads(out)))
 
-    def fold_input_affine(self, scale, shift):
-        """The block norm before this attention feeds q and (sr conv, or kv)."""
-        fold_into_linear_input(self.q, scale, shift)
-        if self.sr_ratio > 1:
-            fold_into_conv_input(self.sr, scale, shift)
-        else:
-            fold_into_linear_input(self.kv, scale, shift)
-
-    def reparameterize(self):
-        """Folds the reduced-key norm into the sr conv when that norm is affine at inference."""
-        if self.sr_ratio > 1:
-            fold_norm(self, "norm", lambda s, b: fold_into_output(self.sr, s, b))
 
 
 class PvtBlock(nn.Module):
