@@ -42,6 +42,7 @@ from .pretrained import PretrainedFromLoader, build_with_official_weights, offic
 from .skeletons import cswin, deit, pvt, swin
 from .skeletons.shared import merge_heads as _merge_heads
 from .skeletons.shared import split_heads as _split_heads
+from .skeletons.shared import stage_letters
 from .skeletons.swin import checked_token_grid
 
 __all__ = ["AgentCSWin", "AgentDeiT", "AgentPVT", "AgentSwinTransformer", "checkpoint_filter_fn"]
@@ -311,17 +312,8 @@ class SwinBlock(swin.SwinBlock):
         self.attn_type = attn_type
 
 
-def _stage_letters(attn_type: str, stage: int, num_stages: int, depth: int, family: str) -> list[str]:
-    """Per-block letters of a stage: its letter, or for 'M' the agent letter in the first k blocks (k = the number
-    after the per-stage letters, e.g. 'AAMB2') and the softmax letter after."""
-    letter = attn_type[stage]
-    if letter != "M":
-        return [letter] * depth
-    tail = attn_type[num_stages:]
-    if not tail.isdigit():
-        raise ValueError(f"{family} attn_type {attn_type!r}: an 'M' stage needs its agent block count after the "
-                         f"{num_stages} stage letters (e.g. 'AAMB2')")
-    return ["A" if i < int(tail) else "B" for i in range(depth)]
+# Per-block letters of a stage ('M': agent in the first k blocks, e.g. 'AAMB2'); the letters are checked where used.
+_stage_letters = partial(stage_letters, mixed=("A", "B"), mixed_count="agent")
 
 
 class AgentSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
@@ -529,7 +521,7 @@ class AgentCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
                                      agent_num=int(agent_num[stage]))
             else:
                 split = split_size[stage]
-                attn_layer = partial(_cswin_lepe_branch, reso=reso, split_size=split, attn_drop=attn_drop,
+                attn_layer = partial(cswin.cswin_lepe_branch, reso=reso, split_size=split, attn_drop=attn_drop,
                                      qk_scale=qk_scale)
             return cswin.CSWinBlock(dim, reso, num_heads, attn_layer, split_size=split, **block_kwargs)
 
@@ -546,29 +538,9 @@ def _cswin_agent_branch(dim, branch, num_heads, reso, split_size, attn_drop, age
                                agent_num=agent_num)
 
 
-def _cswin_lepe_branch(dim, branch, num_heads, reso, split_size, attn_drop, qk_scale):
-    return cswin.CSWinLePEAttention(dim, reso, branch, split_size=split_size, num_heads=num_heads,
-                                    attn_drop=attn_drop, qk_scale=qk_scale)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
-
-def _block_counts(state_dict) -> list[int]:
-    """Blocks per stage found in a state dict (Agent-PVT ``block{i}.{j}``, Agent-Swin ``layers.{i}.blocks.{j}``,
-    Agent-DeiT ``blocks.{j}``), to name a variant mismatch."""
-    stages: dict[str, set[str]] = {}
-    for key in state_dict:
-        parts = key.split(".")
-        if parts[0].startswith("block") and parts[0][5:].isdigit():
-            stages.setdefault(parts[0], set()).add(parts[1])
-        elif parts[0] == "layers" and len(parts) > 3 and parts[2] == "blocks":
-            stages.setdefault(f"layers.{parts[1]}", set()).add(parts[3])
-        elif parts[0] == "blocks":
-            stages.setdefault("blocks", set()).add(parts[1])
-    return [len(stages[name]) for name in sorted(stages)]
-
 
 # Buffers official checkpoints carry that are rebuilt here from the configuration.
 _REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
@@ -576,7 +548,9 @@ _REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
 
 def checkpoint_filter_fn(state_dict, model):
     """Official checkpoint (classification ``{'model': ...}`` or downstream ``{'state_dict': {'backbone.*'}}``) ->
-    this model's state dict. Raises a ValueError naming the keys when the checkpoint is another variant."""
+    this model's state dict. Only maps keys (unwraps, strips prefixes, drops the rebuilt buffers, adapts an ImageNet
+    checkpoint to the downstream Swin layout); every other key passes unchanged, and the loader names what does not
+    fit the model (e.g. a checkpoint of another variant)."""
     for wrapper in ("model", "state_dict", "model_ema"):
         if isinstance(state_dict, dict) and wrapper in state_dict and isinstance(state_dict[wrapper], dict):
             state_dict = state_dict[wrapper]
@@ -599,30 +573,6 @@ def checkpoint_filter_fn(state_dict, model):
         out.update({k: v for k, v in expected.items() if k.split(".", 1)[0].startswith("norm") and k not in out})
     if not any(k.startswith("head.") for k in expected):
         out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
-    missing = sorted(set(expected) - set(out))
-    unexpected = sorted(set(out) - set(expected))
-    # A classifier head of another size is a fine-tuning choice, not another variant: leave it to the loader.
-    head_keys = {"head.weight", "head.bias"}
-    mismatched = [
-        f"{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(out) & set(expected))
-        if tuple(out[k].shape) != tuple(expected[k].shape) and k not in head_keys
-    ]
-    non_head_missing = [k for k in missing if k not in head_keys]
-    if non_head_missing or unexpected or mismatched:
-        lines = [f"checkpoint does not match {type(model).__name__} as built (another variant or configuration?)"]
-        ckpt_depths, model_depths = _block_counts(out), _block_counts(expected)
-        if ckpt_depths != model_depths:
-            lines.append(f"  blocks per stage: checkpoint {ckpt_depths}, model {model_depths}")
-        if non_head_missing:
-            lines.append(f"  {len(non_head_missing)} keys missing from the checkpoint, e.g. {non_head_missing[:3]}")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
-        if mismatched:
-            lines.append(f"  {len(mismatched)} shape mismatches, e.g. {mismatched[:3]}")
-        lines.append("  Build the variant the checkpoint was trained as (depths, dims, agent_num, attn_type, img_size "
-                     "for the agent bias grids; out_norms=True for downstream Swin checkpoints).")
-        raise ValueError("\n".join(lines))
     return out
 
 

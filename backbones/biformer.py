@@ -64,6 +64,7 @@ from torch import nn
 from kernels.bra import bra_attention, region_routing
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
+from .skeletons.heads import ClassifierHead
 
 # torch.fx (timm's FX feature extraction and tests) cannot trace Python branches on tensor shapes. The kernels' public
 # ops validate shapes and dispatch on the device, so FX keeps them as opaque calls; so are the few functions below that
@@ -628,9 +629,11 @@ def checked_image_batch(x: torch.Tensor, in_chans: int, stem_kind: str,
     return x
 
 
-class _BiFormerBase(PretrainedFromLoader, nn.Module):
+class _BiFormerBase(PretrainedFromLoader, ClassifierHead, nn.Module):
     """What both layouts share: ``downsample_layers[i]`` then ``stages[i]`` for i in 0..3, a BatchNorm2d ``norm``,
     average pooling and a linear ``head``, plus the timm feature API."""
+
+    global_pools = ("avg", "")  # reset_classifier's choices (and the constructor's)
 
     downsample_layers: nn.ModuleList
     stages: nn.ModuleList
@@ -683,17 +686,8 @@ class _BiFormerBase(PretrainedFromLoader, nn.Module):
             if isinstance(stage, StlStage):
                 stage.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None, **kwargs) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        super().reset_classifier(num_classes, global_pool)  # other keyword arguments accepted and ignored
 
     # -- input checks ----------------------------------------------------------------------------------------------
 
@@ -1007,21 +1001,6 @@ class BiFormerSTL(_BiFormerBase):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _describe_layout(keys: Sequence[str], shapes: dict[str, tuple]) -> str:
-    """'depths (2, 2, 8, 2), widths (64, 128, 256, 512)' from a state dict's stage keys."""
-    depths = []
-    for i in range(4):
-        blocks = {k.split(".")[3] if k.startswith(f"stages.{i}.blocks.") else k.split(".")[2]
-                  for k in keys if k.startswith(f"stages.{i}.")}
-        depths.append(len(blocks))
-    widths = []
-    for i in range(4):
-        norm_keys = [k for k in keys if k.startswith(f"stages.{i}.") and k.endswith("norm1.weight")]
-        widths.append(shapes[norm_keys[0]][0] if norm_keys else None)
-    layout = "nchw" if any(".qkv_linear." in k for k in keys) else "legacy"
-    return f"depths {tuple(depths)}, widths {tuple(widths)}, {layout} attention"
-
-
 STEM_CONV_WEIGHT = "downsample_layers.0.0.weight"  # pretrained_cfg['first_conv'] of both layouts
 
 
@@ -1032,11 +1011,10 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
     official detection/segmentation checkpoints (``backbone.*`` keys, with ``extra_norms``). Official key names are
     already ours, so nothing is renamed. Keys of parts the model has pruned (later stages, final norm, classifier) are
     dropped. When the model has ``extra_norms`` and the checkpoint does not (an ImageNet checkpoint), they keep their
-    initial values, as the official downstream code leaves them.
+    initial values, as the official downstream code leaves them. Every other key passes unchanged: the loader names
+    what does not fit the model (e.g. a checkpoint of another variant).
 
-    Raises a ValueError naming both layouts when the checkpoint belongs to another variant (its keys or shapes differ
-    beyond the classifier): that is never a partial fit worth loading. To load such a file partially anyway, skip this
-    filter (the keys are official already), e.g. ``zoo.load_checkpoint(model, path, filter_fn=None, strict=False)``.
+    Raises a ValueError when a detection/segmentation checkpoint meets a model built without ``extra_norms``.
     """
     prefix = ""
     if not isinstance(model, _BiFormerBase) and isinstance(getattr(model, "model", None), _BiFormerBase):
@@ -1067,46 +1045,13 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
 
     def pruned(key: str) -> bool:  # parts prune_intermediate_layers removed (features_only, out_indices)
         parts = key.split(".")
-        if parts[0] in ("stages", "downsample_layers", "extra_norms") and int(parts[1]) >= len(model.stages):
+        if parts[0] in ("stages", "downsample_layers", "extra_norms") and len(parts) > 1 and parts[1].isdigit() \
+                and int(parts[1]) >= len(model.stages):
             return True
         return (parts[0] == "norm" and isinstance(model.norm, nn.Identity)) or \
             (parts[0] == "head" and isinstance(model.head, nn.Identity))
 
-    state_dict = {k: v for k, v in state_dict.items() if not pruned(k)}
-
-    def comparable(key: str) -> bool:  # the classifier may be resized or dropped by timm after this filter
-        return not key.startswith("head.")
-
-    def other_in_chans(key: str) -> bool:  # timm adapts the stem to in_chans after this filter
-        return key == STEM_CONV_WEIGHT and state_dict[key].shape[0] == model_state[key].shape[0]
-
-    missing = [k for k in model_state if comparable(k) and k not in state_dict]
-    unexpected = [k for k in state_dict if comparable(k) and k not in model_state]
-    mismatched = [
-        k for k in state_dict
-        if comparable(k) and k in model_state and tuple(state_dict[k].shape) != tuple(model_state[k].shape)
-        and not other_in_chans(k)
-    ]
-    if missing or unexpected or mismatched:
-        ckpt_shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-        model_shapes = {k: tuple(v.shape) for k, v in model_state.items()}
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if mismatched:
-            key = mismatched[0]
-            details.append(f"{len(mismatched)} with other shapes (e.g. {key}: checkpoint {ckpt_shapes[key]}, "
-                           f"model {model_shapes[key]})")
-        name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
-        raise ValueError(
-            f"This checkpoint is not a {name} checkpoint: {'; '.join(details)} keys. "
-            f"Checkpoint: {_describe_layout(list(state_dict), ckpt_shapes)}; "
-            f"model: {_describe_layout(list(model_state), model_shapes)}. "
-            f"Create the model variant the checkpoint was trained as (timm.list_models('biformer*'))."
-        )
-    return {prefix + k: v for k, v in state_dict.items()}
+    return {prefix + k: v for k, v in state_dict.items() if not pruned(k)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

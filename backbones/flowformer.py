@@ -33,6 +33,8 @@ from timm.models._features import feature_take_indices
 
 from kernels.flow import flow_attention
 
+from .skeletons.heads import ClassifierHead
+
 # torch.fx (timm's FX feature extraction and tests) cannot trace Python branches on tensor shapes: the kernel op
 # (which validates and dispatches on the device) and the two size checks below are opaque calls in an FX graph. FX
 # only wraps functions whose module-level names do not start with an underscore.
@@ -145,9 +147,11 @@ class DownLayer(nn.Module):
         return x.flatten(2).transpose(1, 2), hw
 
 
-class Flowformer(nn.Module):
+class Flowformer(ClassifierHead, nn.Module):
     """Official Flowformer_CV model. Argument names follow the official constructor (``embed_dim``, ``depth``,
     ``mlp_ratio`` are per-stage lists there too)."""
+
+    global_pools = ("avg", "")  # reset_classifier's choices (and the constructor's)
 
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=(64, 128, 256, 512),
                  depth=(2, 2, 10, 4), mlp_ratio=(4, 4, 4, 4), num_heads=OFFICIAL_NUM_HEADS, drop_rate=0.0,
@@ -217,18 +221,6 @@ class Flowformer(nn.Module):
     def group_matcher(self, coarse=False):
         return dict(stem=r"^pos_embed|^patch_embed\.0", blocks=[(r"^patch_embed\.(\d+)", None),
                                                                 (r"^blocks\.(\d+)\.(\d+)", None)])  # fmt: skip
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or ''; got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _stage1_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
         return stage1_pos_embed(self.pos_embed, hw, self.pos_embed_grid, self.patch_size, self.dynamic_img_size)
@@ -308,8 +300,9 @@ def _tokens_to_nhwc(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def checkpoint_filter_fn(state_dict, model: Flowformer):
     """Official checkpoint (DeiT-style ``{'model': ...}``, possibly ``module.``-prefixed) -> this model's keys.
 
-    The official names are ours, so this only unwraps, resamples the stage-1 position embedding when the model was
-    built for another image size, and refuses a checkpoint of another variant with the keys that differ.
+    The official names are ours, so this only unwraps and resamples the stage-1 position embedding when the model was
+    built for another image size; every other key passes unchanged, and the loader names what does not fit the model
+    (e.g. a checkpoint of another variant).
     """
     for wrapper in ("model", "state_dict", "model_ema"):
         if isinstance(state_dict, dict) and isinstance(state_dict.get(wrapper), dict):
@@ -323,36 +316,6 @@ def checkpoint_filter_fn(state_dict, model: Flowformer):
         if side * side == pos.shape[1]:
             out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.pos_embed_grid, old_size=(side, side),
                                                       num_prefix_tokens=0)  # fmt: skip
-
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(out))
-    unexpected = sorted(set(out) - set(expected))
-    head_keys = {"head.weight", "head.bias"}  # another head size is a fine-tuning choice, left to the loader
-    stem = "patch_embed.0.proj.weight"  # timm adapts it to in_chans after this filter: only its out-channels must fit
-    mismatched = [
-        f"{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(out) & set(expected))
-        if tuple(out[k].shape) != tuple(expected[k].shape) and k not in head_keys
-        and not (k == stem and out[k].shape[0] == expected[k].shape[0])
-    ]
-    unexpected_body = [k for k in unexpected if k not in head_keys]
-    missing_body = [k for k in missing if k not in head_keys]
-    if missing_body or unexpected_body or mismatched:
-        def listing(items):
-            return ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
-
-        problems = []
-        if mismatched:
-            problems.append(f"shapes differ: {listing(mismatched)}")
-        if missing_body:
-            problems.append(f"missing: {listing(missing_body)}")
-        if unexpected_body:
-            problems.append(f"unexpected: {listing(unexpected_body)}")
-        raise ValueError(
-            "this checkpoint is not a Flowformer of the variant being built ("
-            + "; ".join(problems)
-            + "). Build the model with the checkpoint's embed_dim / depth / num_heads, or load the matching checkpoint."
-        )
     return out
 
 

@@ -42,7 +42,7 @@ from kernels.slab import simplified_linear_attention
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin
 from .skeletons.folding import ChannelAffine
-from .skeletons.shared import merge_heads, split_heads
+from .skeletons.shared import merge_heads, split_heads, stage_letters
 
 # torch.fx cannot trace Python branches on tensor sizes: the op and the size-dependent helpers below are opaque calls
 # in FX graphs (timm's notrace registry; FX wraps only names without a leading underscore), RepBN / LinearNorm leaves.
@@ -287,19 +287,10 @@ def _check_letters(family, attn_type, num_stages):
         raise ValueError(f"{family} attn_type {attn_type!r} needs a letter per stage ({num_stages})")
 
 
-def _stage_letters(attn_type: str, stage: int, num_stages: int, depth: int, family: str) -> list[str]:
-    """Per-block letters of a stage: 'L' linear, 'S' softmax, or for 'M' linear in the first k blocks (k = the number
-    after the per-stage letters, e.g. 'LLMS2') and softmax after (official ``attn_type`` convention)."""
-    letter = attn_type[stage]
-    if letter == "M":
-        tail = attn_type[num_stages:]
-        if not tail.isdigit():
-            raise ValueError(f"{family} attn_type {attn_type!r}: an 'M' stage needs its linear block count after the "
-                             f"{num_stages} stage letters (e.g. 'LLMS2')")
-        return ["L" if i < int(tail) else "S" for i in range(depth)]
-    if letter not in ("L", "S"):
-        raise ValueError(f"{family} attn_type letters are 'L' (linear), 'S' (softmax) or 'M' (mixed), got {letter!r}")
-    return [letter] * depth
+# Per-block letters of a stage: 'L' linear, 'S' softmax, or for 'M' linear in the first k blocks (k = the number after
+# the per-stage letters, e.g. 'LLMS2') and softmax after (official ``attn_type`` convention).
+_stage_letters = partial(stage_letters, mixed=("L", "S"), mixed_count="linear",
+                         letters={"L": "linear", "S": "softmax"})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -438,7 +429,7 @@ class SlabCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
                                      focusing_factor=focusing_factor)
             else:
                 split = split_size[stage]
-                attn_layer = partial(_cswin_lepe_branch, reso=reso, split_size=split, attn_drop=attn_drop,
+                attn_layer = partial(cswin.cswin_lepe_branch, reso=reso, split_size=split, attn_drop=attn_drop,
                                      qk_scale=qk_scale)
             return cswin.CSWinBlock(dim, reso, num_heads, attn_layer, split_size=split, **block_kwargs)
 
@@ -452,11 +443,6 @@ class SlabCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
 def _cswin_linear_branch(dim, branch, num_heads, reso, split_size, kernel_size, focusing_factor):
     return CSWinLinearAttention(dim, reso, branch, split_size=split_size, num_heads=num_heads,
                                 kernel_size=kernel_size, focusing_factor=focusing_factor)
-
-
-def _cswin_lepe_branch(dim, branch, num_heads, reso, split_size, attn_drop, qk_scale):
-    return cswin.CSWinLePEAttention(dim, reso, branch, split_size=split_size, num_heads=num_heads,
-                                    attn_drop=attn_drop, qk_scale=qk_scale)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -477,8 +463,10 @@ def _unused_official_parameters(model) -> tuple[str, ...]:
 
 def checkpoint_filter_fn(state_dict, model):
     """Official checkpoint (``{'model': ...}``, ``{'state_dict': ...}`` or a bare state dict; ``module.`` /
-    ``backbone.`` prefixes) -> this model's state dict. Raises a ValueError naming the keys when the checkpoint is
-    another variant (e.g. a SLAB checkpoint into a PRepBN baseline)."""
+    ``backbone.`` prefixes) -> this model's state dict. Only maps keys (unwraps, strips prefixes, drops the rebuilt
+    buffers and the unused official parameters, adapts an ImageNet checkpoint to the downstream Swin layout); every
+    other key passes unchanged, and the loader names what does not fit the model (e.g. a SLAB checkpoint into a
+    PRepBN baseline)."""
     for wrapper in ("model", "state_dict", "model_ema"):
         if isinstance(state_dict, dict) and wrapper in state_dict and isinstance(state_dict[wrapper], dict):
             state_dict = state_dict[wrapper]
@@ -505,26 +493,6 @@ def checkpoint_filter_fn(state_dict, model):
         out.update({k: v for k, v in expected.items() if k.split(".", 1)[0][4:].isdigit() and k.startswith("norm")})
     if not any(k.startswith("head.") for k in expected):
         out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
-    head_keys = {"head.weight", "head.bias"}
-    missing = sorted(set(expected) - set(out) - head_keys)
-    unexpected = sorted(set(out) - set(expected))
-    mismatched = [
-        f"{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(out) & set(expected))
-        if tuple(out[k].shape) != tuple(expected[k].shape) and k not in head_keys
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"checkpoint does not match {type(model).__name__} as built (another variant or configuration?)"]
-        if missing:
-            lines.append(f"  {len(missing)} keys missing from the checkpoint, e.g. {missing[:3]}")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
-        if mismatched:
-            lines.append(f"  {len(mismatched)} shape mismatches, e.g. {mismatched[:3]}")
-        lines.append("  Build the variant the checkpoint was trained as (slab_* = linear attention + LinearNorm, "
-                     "prepbn_* = softmax attention; depths, dims, attn_type, window_size / img_size for the "
-                     "positional encodings).")
-        raise ValueError("\n".join(lines))
     return out
 
 

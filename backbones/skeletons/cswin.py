@@ -18,10 +18,11 @@ from timm.models import register_notrace_function
 from timm.models._features import feature_take_indices
 
 from .folding import fold_into_linear_input, fold_into_output, fold_norm
+from .heads import ClassifierHead
 from .shared import init_weights, merge_heads, split_heads
 
-__all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinStem", "CSWinTransformer", "cswin_strip",
-           "strip_partition", "strip_reverse"]
+__all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinStem", "CSWinTransformer",
+           "cswin_lepe_branch", "cswin_strip", "strip_partition", "strip_reverse"]
 
 
 def strip_partition(x, hw, strip):
@@ -84,6 +85,13 @@ class CSWinLePEAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale,
                                              dropout_p=self.attn_drop if self.training else 0.0)
         return strip_reverse(merge_heads(out) + lepe, hw, self.strip)
+
+
+def cswin_lepe_branch(dim, branch, num_heads, reso, split_size, attn_drop, qk_scale):
+    """A :class:`CSWinBlock` ``attn_layer`` (with the other arguments bound by ``partial``): CSWin's LePE attention,
+    the softmax stages of the families on this skeleton."""
+    return CSWinLePEAttention(dim, reso, branch, split_size=split_size, num_heads=num_heads, attn_drop=attn_drop,
+                              qk_scale=qk_scale)
 
 
 class CSWinBlock(nn.Module):
@@ -159,7 +167,7 @@ class _ToTokens(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-class CSWinTransformer(nn.Module):
+class CSWinTransformer(ClassifierHead, nn.Module):
     """CSWin Transformer. ``block_fn(stage=, index=, dim=, reso=, num_heads=, mlp_ratio=, qkv_bias=, qk_scale=,
     drop=, attn_drop=, drop_path=, norm_layer=, last_stage=)`` builds block ``index`` of stage ``stage`` (a
     :class:`CSWinBlock` with the family's attention and split size). ``norm_layer`` is the blocks' and the final norm,
@@ -200,16 +208,6 @@ class CSWinTransformer(nn.Module):
         self.norm = norm_layer(dim)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
-
-    @torch.jit.ignore
-    def get_classifier(self):
-        return self.head
-
-    def reset_classifier(self, num_classes, global_pool=None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _stage(self, index, x):
         """Stage ``index`` on the image (index 0) or the previous stage's tokens; returns (B, N, C) tokens."""

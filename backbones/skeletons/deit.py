@@ -16,6 +16,7 @@ from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from timm.models._features import feature_take_indices
 
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_norm
+from .heads import ClassifierHead
 from .shared import init_weights
 
 __all__ = ["DeitBlock", "VisionTransformer"]
@@ -43,7 +44,7 @@ class DeitBlock(nn.Module):
         fold_norm(self, "norm2", lambda s, b: fold_into_linear_input(self.mlp.fc1, s, b))
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ClassifierHead, nn.Module):
     """DeiT. ``block_fn(index=, dim=, num_heads=, mlp_ratio=, qkv_bias=, drop=, attn_drop=, drop_path=, norm_layer=,
     act_layer=, grid_size=)`` builds block ``index``. ``class_token=True``: a class token is prepended (and has a
     position embedding); ``class_token=False``: patch tokens only."""
@@ -84,16 +85,6 @@ class VisionTransformer(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self):
         return {"pos_embed", "cls_token"}
-
-    @torch.jit.ignore
-    def get_classifier(self):
-        return self.head
-
-    def reset_classifier(self, num_classes, global_pool=None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x):
         x = self.patch_embed(x)

@@ -23,6 +23,7 @@ from .folding import (
     fold_into_output,
     fold_norm,
 )
+from .heads import ClassifierHead
 from .shared import init_weights, merge_heads, split_heads
 
 __all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer", "SpatialReductionFolding"]
@@ -140,7 +141,7 @@ def resized_pos_embed(pos_embed, trained_hw, hw):
     return F.interpolate(grid, size=hw, mode="bilinear").flatten(2).transpose(1, 2)
 
 
-class PyramidVisionTransformer(nn.Module):
+class PyramidVisionTransformer(ClassifierHead, nn.Module):
     """PVT v1 with flat official stage names (``patch_embed{i}``, ``pos_embed{i}``, ``pos_drop{i}``, ``block{i}``).
 
     ``block_fn(stage=, index=, dim=, num_patches=, num_heads=, mlp_ratio=, qkv_bias=, qk_scale=, drop=, attn_drop=,
@@ -194,16 +195,6 @@ class PyramidVisionTransformer(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self):
         return {f"pos_embed{i + 1}" for i in range(self.num_stages)}
-
-    @torch.jit.ignore
-    def get_classifier(self):
-        return self.head
-
-    def reset_classifier(self, num_classes, global_pool=None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _pos_embed(self, index, hw):
         """Stage position embedding on the actual grid (:func:`resized_pos_embed`)."""

@@ -17,6 +17,7 @@ from timm.models import register_notrace_function
 from timm.models._features import feature_take_indices
 
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_into_output, fold_norm
+from .heads import ClassifierHead
 from .shared import init_weights
 
 __all__ = ["PatchMerging", "SwinBlock", "SwinPatchEmbed", "SwinStage", "SwinTransformer", "WindowAttention",
@@ -253,7 +254,7 @@ class SwinPatchEmbed(nn.Module):
             fold_norm(self, "norm", lambda s, b: fold_into_output(self.proj, s, b))
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(ClassifierHead, nn.Module):
     """Swin Transformer (classification and downstream layouts).
 
     ``block_fn(stage=, index=, dim=, input_resolution=, num_heads=, window_size=, mlp_ratio=, qkv_bias=, qk_scale=,
@@ -312,16 +313,6 @@ class SwinTransformer(nn.Module):
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
         return {"relative_position_bias_table"}
-
-    @torch.jit.ignore
-    def get_classifier(self):
-        return self.head
-
-    def reset_classifier(self, num_classes, global_pool=None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x):
         """The normed last-stage map, NHWC (B, H/32, W/32, C): ``output_fmt``, as timm's Swin returns it."""

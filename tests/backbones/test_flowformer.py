@@ -109,18 +109,24 @@ def test_dynamic_img_size():
         assert model(torch.randn(1, 3, 256, 192)).shape == (1, 3)
 
 
-def test_bad_inputs_raise_clear_errors(case, full_size):
+def test_bad_inputs_raise_clear_errors():
     model = timm.create_model("flowformer", num_classes=10, **SMALL)
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, H, W\).*in_chans=1"):
         model(torch.randn(1, 1, 224, 224))
     with pytest.raises(ValueError, match="built for 224x224.*dynamic_img_size=True"):
         model(torch.randn(1, 3, 256, 256))
-    with pytest.raises(ValueError, match="not a Flowformer of the variant being built.*shapes differ: blocks.0.0"):
-        checkpoint_filter_fn(case.state_dict, full_size)
+
+
+def test_checkpoint_of_another_variant_is_named_by_the_loader(case, tmp_path):
+    """The filter passes another variant's keys through unchanged; zoo.load_checkpoint names them."""
+    zoo = pytest.importorskip("zoo")
     deeper = {**case.state_dict, **{k.replace("blocks.0.0.", "blocks.0.1."): v
                                     for k, v in case.state_dict.items() if k.startswith("blocks.0.0.")}}  # fmt: skip
-    with pytest.raises(ValueError, match="unexpected: blocks.0.1"):
-        checkpoint_filter_fn(deeper, timm.create_model("flowformer", num_classes=10, **SMALL))
+    model = timm.create_model("flowformer", num_classes=10, **SMALL)
+    assert checkpoint_filter_fn(deeper, model) == deeper
+    torch.save({"model": deeper}, tmp_path / "deeper.pth")
+    with pytest.raises(zoo.CheckpointError, match=r"blocks\.0\.1\."):
+        zoo.load_checkpoint(model, tmp_path / "deeper.pth")
 
 
 def test_triton_path_trains_like_the_reference(monkeypatch):

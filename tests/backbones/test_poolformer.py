@@ -196,7 +196,7 @@ def test_zoo_load_checkpoint_gives_official_logits(case, tmp_path, suffix):
 
 def test_zoo_load_checkpoint_names_a_foreign_key(case, tmp_path):
     import zoo
-    from zoo.checkpoint import CheckpointError
+    from zoo import CheckpointError
 
     path = tmp_path / "with_extra_key.safetensors"
     save_file(dict(case.state_dict, **{"dist_head.weight": torch.zeros(10, 128)}), str(path))

@@ -11,7 +11,7 @@ import torch
 
 import backbones
 import backbones.agent as agent
-from zoo.registry import checkpoint_filter_fn_for
+from zoo.weights import checkpoint_filter_fn_for
 
 SKELETON_DIR = Path(backbones.__file__).parent / "skeletons"
 FAMILY_MODULES = {p.stem for p in Path(backbones.__file__).parent.glob("*.py") if p.stem != "__init__"}
