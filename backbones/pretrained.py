@@ -6,7 +6,8 @@ under ``content`` and load the first one for every variant. Each family's ``defa
 with a file name of its own (:func:`official_weights`: ``url=(url, filename)``, which timm's
 ``download_cached_file`` takes), and ``custom_load=True`` makes timm hand the downloaded file's path to
 ``model.load_pretrained(path)`` instead of unpickling it itself. (A ``pretrained_cfg_overlay=dict(file=...)`` resets
-``custom_load`` in timm: timm then loads that file itself, weights-only, through the family's filter, strictly.)
+``custom_load`` in timm unless the overlay sets it; :func:`build_with_official_weights` sets it, so a file given that
+way goes through the same loader.)
 
 Why a loader that someone installs: the safe loading (weights-only unpickling, the card's sha256, the family's
 checkpoint filter, strict keys, errors that name every misfit) is ``zoo.load_checkpoint``, and ``backbones`` never
@@ -25,16 +26,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import torch
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from timm.models._hub import get_cache_dir
-from timm.models._manipulate import adapt_input_conv
 from torch import nn
 
 __all__ = [
     "OfficialWeightsUnavailableError",
     "PretrainedFromLoader",
-    "adapt_state_dict_to_model",
     "build_with_official_weights",
     "install_checkpoint_loader",
     "official_weights",
@@ -74,38 +72,15 @@ class PretrainedFromLoader:
         _checkpoint_loader(self, checkpoint_path)
 
 
-def adapt_state_dict_to_model(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """What timm's own loader does to a pretrained state dict, for ``custom_load`` models (timm skips it for them).
-
-    - ``in_chans`` other than the checkpoint's: the stem conv (``pretrained_cfg['first_conv']``) is adapted with
-      timm's ``adapt_input_conv`` (summed / repeated channels);
-    - another ``num_classes`` (or none): the checkpoint's classifier (``pretrained_cfg['classifier']``) is replaced by
-      the model's own freshly initialised one, or dropped when the model has no classifier.
-    Everything else must then fit the model exactly (the caller loads strictly).
-    """
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    own = model.state_dict()
-    state_dict = dict(state_dict)
-    first_convs = cfg.get("first_conv") or ()
-    for conv in (first_convs,) if isinstance(first_convs, str) else first_convs:
-        key = f"{conv}.weight"
-        if key in state_dict and key in own and state_dict[key].dim() == 4 \
-                and state_dict[key].shape[1] != own[key].shape[1]:
-            state_dict[key] = adapt_input_conv(own[key].shape[1], state_dict[key])
-    classifiers = cfg.get("classifier") or ()
-    for classifier in (classifiers,) if isinstance(classifiers, str) else classifiers:
-        for key in (f"{classifier}.weight", f"{classifier}.bias"):
-            if key not in state_dict:
-                continue
-            if key not in own:
-                del state_dict[key]  # num_classes=0 (or features_only): no classifier to load
-            elif state_dict[key].shape != own[key].shape:
-                state_dict[key] = own[key]  # another num_classes: a new classifier, as timm does
-    return state_dict
-
-
 def build_with_official_weights(model_cls: type, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """timm's ``build_model_with_cfg``, with a download that cannot happen turned into an error that says what to do."""
+    """timm's ``build_model_with_cfg``, with a download that cannot happen turned into an error that says what to do.
+
+    A ``pretrained_cfg_overlay=dict(file=...)`` keeps ``custom_load`` (timm would reset it and read the file itself,
+    preferring EMA weights): the file goes through the installed loader, like the downloaded one.
+    """
+    overlay = kwargs.get("pretrained_cfg_overlay")
+    if overlay and overlay.get("file"):
+        kwargs["pretrained_cfg_overlay"] = {"custom_load": True, **overlay}
     try:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except OSError as err:

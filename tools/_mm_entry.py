@@ -38,8 +38,8 @@ def load_config(args):
     make_repo_importable()
     if "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
-    # The glue allow-lists what Runner checkpoints hold (torch.load weights_only) and registers ZooBackbone, also for
-    # configs that do not list it in custom_imports.
+    # The glue makes mmengine read checkpoints through the zoo's reader (weights-only, with the Runner's extra globals
+    # for those reads only) and registers ZooBackbone, also for configs that do not list it in custom_imports.
     from mmengine.config import Config
 
     import zoo.openmmlab  # noqa: F401

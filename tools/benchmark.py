@@ -9,7 +9,8 @@
 
 Writes ``<out>/op_<name>.{json,md,png}`` and ``<out>/models.{json,md,png}``; every comparison is taken within one run
 on one machine (ratios), and absolute numbers carry the device they came from. Ops are pluggable: see
-tools/benchmarks/__init__.py.
+tools/benchmarks/__init__.py. Timing, peak memory, tables and plots: zoo.tasks.measure, the harness ``zoo bench`` uses
+too (docs/ARCHITECTURE.md, "Measuring").
 """
 
 from __future__ import annotations
@@ -25,15 +26,9 @@ sys.path.insert(1, str(TOOLS.parent))  # run from a checkout without `pip instal
 
 import torch  # noqa: E402
 from benchmarks import OP_BENCHMARKS, load_op_benchmark  # noqa: E402
-from benchmarks.harness import (  # noqa: E402
-    CPU_CLOCK,
-    device_label,
-    environment,
-    op_markdown,
-    plot_op,
-    run_op_benchmark,
-    write_json,
-)
+from benchmarks.harness import op_markdown, plot_op, run_op_benchmark  # noqa: E402
+
+from zoo.tasks.measure import device_label, environment, write_json  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -93,7 +88,6 @@ def main(argv=None) -> int:
     on_cuda = device.startswith("cuda")
     if args.threads or not on_cuda:
         torch.set_num_threads(args.threads or 1)
-    CPU_CLOCK["name"] = args.cpu_clock
     warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
     repeats = args.repeats if args.repeats is not None else (20 if on_cuda else 3)
     out = Path(args.out)
@@ -116,7 +110,8 @@ def main(argv=None) -> int:
             print(f"unknown implementations {unknown} for {op_name}: {list(bench.implementations)}", file=sys.stderr)
             return 2
         print(f"[op {op_name}] preset {preset}, {dtype_name}, implementations {impls}")
-        records = run_op_benchmark(bench, bench.presets[preset], device, DTYPES[dtype_name], impls, warmup, repeats)
+        records = run_op_benchmark(bench, bench.presets[preset], device, DTYPES[dtype_name], impls, warmup, repeats,
+                                   cpu_clock=args.cpu_clock)
         meta = dict(op=op_name, preset=preset, device=device, device_label=label, dtype=dtype_name,
                     warmup=warmup, repeats=repeats, cpu_clock=args.cpu_clock, environment=env)  # fmt: skip
         stem = out / f"op_{op_name}"
@@ -134,7 +129,8 @@ def main(argv=None) -> int:
         modes = args.modes.split(",")
         paths = args.paths.split(",")
         print(f"[models] {names}, batch {batch_size}, {args.img_size}px, modes {modes}, kernel paths {paths}")
-        records = run_model_benchmark(names, device, batch_size, args.img_size, modes, paths, warmup, repeats)
+        records = run_model_benchmark(names, device, batch_size, args.img_size, modes, paths, warmup, repeats,
+                                      cpu_clock=args.cpu_clock)
         meta = dict(device=device, device_label=label, batch_size=batch_size, img_size=args.img_size,
                     warmup=warmup, repeats=repeats, cpu_clock=args.cpu_clock, environment=env)  # fmt: skip
         write_json(out / "models.json", {"meta": meta, "records": records})
@@ -158,7 +154,8 @@ def main(argv=None) -> int:
         print(f"[reparameterize] {names}, batch {batch_size}, {args.img_size}px")
         import backbones  # noqa: F401  (registers the families with timm)
 
-        records = run_reparameterize_benchmark(names, device, batch_size, args.img_size, warmup, repeats)
+        records = run_reparameterize_benchmark(names, device, batch_size, args.img_size, warmup, repeats,
+                                               cpu_clock=args.cpu_clock)
         meta = dict(device=device, device_label=label, batch_size=batch_size, img_size=args.img_size,
                     warmup=warmup, repeats=repeats, cpu_clock=args.cpu_clock, environment=env)  # fmt: skip
         write_json(out / "reparameterize.json", {"meta": meta, "records": records})

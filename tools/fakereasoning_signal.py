@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
 from heads.forgery.data import load_rgb, read_annotations  # noqa: E402
 from heads.forgery.metrics import average_precision  # noqa: E402
 from heads.forgery.mllm import IGNORE_INDEX, EncodedSample  # noqa: E402
-from heads.forgery.runs import load_run  # noqa: E402
+from zoo.tasks.forgery.runs import load_run  # noqa: E402
 
 
 def _balanced(records, limit: int):

@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
 
 from heads.forgery.data import read_annotations  # noqa: E402
 from heads.forgery.metrics import ForgeryRecord, forgery_metrics_table, format_table  # noqa: E402
-from heads.forgery.runs import ForgeryRun, load_run  # noqa: E402
+from zoo.tasks.forgery.runs import ForgeryRun, load_run  # noqa: E402
 
 
 def css_model(kind: str):

@@ -9,13 +9,15 @@
         --out runs/fr --epochs 1 --batch-size 4 --lr 1e-3
 
 Without ``--tiny`` UnivFD uses CLIP ViT-L/14 (openai weights) with a new linear layer, and
-FakeReasoning the paper's branches and released weights (downloads; ``heads.forgery.mllm.build_official_fakereasoning``).
+FakeReasoning the paper's branches and released weights (downloads; ``heads.forgery.mllm.build_official_fakereasoning``,
+its projectors and fusion read by ``zoo.tasks.forgery.official.read_official_fakereasoning_state``).
 UnivFD without ``--augment`` trains its linear layer on features computed once (the backbone is frozen). After
 training, NPR's BatchNorm running statistics are recomputed in one pass over the training images with the final
 weights (``heads.forgery.baselines.recalibrate_batchnorm``; ``--no-bn-recalibration`` skips it): a short run leaves
 them near their initial values, which puts every image on one side of the 0.5 threshold. The run
 folder gets the weights (``model.safetensors`` for the detectors, the trainable part ``trainable.safetensors`` for
-FakeReasoning) and ``run.json`` (the arguments, so ``tools/forgery_eval.py`` rebuilds the same head).
+FakeReasoning), written by ``zoo.weights.save_safetensors``, and ``run.json`` (the arguments, so
+``tools/forgery_eval.py`` and ``zoo forgery check`` rebuild the same head: ``zoo.tasks.forgery.runs.load_run``).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from heads.forgery.baselines import (  # noqa: E402
     recalibrate_batchnorm,
     training_augmentation,
 )
+from heads.forgery.builders import HEADS, build_detector, build_fakereasoning  # noqa: E402
 from heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
-from heads.forgery.runs import HEADS, build_detector, build_fakereasoning  # noqa: E402
+from zoo.tasks.forgery.runs import DETECTOR_WEIGHTS, FAKEREASONING_WEIGHTS, RUN_FILE, TINY_RESPONSES  # noqa: E402
+from zoo.weights import save_safetensors  # noqa: E402
 
 
 def detector_loaders(model, train_file, crop: int, batch_size: int, augment: bool, test_file=None):
@@ -126,7 +130,12 @@ def train_fakereasoning(args, log=print) -> dict:
 
     records = read_annotations(args.train)
     responses = [r.target_response() for r in records]
-    model = build_fakereasoning(args.tiny, args.image_size, responses, args.lm_training)
+    projector_state = None
+    if not args.tiny:  # the paper's recipe starts from the released projectors and fusion
+        from zoo.tasks.forgery.official import read_official_fakereasoning_state
+
+        projector_state = read_official_fakereasoning_state()
+    model = build_fakereasoning(args.tiny, args.image_size, responses, args.lm_training, projector_state)
     processor = model.processor
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -155,10 +164,8 @@ def train_fakereasoning(args, log=print) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in trainable.items()}, str(out_dir / "trainable.safetensors"))
-    (out_dir / "responses.json").write_text(json.dumps(responses))  # the tiny tokenizer is built from these
+    save_safetensors(trainable, out_dir / FAKEREASONING_WEIGHTS)
+    (out_dir / TINY_RESPONSES).write_text(json.dumps(responses))  # the tiny tokenizer is built from these
     return {"steps": steps, "loss": last, "seconds": time.time() - start}
 
 
@@ -192,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.head == "fakereasoning":
         summary = train_fakereasoning(args)
     else:
-        from safetensors.torch import save_file
-
         model = build_detector(args.head, args.tiny, args.image_size)
         loader, _ = detector_loaders(model, args.train, args.image_size, args.batch_size, args.augment)
         if args.head == "univfd" and not args.augment:
@@ -204,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             # the training images as evaluation sees them (no augmentation), with the final weights
             plain, _ = detector_loaders(model, args.train, args.image_size, args.batch_size, False)
             summary["bn_recalibration_images"] = recalibrate_batchnorm(model, plain)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
-    (out_dir / "run.json").write_text(json.dumps({"args": vars(args), "summary": summary}, indent=2))
+        save_safetensors(model.state_dict(), out_dir / DETECTOR_WEIGHTS)
+    (out_dir / RUN_FILE).write_text(json.dumps({"args": vars(args), "summary": summary}, indent=2))
     print(json.dumps(summary))
     return 0
 

@@ -1,7 +1,9 @@
 """The ``zoo`` command. Each verb lives in its own module under ``zoo/commands`` (see its ``__init__``).
 
-User mistakes (an unknown model, a missing or corrupt file, a bad card, a ``UserError``) end with one line on stderr
-and exit code 2, never a traceback; bugs still raise. A reader that closes the pipe early (``zoo card x | head``)
+User mistakes end with one line on stderr and exit code 2, never a traceback: every error type the zoo raises for
+them subclasses ``zoo.errors.ZooError`` (unknown model, bad card, checkpoint that does not fit, dataset or run
+folder, bad flag value), so a new verb with a new error type needs nothing here; a missing file
+(``FileNotFoundError``) is mapped too. Bugs still raise. A reader that closes the pipe early (``zoo card x | head``)
 ends the command quietly.
 """
 
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .commands import VERB_MODULES
-from .commands.errors import EXIT_USER_ERROR, UserError
+from .errors import EXIT_USER_ERROR, UserError, ZooError
 
 __all__ = ["EXIT_USER_ERROR", "UserError", "build_parser", "main"]
 
@@ -40,19 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as typed, for records such as a training run's model card
-    from .cards import CardError, UnknownModelError
-    from .checkpoint import CheckpointError
-    from .classification.datasets import DatasetError
-    from .classification.runs import RunError
-
     try:
         code = args.run(args)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
         return _quiet_broken_pipe()
-    except (UserError, UnknownModelError, CheckpointError, CardError, DatasetError, RunError,
-            FileNotFoundError) as err:
+    except (ZooError, FileNotFoundError) as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
 

@@ -1,4 +1,4 @@
-# The CPU demo (zoo/xray_demo.py): a small SDANet Cascade Mask R-CNN with a tiny BiFormer backbone (the zoo's
+# The CPU demo (zoo/tasks/xray/demo.py): a small SDANet Cascade Mask R-CNN with a tiny BiFormer backbone (the zoo's
 # biformer_tiny at half width and depth, through ZooBackbone, randomly initialised: no weights can be downloaded
 # here), trained for 600 seeded iterations (a few CPU minutes) on the synthetic PIDray-style set of
 # tools/make_pidray.py (128 px images). Narrow neck and heads keep a CPU iteration short; the
@@ -102,7 +102,7 @@ val_dataloader = None
 val_evaluator = None
 val_cfg = None
 
-# -- schedule: a fixed number of iterations from scratch (zoo/xray_demo.py DEMO_ITERATIONS), seeded ------------------
+# -- schedule: a fixed number of iterations from scratch (zoo/tasks/xray/demo.py DEMO_ITERATIONS), seeded ------------------
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=600)
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(

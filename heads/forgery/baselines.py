@@ -6,11 +6,14 @@
 * :class:`NPR` (Tan et al., CVPR 2024; chuangchuangtan/NPR-DeepfakeDetection ``networks/resnet.py``): neighbouring
   pixel relationships ``x - up(down(x))`` (nearest, factor 2) scaled by 2/3, into a ResNet-50 truncated after
   layer2 with a 3x3 stride-2 stem, global average pooling and ``fc1`` 512 -> 1. Keys match the official state dict,
-  so ``NPR.pth`` loads strictly (:func:`load_official_npr`).
+  so ``NPR.pth``'s state dict loads strictly (:func:`load_official_npr`).
 * :func:`training_augmentation` (albumentations): Gaussian blur (sigma 0-3) and JPEG (quality 30-100), each with
   probability 0.5 (CNNDetection / UnivFD ``--data_aug`` defaults), optional random rescale, then crop and normalise.
 
 Both heads output one logit per image; P(fake) = sigmoid(logit).
+
+Nothing here reads a file: the official weights come in as state dicts. ``zoo.tasks.forgery.official`` downloads and
+reads them (``load_official_univfd``, ``load_official_npr``: sha256 where published, weights-only reading).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "IMAGENET_STD",
     "NPR",
     "NPR_URL",
+    "UNIVFD_FC_SHA256",
     "UNIVFD_FC_URL",
     "UnivFD",
     "evaluation_transform",
@@ -61,18 +65,15 @@ class UnivFD(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name: str = "ViT-L-14", pretrained: str = "openai",
-                        fc_weights: str | None = UNIVFD_FC_URL) -> UnivFD:
-        """The paper's backbone (CLIP ViT-L/14, openai weights, through open_clip) and, unless ``fc_weights`` is
-        None, the official linear layer (a URL or a local ``fc_weights.pth``). Downloads; not used in tests."""
+                        fc_state: dict[str, torch.Tensor] | None = None) -> UnivFD:
+        """The paper's backbone (CLIP ViT-L/14, openai weights, through open_clip; downloads, not used in tests) and,
+        when ``fc_state`` is given, the official linear layer (the state dict of ``fc_weights.pth``; read it with
+        ``zoo.tasks.forgery.official.load_official_univfd``). Without it the linear layer is freshly initialised."""
         import open_clip
 
         model = cls(open_clip.create_model(name, pretrained=pretrained))
-        if fc_weights is not None:
-            if "://" in fc_weights:
-                state = torch.hub.load_state_dict_from_url(fc_weights, map_location="cpu", weights_only=True)
-            else:
-                state = torch.load(fc_weights, map_location="cpu", weights_only=True)
-            model.load_official_fc(state)
+        if fc_state is not None:
+            model.load_official_fc(fc_state)
         return model
 
     def train(self, mode: bool = True):
@@ -149,14 +150,12 @@ class NPR(nn.Module):
         return self.fc1(x).squeeze(-1)
 
 
-def load_official_npr(path_or_url: str = NPR_URL, model: NPR | None = None) -> NPR:
-    """Load the official ``NPR.pth`` (plain state dict or ``{'model': ...}``; ``module.`` prefixes stripped)."""
+def load_official_npr(state_dict: dict[str, torch.Tensor], model: NPR | None = None) -> NPR:
+    """The official ``NPR.pth``'s state dict (plain or ``{'model': ...}``; ``module.`` prefixes stripped) loaded
+    strictly into ``model`` (a new :class:`NPR` by default). ``zoo.tasks.forgery.official.load_official_npr`` reads
+    the file (or URL)."""
     model = model or NPR()
-    if "://" in path_or_url:
-        state = torch.hub.load_state_dict_from_url(path_or_url, map_location="cpu", weights_only=True)
-    else:
-        state = torch.load(path_or_url, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    state = state_dict.get("model", state_dict)
     model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
     return model
 

@@ -38,8 +38,12 @@ __all__ = [
     "FakeReasoningOutput",
     "FakeReasoningProcessor",
     "ForgeryVerdict",
+    "OFFICIAL_LM",
+    "OFFICIAL_TRAINED_PREFIXES",
+    "TRAINED_VISUAL_PREFIXES",
     "build_official_fakereasoning",
     "convert_official_fakereasoning_state_dict",
+    "load_official_fakereasoning_weights",
 ]
 
 IGNORE_INDEX = -100
@@ -281,15 +285,32 @@ def convert_official_fakereasoning_state_dict(state_dict: dict[str, torch.Tensor
 
 # Published names (paper setup). Loading them needs the network; never called in tests.
 OFFICIAL_LM = "AnnaGao/FakeReasoning"  # merged LLaVA-1.5-13B-style checkpoint (Vicuna-13B LM, width 5120)
+# The official checkpoint's keys of the trained non-LM part (what convert_official_fakereasoning_state_dict reads).
+OFFICIAL_TRAINED_PREFIXES = ("model.mm_projector.", "model.dino_mm_projector.", "model.crossattention.")
+# This head's keys of that part; the branches (visual.high_level / visual.low_level) and the LM load elsewhere.
+TRAINED_VISUAL_PREFIXES = ("visual.high_projector.", "visual.low_projector.", "visual.fusion.")
+
+
+def load_official_fakereasoning_weights(model: FakeReasoning, state_dict: dict[str, torch.Tensor]) -> FakeReasoning:
+    """The released projectors and fusion (``state_dict`` in the official checkpoint's keys, e.g. the
+    ``model.mm_projector.*`` / ``model.dino_mm_projector.*`` / ``model.crossattention.*`` tensors of its shards) into
+    ``model``; every one of them must be there and fit. ``zoo.tasks.forgery.official`` reads them from the shards."""
+    converted = convert_official_fakereasoning_state_dict(state_dict)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    missing = [k for k in missing if k.startswith(TRAINED_VISUAL_PREFIXES)]
+    if unexpected or missing:
+        raise ValueError(f"official FakeReasoning weights did not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
 
 
 def build_official_fakereasoning(model_path: str = OFFICIAL_LM, device: str = "cpu",
-                                 dtype: torch.dtype = torch.float16) -> FakeReasoning:
-    """Paper configuration with real weights: CLIP ViT-L/14-336 (open_clip 'openai'), DINOv2 ViT-L/14 (timm),
-    the released LM, projectors and fusion (width 5120, 16 heads, FFN 20480, dropout 0.1)."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
+                                 dtype: torch.dtype = torch.float16,
+                                 projector_state: dict[str, torch.Tensor] | None = None) -> FakeReasoning:
+    """Paper configuration: CLIP ViT-L/14-336 (open_clip 'openai'), DINOv2 ViT-L/14 (timm), the released LM and
+    tokenizer (transformers, ``model_path``: a Hub id or a folder), projectors and fusion (width 5120, 16 heads, FFN
+    20480, dropout 0.1). The released projectors and fusion are loaded when ``projector_state`` (the official
+    checkpoint's tensors, :func:`load_official_fakereasoning_weights`) is given; without it they keep their random
+    initialisation. ``zoo.tasks.forgery.official.load_official_fakereasoning`` reads them from the shards."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .encoder import OpenCLIPTokens, TimmViTTokens
@@ -300,16 +321,6 @@ def build_official_fakereasoning(model_path: str = OFFICIAL_LM, device: str = "c
     visual = DualBranchEncoder(OpenCLIPTokens.from_pretrained(), TimmViTTokens.from_pretrained(), width,
                                fusion_heads=16, fusion_ffn=4 * width, dropout=0.1, bias_hidden=32)
     model = FakeReasoning(visual, language_model, FakeReasoningProcessor(tokenizer))
-    folder = Path(model_path)
-    if not folder.is_dir():
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(model_path, allow_patterns=["*.safetensors", "*.json"]))
-    state = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        state.update({k: v for k, v in load_file(str(shard)).items()
-                      if k.startswith(("model.mm_projector.", "model.dino_mm_projector.", "model.crossattention."))})
-    missing, unexpected = model.load_state_dict(convert_official_fakereasoning_state_dict(state), strict=False)
-    if unexpected or any(k.startswith("visual.") and "_level." not in k for k in missing):
-        raise RuntimeError(f"official FakeReasoning weights did not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if projector_state is not None:
+        load_official_fakereasoning_weights(model, projector_state)
     return model.to(device=device, dtype=dtype).eval()

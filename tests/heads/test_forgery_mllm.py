@@ -305,7 +305,7 @@ def test_the_tiny_random_lm_learns_only_when_its_own_weights_train():
     position |logit(fake) - logit(real)| / T can never exceed ||w_fake - w_real|| * sqrt(width) / T (the RMS-normed
     hidden state has norm sqrt(width)): about 0.2, P(fake) within 0.45..0.55. Trained in full (the tiny default), the
     same 80 steps fit the answers and the mapper; under LoRA they barely move."""
-    from heads.forgery.runs import build_fakereasoning
+    from heads.forgery.builders import build_fakereasoning
 
     results = {}
     for regime in ("lora", "full"):

@@ -96,11 +96,11 @@ def test_time_budget_hook_ends_the_run_after_the_current_iteration():
 
 
 def test_importing_heads_and_the_demo_module_leaves_openmmlab_alone():
-    """``import heads`` and ``import zoo.xray_demo`` must work without mmdet; only configs and tools import it."""
+    """``import heads`` and ``import zoo.tasks.xray.demo`` must work without mmdet; only configs and tools import it."""
     import subprocess
     import sys
 
-    code = ("import sys, heads, zoo.xray_demo; "
+    code = ("import sys, heads, zoo.tasks.xray.demo; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('mmdet', 'mmcv', 'mmengine') "
             "or m == 'heads.xray'); print(loaded); sys.exit(1 if loaded else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import pickle
-
 import numpy as np
 import pytest
 import timm
@@ -12,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import zoo.openmmlab as glue
+from zoo import CheckpointError
 from zoo.openmmlab import ZooBackbone
 
 
@@ -79,13 +77,13 @@ def test_init_cfg_pretrained_is_strict_too(poolformer_ckpt, tmp_path):
     backbone = ZooBackbone("poolformer_s12", init_cfg=dict(type="Pretrained", checkpoint=path))
     assert backbone.pretrained == path and not backbone.init_cfg
     other = _save(timm.create_model("resnet18"), tmp_path / "resnet18.safetensors")
-    with pytest.raises(ValueError, match="does not match the model"):
+    with pytest.raises(CheckpointError, match="does not match the model"):
         ZooBackbone("poolformer_s12", init_cfg=dict(type="Pretrained", checkpoint=other))
 
 
 def test_pretrained_of_another_family_fails_at_build_time(poolformer_ckpt):
     path, _ = poolformer_ckpt
-    with pytest.raises(ValueError, match=r"(?s)agent_pvt_tiny.*does not match the model.*another family"):
+    with pytest.raises(CheckpointError, match=r"(?s)does not fit agent_pvt_tiny.*another family"):
         ZooBackbone("agent_pvt_tiny", pretrained=path)
 
 
@@ -116,28 +114,25 @@ def test_frozen_stages_and_norm_eval():
         ZooBackbone("poolformer_s12", frozen_stages=5)
 
 
-def test_runner_checkpoint_globals_are_narrow():
-    """HistoryBuffer's pickled methods load under weights_only; other getattr lookups stay refused."""
+def test_runner_checkpoint_globals_are_narrow(tmp_path):
+    """HistoryBuffer's pickled methods load through mmengine's reader (the zoo's, weights-only, with the Runner's
+    globals); other getattr lookups stay refused."""
     from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.runner.checkpoint import _load_checkpoint
 
-    glue.register_runner_checkpoint_globals()
     buffer = HistoryBuffer()
     buffer.update(np.float64(1.5))
-    blob = io.BytesIO()
-    torch.save({"message_hub": {"log_scalars": {"loss": buffer}}, "scalar": np.float32(2.0)}, blob)
-    blob.seek(0)
-    restored = torch.load(blob)  # weights_only=True, the torch >= 2.6 default mmengine relies on
+    torch.save({"message_hub": {"log_scalars": {"loss": buffer}}, "scalar": np.float32(2.0)}, tmp_path / "ok.pth")
+    restored = _load_checkpoint(str(tmp_path / "ok.pth"), map_location="cpu")
     assert restored["message_hub"]["log_scalars"]["loss"].mean() == 1.5
 
     class Sneaky:
         def __reduce__(self):
             return getattr, (HistoryBuffer, "__init__")
 
-    blob = io.BytesIO()
-    torch.save({"x": Sneaky()}, blob)
-    blob.seek(0)
-    with pytest.raises(pickle.UnpicklingError, match="only HistoryBuffer's statistics methods"):
-        torch.load(blob)
+    torch.save({"x": Sneaky()}, tmp_path / "sneaky.pth")
+    with pytest.raises(CheckpointError, match=r"sneaky.pth: refused.*builtins.getattr"):
+        glue.load_from_zoo_reader(str(tmp_path / "sneaky.pth"))
 
 
 @pytest.mark.parametrize(("model_name", "model_kwargs", "expected"), [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import timm
 import torch
@@ -9,7 +11,20 @@ import yaml
 from zoo_helpers import SMALL_MODEL, card_fields, detector_fields, forgery_fields, write_card
 
 import zoo
-from zoo.cards import PACKAGE_CARD_DIR, CardError, UnknownModelError, load_card_file
+from zoo.cards import (
+    DETECTOR_TASKS,
+    PACKAGE_CARD_DIR,
+    TASK_SPECS,
+    TASKS,
+    CardError,
+    TaskSpec,
+    UnknownModelError,
+    load_card_file,
+    register_task,
+    render,
+)
+from zoo.cli import main
+from zoo.errors import ZooError
 
 PARAMS_TOLERANCE = 0.005  # the issue's bound: params within 0.5% of the card
 
@@ -232,3 +247,112 @@ def test_shipped_task_card_is_consistent(name):
     assert f"# Model card for {name}" in rendered
     if not card.metrics:  # the cards without paper numbers say so
         assert "No published numbers" in rendered and "No paper numbers" in card.notes
+
+
+# ------------------------------------------------------------------------------------------- the task spec table
+
+
+def test_task_names_and_errors_derive_from_the_table():
+    assert tuple(TASKS) == tuple(TASK_SPECS) == ("classification", "xray", "detection", "segmentation", "forgery")
+    assert tuple(DETECTOR_TASKS) == ("xray", "detection", "segmentation")
+    assert issubclass(CardError, ValueError) and issubclass(CardError, ZooError)
+    assert issubclass(UnknownModelError, KeyError) and issubclass(UnknownModelError, ZooError)
+
+
+@dataclass(frozen=True)
+class KeypointsSection:
+    dataset: str
+    num_keypoints: int
+
+
+def _parse_keypoints(check, raw) -> KeypointsSection:
+    raw = check.mapping(raw, "keypoints", {"dataset", "num_keypoints"})
+    count = check.number(raw["num_keypoints"], "keypoints.num_keypoints", positive=True)
+    return KeypointsSection(dataset=check.text(raw["dataset"], "keypoints.dataset"), num_keypoints=int(count))
+
+
+def _render_keypoints(card, spec) -> str:
+    lines = render.header_lines(card, spec) + [
+        f"- **Model Type:** {spec.kind}",
+        f"- **Keypoints:** {card.section.num_keypoints} ({card.section.dataset})",
+        *render.source_lines(card),
+        "",
+        "```bash",
+        *render.command_lines(card, spec),
+        "```",
+        "",
+    ]
+    return "\n".join(lines + render.results_lines(card) + render.notes_lines(card))
+
+
+@pytest.fixture
+def keypoints_task():
+    """A made-up "keypoints" task, registered for one test: one TaskSpec, no other code edited."""
+    spec = register_task(TaskSpec(
+        name="keypoints", section="keypoints", parse=_parse_keypoints, model_stats_required=False,
+        render=_render_keypoints, library="mmpose", tags=("keypoint-detection", "openmmlab"), kind="Pose estimator",
+        summary="A {card.family} pose estimator", commands=("zoo pose {card.name} images/",),
+        built_from=lambda card: f"{card.section.num_keypoints} keypoints; {card.section.dataset}",
+    ))
+    try:
+        yield spec
+    finally:
+        TASK_SPECS.pop(spec.name)
+    assert "keypoints" not in TASKS
+
+
+def keypoints_fields(name: str = "test_pose", **overrides) -> dict:
+    fields = {**forgery_fields(name), "task": "keypoints", "family": "hrnet",
+              "keypoints": {"dataset": "coco", "num_keypoints": 17},
+              "metrics": [{"task": "pose-estimation", "dataset": "coco", "metric": "ap", "value": 75.1,
+                           "source": "made up for the tests"}]}
+    del fields["forgery"]
+    fields.update(overrides)
+    return fields
+
+
+def test_a_task_registered_at_run_time_loads_renders_and_lists(keypoints_task, card_dir, capsys):
+    assert "keypoints" in TASKS and "keypoints" not in DETECTOR_TASKS
+    write_card(card_dir, keypoints_fields())
+    write_card(card_dir, card_fields())
+
+    card = zoo.get_card("test_pose")
+    assert card.task == "keypoints" and card.spec is keypoints_task
+    assert card.section == KeypointsSection("coco", 17) and card.detector is None and card.forgery is None
+    assert card.params_m is None  # model stats optional, as the spec says
+
+    text = zoo.render_card("test_pose")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["library_name"] == "mmpose" and meta["tags"] == ["keypoint-detection", "openmmlab", "attnzoo", "hrnet"]
+    assert "A hrnet pose estimator, from" in text and "**Keypoints:** 17 (coco)" in text
+    assert "zoo pose test_pose images/" in text and "| pose-estimation | coco | ap | 75.1 |" in text
+    assert main(["card", "test_pose"]) == 0 and capsys.readouterr().out.strip() == text.strip()
+
+    assert zoo.list_cards("test_*", task="keypoints") == ["test_pose"]
+    assert main(["list", "test_*", "--task", "keypoints"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "test_pose" in line)
+    assert "keypoints" in row and "hrnet" in row and "17 keypoints; coco" in row and "ap 75.1" in row
+    assert main(["list", "test_*"]) == 0  # both tables: the timm model and the new task's card
+    out = capsys.readouterr().out
+    assert SMALL_MODEL in out and "17 keypoints; coco" in out
+
+
+@pytest.mark.parametrize("fields, field, words", [
+    (card_fields(keypoints={"dataset": "coco", "num_keypoints": 17}), "keypoints", "unknown field"),
+    ({k: v for k, v in keypoints_fields().items() if k != "keypoints"}, "keypoints", "missing"),
+    (keypoints_fields(keypoints={"dataset": "coco", "num_keypoints": 0}), "keypoints.num_keypoints", "positive"),
+    (keypoints_fields(detector=detector_fields()["detector"]), "detector", "unknown field"),
+])
+def test_a_registered_task_section_is_checked(keypoints_task, tmp_path, fields, field, words):
+    path = write_card(tmp_path, fields)
+    with pytest.raises(CardError) as info:
+        load_card_file(path)
+    assert str(path) in str(info.value) and f"field '{field}'" in str(info.value) and words in str(info.value)
+
+
+def test_register_task_refuses_a_taken_name_and_a_common_field():
+    with pytest.raises(ValueError, match="already registered"):
+        register_task(TASK_SPECS["xray"])
+    with pytest.raises(ValueError, match="common card field"):
+        TaskSpec(name="bad", section="metrics", parse=_parse_keypoints, model_stats_required=False,
+                 render=_render_keypoints, library="x", tags=(), kind="x", summary="x", built_from=str)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from zoo_helpers import SMALL_MODEL, card_fields, write_card
 
 import zoo
-from zoo.checkpoint import CheckpointError, unwrap_state_dict
+from zoo.weights import CheckpointError, checkpoint_filter_fn_for, unwrap_state_dict
 
 
 class RunsCodeWhenUnpickled:
@@ -209,7 +209,7 @@ def test_family_filter_runs_and_can_be_replaced(tmp_path, small_model):
     assert calls == [model] and same_weights(model, small_model)
     from timm.models import convnext
 
-    assert zoo.registry.checkpoint_filter_fn_for(model) is convnext.checkpoint_filter_fn
+    assert checkpoint_filter_fn_for(model) is convnext.checkpoint_filter_fn
 
 
 # ---------------------------------------------------------------------------------------------- cards and the cache

@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.classification import build_dataset, class_to_index_for_model, scan_image_folder
 from zoo.cli import EXIT_USER_ERROR, main
+from zoo.tasks.classification import build_dataset, class_to_index_for_model, scan_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))

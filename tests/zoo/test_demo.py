@@ -6,7 +6,7 @@ import numpy as np
 from rich.console import Console
 from zoo_helpers import SMALL_MODEL, card_fields, write_card
 
-from zoo import demo
+from zoo.tasks import demo
 
 
 def test_demo_image_is_deterministic_and_shipped():
@@ -14,6 +14,7 @@ def test_demo_image_is_deterministic_and_shipped():
     assert first.shape == (256, 256, 3) and np.array_equal(first, second)
     assert not np.array_equal(first, np.asarray(demo.draw_demo_image(seed=1)))
     assert demo.DEMO_IMAGE.is_file() and demo.demo_image().size == (256, 256)
+    assert demo.DEMO_IMAGE.parent.name == "assets" and demo.DEMO_IMAGE.parent.parent.name == "zoo"
 
 
 def test_steps_run_in_order_and_can_be_appended(card_dir, monkeypatch):
@@ -38,7 +39,7 @@ def test_xray_step_trains_fixed_iterations_under_a_guard_and_ends_with_zoo_xray_
     import pytest
 
     pytest.importorskip("mmdet")
-    from zoo import xray_demo
+    from zoo.tasks.xray import demo as xray_demo
 
     lines = []
     result = xray_demo.run_xray_demo(tmp_path / "xray", iterations=1000, guard_minutes=0.01, num_train=6,
@@ -58,3 +59,34 @@ def test_xray_step_trains_fixed_iterations_under_a_guard_and_ends_with_zoo_xray_
         assert (tmp_path / "xray" / "detect" / bag).is_file()
         assert json.loads((tmp_path / "xray" / "detect" / bag.replace(".png", ".json")).read_text())["image"]
     assert result["detect"]["images"] == 6 and set(result["trained"]) >= {"easy", "hard", "hidden", "overall"}
+
+
+def test_xray_demo_config_and_untrained_checkpoint_are_library_functions(tmp_path):
+    """The demo's config (this run's data root and seed) and its seeded untrained detector, written in-process."""
+    import pytest
+
+    pytest.importorskip("mmdet")
+    from mmengine.config import Config
+
+    from zoo.openmmlab import RUNNER_CHECKPOINT_GLOBALS
+    from zoo.tasks.xray.demo import save_untrained_checkpoint, write_demo_config
+    from zoo.weights import compare_state_dicts, read_checkpoint
+
+    root = tmp_path / "data"
+    config = write_demo_config(tmp_path / "config.py", root, seed=3)
+    cfg = Config.fromfile(str(config))
+    assert cfg.randomness.seed == 3 and cfg.train_dataloader.dataset.data_root == f"{root}/"
+    assert [d.data_root for d in cfg.test_dataloader.dataset.datasets] == [f"{root}/"] * 3
+    assert cfg.test_evaluator.ann_files == {s: f"{root}/annotations/xray_test_{s}.json" for s in ("easy", "hard",
+                                                                                                   "hidden")}
+
+    import torch
+
+    before = torch.random.get_rng_state()
+    first = read_checkpoint(save_untrained_checkpoint(config, tmp_path / "a.pth", seed=3),
+                            extra_globals=RUNNER_CHECKPOINT_GLOBALS)
+    second = read_checkpoint(save_untrained_checkpoint(config, tmp_path / "b.pth", seed=3))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state is left alone
+    assert first["meta"] == {"note": "untrained: seeded initialisation"}
+    assert len(first["state_dict"]) > 100 and compare_state_dicts(first["state_dict"], second["state_dict"]).fits
+    assert all(torch.equal(v, second["state_dict"][k]) for k, v in first["state_dict"].items())

@@ -1,9 +1,13 @@
 """`zoo forgery check`: one JSON line per image with the run's own P(fake), folders, non-image files skipped with a
-warning that names them, and a bad run folder ending in one error line with exit code 2."""
+warning that names them, and a bad run folder (or damaged, misfitting weights) ending in one error line with exit code
+2; zoo.tasks.forgery as a library (run folders written by tools/forgery_train.py, the official weights' readers)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ import torch
 from PIL import Image
 
 from zoo.cli import EXIT_USER_ERROR, main
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("albumentations")
 pytest.importorskip("safetensors")
@@ -83,8 +89,8 @@ def test_plain_output_and_threshold(npr_run, image_folder, capsys):
 def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
+    from heads.forgery.builders import build_fakereasoning
     from heads.forgery.prompt import build_response
-    from heads.forgery.runs import build_fakereasoning
 
     responses = [build_response("Edges look soft.", 1), build_response("Noise is even.", 0)]
     model = build_fakereasoning(tiny=True, image_size=56, responses=responses)
@@ -103,15 +109,21 @@ def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, ca
     run_json["args"]["lm_training"] = "lora"
     (folder / "run.json").write_text(json.dumps(run_json))
     assert main(["forgery", "check", str(folder), str(image_folder)]) == EXIT_USER_ERROR
-    assert "holds weights this FakeReasoning (lm_training lora) does not train" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trainable.safetensors does not fit the FakeReasoning (lm_training lora) run.json describes" in err
+    # the LM's own weights are frozen under LoRA (not expected); its LoRA tensors are expected and absent
+    assert "21 unexpected key(s): language_model.lm_head.weight, language_model.model.embed_tokens.weight" in err
+    assert "28 missing key(s): language_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A" in err
+    assert "only the trainable tensors are expected" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("damage, words", [
     ("no_run_json", "has no run.json: not a run of tools/forgery_train.py"),
     ("unknown_head", "head 'cnn' is not one of npr, univfd, fakereasoning"),
     ("no_weights", "has run.json but no model.safetensors"),
-    ("missing_key", "model.safetensors does not fit the npr head"),
-    ("corrupt_weights", "model.safetensors is truncated or corrupt"),
+    ("missing_key", "model.safetensors does not fit the npr head run.json describes: 1 missing key(s): fc1.bias."),
+    ("corrupt_weights", "model.safetensors: corrupt .safetensors file"),
+    ("truncated_weights", "model.safetensors: truncated .safetensors file"),
 ])
 def test_bad_run_folder_is_one_line_and_exit_2(npr_run, image_folder, tmp_path, capsys, damage, words):
     from safetensors.torch import save_file
@@ -130,6 +142,9 @@ def test_bad_run_folder_is_one_line_and_exit_2(npr_run, image_folder, tmp_path, 
     elif damage == "missing_key":
         state = {k: v for k, v in model.state_dict().items() if k != "fc1.bias"}
         save_file(state, str(folder / "model.safetensors"))
+    elif damage == "truncated_weights":
+        whole = (source / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(whole[: len(whole) // 2])
     else:
         (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
     assert main(["forgery", "check", str(folder), str(image_folder)]) == EXIT_USER_ERROR
@@ -146,3 +161,96 @@ def test_no_image_at_all_and_missing_path_exit_2(npr_run, tmp_path, capsys):
     assert f"skipping {tmp_path / 'notes.txt'}" in err and "zoo: error: no readable image" in err
     assert main(["forgery", "check", str(folder), str(tmp_path / "absent")]) == EXIT_USER_ERROR
     assert "absent: no such file or directory" in capsys.readouterr().err
+
+
+def test_help_names_the_forgery_run_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["forgery", "check", "--help"])
+    out = capsys.readouterr().out
+    assert "FORGERY_RUN IMAGE_OR_DIR" in out and " RUN " not in out
+
+
+def test_check_images_is_a_library_generator(npr_run, image_folder):
+    from zoo.tasks.forgery.check import check_images
+    from zoo.tasks.forgery.runs import load_run
+
+    folder, _ = npr_run
+    run = load_run(folder)
+    warnings = []
+    results = list(check_images(run, [image_folder], threshold=0.0, batch_size=1, warn=warnings.append))
+    assert [r.path.name for r in results] == ["a.png", "b.jpg"] and len(warnings) == 2
+    assert all(r.label == "fake" and r.row() == {"image": str(r.path), "p_fake": r.p_fake, "verdict": "fake",
+                                                   "head": "npr"} for r in results)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(check_images(run, [image_folder], batch_size=0))
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_trained_run_folder_loads_back(tmp_path, image_folder, capsys):
+    """tools/forgery_train.py writes the folder (weights through zoo.weights.save_safetensors); load_run reads it."""
+    from safetensors import safe_open
+
+    from zoo.tasks.forgery.runs import load_run
+
+    data = _tool("make_forgery_set").make_set(tmp_path / "set", train=8, test=2, size=32, seed=0)
+    out = tmp_path / "run"
+    assert _tool("forgery_train").main(["--head", "npr", "--train", str(data["train"]), "--out", str(out),
+                                        "--epochs", "1", "--batch-size", "4"]) == 0
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
+    run = load_run(out)
+    assert run.head == "npr" and run.image_size == 32 and not run.model.training
+    capsys.readouterr()
+    assert main(["forgery", "check", str(out), str(image_folder / "a.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["head"] == "npr"
+
+
+def test_official_readers_check_the_file(tmp_path):
+    """The official weights are read through zoo.weights: sha256 of the published file, the one unwrapping rule
+    ('model', 'module.'), and the one misfit message naming the key."""
+    from heads.forgery.baselines import NPR, UNIVFD_FC_SHA256
+    from zoo.tasks.forgery.official import load_official_npr, official_state_dict
+    from zoo.weights import CheckpointError
+
+    asset = REPO / "tests/heads/assets/univfd_fc_weights.pth"
+    state, origin = official_state_dict(asset, UNIVFD_FC_SHA256, "UnivFD fc weights")
+    assert state["weight"].shape == (1, 768) and str(asset) in origin
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        official_state_dict(asset, "0" * 64)
+
+    torch.manual_seed(0)
+    source = NPR().eval()
+    path = tmp_path / "NPR.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    model = load_official_npr(path)
+    torch.testing.assert_close(model.state_dict(), source.state_dict())
+    torch.save({k: v for k, v in source.state_dict().items() if k != "fc1.weight"}, path)
+    with pytest.raises(CheckpointError, match=r"NPR weights .*NPR.pth does not fit NPR: 1 missing key\(s\): fc1.weight"):
+        load_official_npr(path)
+
+
+def test_official_fakereasoning_state_reads_only_the_projectors(tmp_path):
+    """With the shards' index only the projector / fusion tensors are read; without it every shard is filtered."""
+    from safetensors.torch import save_file
+
+    from zoo.tasks.forgery.official import read_official_fakereasoning_state
+    from zoo.weights import CheckpointError
+
+    save_file({"model.mm_projector.0.weight": torch.ones(2, 2), "model.embed_tokens.weight": torch.ones(3)},
+              str(tmp_path / "a.safetensors"))
+    save_file({"model.crossattention.norm.weight": torch.ones(2)}, str(tmp_path / "b.safetensors"))
+    assert set(read_official_fakereasoning_state(str(tmp_path))) == {"model.mm_projector.0.weight",
+                                                                     "model.crossattention.norm.weight"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "model.mm_projector.0.weight": "a.safetensors", "model.embed_tokens.weight": "a.safetensors"}}))
+    assert set(read_official_fakereasoning_state(str(tmp_path))) == {"model.mm_projector.0.weight"}
+    (tmp_path / "a.safetensors").write_bytes((tmp_path / "a.safetensors").read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="a.safetensors: truncated"):
+        read_official_fakereasoning_state(str(tmp_path))

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.export import compile_check, export_onnx
 from zoo.layers import (
     ELA,
     AgentAttention2d,
@@ -23,6 +22,7 @@ from zoo.layers import (
     FlowAttention2d,
     SimplifiedLinearAttention2d,
 )
+from zoo.tasks.export import compile_check, export_onnx
 
 LAYERS = {
     "bra": BiLevelRoutingAttention2d,

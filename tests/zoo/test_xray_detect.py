@@ -2,8 +2,8 @@
 checkpoint that does not fit the config refused with both names, labels that never overlap.
 
 The detector is the CPU demo's (configs/xray/...synthetic-demo.py) at its seeded initialisation, saved without
-``dataset_meta`` as a plain ``torch.save`` file: an untrained head scores every class about equally, so
-``--score-thr 0`` keeps its full quota of detections (boxes and masks) for the schema checks.
+``dataset_meta`` by the demo's own ``save_untrained_checkpoint``: an untrained head scores every class about equally,
+so ``--score-thr 0`` keeps its full quota of detections (boxes and masks) for the schema checks.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ pytest.importorskip("mmdet")
 mask_utils = pytest.importorskip("pycocotools.mask")
 
 from zoo.cli import EXIT_USER_ERROR, main  # noqa: E402
-from zoo.commands import xray  # noqa: E402
+from zoo.tasks.images import collect_images  # noqa: E402
+from zoo.tasks.xray import drawing  # noqa: E402
+from zoo.tasks.xray.demo import save_untrained_checkpoint  # noqa: E402
+from zoo.weights import read_checkpoint, save_pickle  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = "xray/cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py"
@@ -44,19 +47,9 @@ def bags(tmp_path_factory):
     _make_pidray().make_pidray(root / "set", num_train=0, num_test=2, image_size=96, seed=5,
                                splits=("easy", "hard"))
     (root / "set" / "hard" / "packing_list.txt").write_text("not an image")
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
     from zoo.shipped import config_path
 
-    cfg = Config.fromfile(str(config_path(DEMO_CONFIG)))
-    init_default_scope("mmdet")
-    from mmdet.registry import MODELS
-
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    torch.save({"state_dict": model.state_dict()}, root / "untrained.pth")
+    save_untrained_checkpoint(config_path(DEMO_CONFIG), root / "untrained.pth", seed=0)
     return root
 
 
@@ -120,18 +113,19 @@ def test_non_image_in_a_folder_is_skipped_with_a_warning_naming_it(detected):
 
 
 def test_checkpoint_that_does_not_fit_the_config_names_both(bags, tmp_path, capsys):
-    state = torch.load(bags / "untrained.pth", weights_only=True)["state_dict"]
+    state = read_checkpoint(bags / "untrained.pth")["state_dict"]
     state.pop("neck.selective_attentions.0.channel_attention.squeeze.0.weight")
     state["roi_head.bbox_head.0.fc_cls.weight"] = torch.zeros(81, 128)  # a COCO-sized class head
     bad = tmp_path / "other_detector.pth"
-    torch.save({"state_dict": state}, bad)
+    save_pickle({"state_dict": state}, bad)
     code = main(["xray", "detect", DEMO_CONFIG, str(bad), str(bags / "set" / "easy"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     message = [line for line in err.splitlines() if line.startswith("zoo: error:")]
     assert code == EXIT_USER_ERROR and len(message) == 1
     assert str(bad) in message[0] and DEMO_CONFIG.split("/")[-1] in message[0]
     assert "neck.selective_attentions.0.channel_attention.squeeze.0.weight" in message[0]
-    assert "roi_head.bbox_head.0.fc_cls.weight (81, 128) in the checkpoint vs (13, 128) in the model" in message[0]
+    assert "roi_head.bbox_head.0.fc_cls.weight checkpoint [81, 128] vs model [13, 128]" in message[0]
+    assert "Pass the config the checkpoint was trained with" in message[0]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
@@ -148,6 +142,19 @@ def test_user_mistakes_exit_2_with_one_line(bags, tmp_path, capsys, argv, words)
     assert err[-1].startswith("zoo: error: ") and words in err[-1]
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_unreadable_checkpoint_is_one_error_line_naming_it(bags, tmp_path, capsys, damage):
+    """mmengine reads the file through the zoo's reader (``import zoo.openmmlab``): no traceback, no pre-read."""
+    data = (bags / "untrained.pth").read_bytes()
+    bad = tmp_path / f"{damage}.pth"
+    bad.write_bytes(b"" if damage == "empty" else data[:len(data) // 2])
+    code = main(["xray", "detect", DEMO_CONFIG, str(bad), str(bags / "set" / "easy"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("zoo: error:")]
+    assert code == EXIT_USER_ERROR and len(errors) == 1 and "Traceback" not in err
+    assert str(bad) in errors[0] and "not a readable PyTorch checkpoint" in errors[0]
+
+
 def test_collect_images_keeps_order_and_warns_per_skipped_file(tmp_path):
     import cv2
 
@@ -159,7 +166,7 @@ def test_collect_images_keeps_order_and_warns_per_skipped_file(tmp_path):
     (folder / "notes.md").write_text("x")
     (folder / "sub").mkdir()
     warnings = []
-    found = xray.collect_images([folder, folder / "b.png"], warnings.append)
+    found = collect_images([folder, folder / "b.png"], warnings.append)
     assert [p.name for p in found] == ["a.jpg", "b.png"]  # sorted, no repeat, no subfolder
     assert len(warnings) == 2 and "c.png" in warnings[0] and "cannot be decoded" in warnings[0]
     assert "notes.md" in warnings[1] and "not an image" in warnings[1]
@@ -172,9 +179,9 @@ def test_labels_never_overlap_each_other():
         corners = rng.uniform(0, 400, (n, 2))
         boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(corners, rng.uniform(5, 200, (n, 2)))]
         sizes = [(int(w), 19) for w in rng.integers(60, 110, n)]
-        labels = xray.place_labels(boxes, sizes, 512, 512)
+        labels = drawing.place_labels(boxes, sizes, 512, 512)
         for i, a in enumerate(labels):
             assert a[2] - a[0] == sizes[i][0] and a[3] - a[1] == sizes[i][1] and a[0] >= 0 and a[1] >= 0
             assert a[2] <= 512
             for b in labels[i + 1:]:
-                assert not xray._overlaps(a, b), (a, b)
+                assert not drawing._overlaps(a, b), (a, b)

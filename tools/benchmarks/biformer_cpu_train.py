@@ -6,7 +6,8 @@ are started together and their steps are interleaved (one step of each side in t
 ``--warmup``), so that a machine shared with other jobs slows every side alike; the step time is the median over the
 rounds, as wall-clock and as process CPU time (the CPU seconds the process itself used: robust to other jobs taking
 the cores). Peak = the process's ``ru_maxrss`` at the end (absolute, MiB) and its growth over the resident set just
-before the first step.
+before the first step (zoo.tasks.measure.process_peak_rss_mib, loaded by benchmarks.load_measure, which does not
+import the zoo into the timm and official processes).
 
 ``--profile`` adds a torch.profiler table of one training step of the zoo model: the ops by self CPU time, grouped as
 routing (region means, topk), gathers (index, index_add_), attention (the batched matmuls and softmax of the BRA
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(1, str(REPO / "tools"))
+from benchmarks import load_measure  # noqa: E402
+
+measure = load_measure()
 SIDES = ("zoo biformer_tiny", "official biformer_tiny", "timm swin_tiny")
 
 CATEGORIES = [  # (category, predicate on the op name); first match wins
@@ -54,10 +58,6 @@ CATEGORIES = [  # (category, predicate on the op name); first match wins
 ]
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _model(side: str, official: str | None, weights: str | None):
     import timm
     import torch
@@ -77,7 +77,7 @@ def _model(side: str, official: str | None, weights: str | None):
         from models.biformer import biformer_tiny
 
         model = biformer_tiny(pretrained=False)
-    if weights:
+    if weights:  # read here, not through zoo.weights: the official side's process must not import the zoo
         model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
     return model
 
@@ -93,7 +93,7 @@ def serve(side: str, args) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(args.batch, 3, 224, 224)
     labels = torch.randint(0, 1000, (args.batch,))
-    before = _rss_mib()
+    before = measure.process_peak_rss_mib()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -109,7 +109,8 @@ def serve(side: str, args) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         step()
         print(json.dumps(dict(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)), flush=True)
-    result = dict(side=side, peak_rss_mib=round(_rss_mib()), peak_growth_mib=round(_rss_mib() - before))
+    peak = measure.process_peak_rss_mib()
+    result = dict(side=side, peak_rss_mib=round(peak), peak_growth_mib=round(peak - before))
     if args.profile and side == "zoo biformer_tiny":
         result["profile"] = profile_step(step)
     print(json.dumps(result), flush=True)
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
             print(json.dumps(result), flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        measure.write_json(args.out / "results.json", results, indent=2)
     return 0
 
 

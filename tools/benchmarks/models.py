@@ -1,8 +1,12 @@
 """Whole-model throughput: our BiFormer (kernel path and reference path) next to timm peers, in one run.
 
-Training step = forward + cross-entropy on random labels + backward + SGD step; inference = eval forward without grad.
-On CUDA both run under bf16 autocast (the setting of issue 4's targets). A model whose name starts with ``biformer``
-is measured once per kernel path (``ZOO_KERNELS=reference`` and ``=triton``; only the reference on the CPU).
+Models are built and measured by zoo.tasks.bench (``build_model``: ``zoo.create_model``, with a card's model_kwargs;
+``measure_mode``: the step, timing and peak memory of zoo.tasks.measure, docs/ARCHITECTURE.md "Measuring"), the same
+harness as ``zoo bench``. Training step = forward + cross-entropy on random labels + backward + SGD step; inference =
+eval forward without grad. On CUDA both run under bf16 autocast (the setting of issue 4's targets). Peak = MiB allocated
+by one more step above what was live before it (CPU: profiler allocation records, a lower bound). A model whose
+attention has a kernel path (``KERNEL_PATH_PREFIXES``) is measured once per kernel path (``ZOO_KERNELS=reference`` and
+``=triton``; only the reference on the CPU).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .harness import MIB, _fmt, plot_bars, synchronize, time_call
+from zoo.tasks.measure import device_label, environment, fmt, markdown_table, plot_bars
+
+from .harness import DEFAULT_CPU_CLOCK
 
 DEFAULT_MODELS = [
     "biformer_tiny",
@@ -53,18 +58,6 @@ def zoo_kernels(path: str | None):
             os.environ["ZOO_KERNELS"] = previous
 
 
-def _measure_peak(step, device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None  # CPU whole-model peaks through the profiler would take longer than the run itself
-    synchronize(device)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    step()
-    synchronize(device)
-    return (torch.cuda.max_memory_allocated() - before) / MIB
-
-
 def run_model_benchmark(
     model_names: list[str],
     device: str,
@@ -75,12 +68,9 @@ def run_model_benchmark(
     warmup: int,
     repeats: int,
     log=print,
+    *,
+    cpu_clock: str = DEFAULT_CPU_CLOCK,
 ) -> list[dict[str, Any]]:
-    try:
-        import backbones  # noqa: F401  (registers biformer_* and the other families with timm)
-    except Exception as error:  # the peers still run; the missing family shows up as an error row
-        log(f"  (import backbones failed: {type(error).__name__}: {error})")
-
     records = []
     for name in model_names:
         for path in kernel_paths(name, device, paths):
@@ -90,7 +80,8 @@ def run_model_benchmark(
                                           "batch": batch_size, "img_size": img_size}
                 try:
                     with zoo_kernels(path):
-                        record.update(measure_model(name, mode, device, batch_size, img_size, warmup, repeats))
+                        record.update(measure_model(name, mode, device, batch_size, img_size, warmup, repeats,
+                                                                   cpu_clock=cpu_clock))
                 except Exception as error:  # an OOM or a model that is not registered is a result, not a crash
                     record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
                 finally:
@@ -100,49 +91,25 @@ def run_model_benchmark(
                 if "error" in record:
                     log(f"  {label:<40} {mode:<5} {record['error']}")
                 else:
-                    peak = "" if record["peak_mib"] is None else f" {record['peak_mib']:9.1f} MiB"
-                    log(f"  {label:<40} {mode:<5} {record['img_per_s']:9.1f} img/s {record['ms_per_iter']:9.2f} ms{peak}")
+                    log(f"  {label:<40} {mode:<5} {record['img_per_s']:9.1f} img/s {record['ms_per_iter']:9.2f} ms"
+                        f" {record['peak_mib']:9.1f} MiB")
     _add_ratios(records)
     return records
 
 
-def measure_model(name: str, mode: str, device: str, batch_size: int, img_size: int, warmup: int, repeats: int):
-    import timm
+def measure_model(name: str, mode: str, device: str, batch_size: int, img_size: int, warmup: int, repeats: int, *,
+                  cpu_clock: str = DEFAULT_CPU_CLOCK) -> dict[str, Any]:
+    """One model and mode through zoo.tasks.bench (bf16 autocast on CUDA, fp32 on the CPU)."""
+    from zoo.tasks.bench import build_model, measure_mode
 
-    model = timm.create_model(name, pretrained=False, num_classes=1000).to(device)
-    images = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    labels = torch.randint(0, 1000, (batch_size,), device=device)
-
-    def autocast():
-        if device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    if mode == "train":
-        model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = F.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-
-    elif mode == "infer":
-        model.eval()
-
-        def step():
-            with torch.no_grad(), autocast():
-                model(images)
-
-    else:
-        raise ValueError(f"mode {mode!r} is not one of train, infer")
-    milliseconds = time_call(step, device, warmup, repeats)
+    model = build_model(name, num_classes=1000).to(device)
+    amp = "bf16" if device.startswith("cuda") else "none"
+    result = measure_mode(model, mode, device=device, batch=batch_size, img_size=img_size, amp=amp, warmup=warmup,
+                          iters=repeats, cpu_clock=cpu_clock)
     return {
-        "ms_per_iter": milliseconds,
-        "img_per_s": batch_size / (milliseconds / 1e3),
-        "peak_mib": _measure_peak(step, device),
+        "ms_per_iter": result.ms,
+        "img_per_s": batch_size / (result.ms / 1e3),
+        "peak_mib": result.peak_mib,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
 
@@ -166,20 +133,20 @@ def models_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + (", bf16 autocast" if meta["device"].startswith("cuda") else ", fp32")
         + f"; median of {meta['repeats']} steps after {meta['warmup']} warm-up"
         + (f" ({meta.get('cpu_clock', 'wall')} clock)" if meta["device"] == "cpu" else "")
-        + ". Train step = fwd + CE + bwd + SGD.",
-        "",
-        "| model | kernel path | mode | img/s | ms/step | peak MiB | params (M) | x reference img/s | x reference peak |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        + ". Train step = fwd + CE + bwd + SGD."
+        + (" Peak: profiler allocation records, a lower bound." if meta["device"] == "cpu" else ""),
     ]
+    rows = []
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['path']} | {r['mode']} | {r['error']} | | | | | |")
+            rows.append((r["model"], r["path"], r["mode"], r["error"], "", "", "", "", ""))
             continue
-        lines.append(
-            f"| {r['model']} | {r['path']} | {r['mode']} | {_fmt(r['img_per_s'], 1)} | {_fmt(r['ms_per_iter'], 2)}"
-            f" | {_fmt(r.get('peak_mib'), 0)} | {_fmt(r['params_m'], 1)} | {_fmt(r.get('speedup_vs_reference'), 2)}"
-            f" | {_fmt(r.get('memory_vs_reference'), 2)} |"
-        )
+        rows.append((r["model"], r["path"], r["mode"], fmt(r["img_per_s"], 1), fmt(r["ms_per_iter"], 2),
+                     fmt(r.get("peak_mib"), 0), fmt(r["params_m"], 1), fmt(r.get("speedup_vs_reference"), 2),
+                     fmt(r.get("memory_vs_reference"), 2)))
+    columns = ["model", "kernel path", "mode", "img/s", "ms/step", "peak MiB", "params (M)", "x reference img/s",
+               "x reference peak"]
+    lines += ["", markdown_table(columns, rows, align="lllrrrrrr")]
     return "\n".join(lines) + "\n"
 
 
@@ -201,10 +168,6 @@ def kernel_path_table(argv, default_models: str, description: str, cpu_paths=("r
     cpu_paths: the kernel paths that can run on the CPU (the Triton ones only run on CUDA, or in the interpreter).
     """
     import argparse
-
-    import backbones  # noqa: F401  (registers the families with timm)
-
-    from .harness import device_label, environment
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--models", default=default_models)

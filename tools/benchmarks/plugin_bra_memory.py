@@ -13,7 +13,8 @@ Every (module, size) runs in a fresh Python process (``--one``): the peak is tha
 (``ru_maxrss``) minus its resident set just before the first forward (module, input and libraries excluded), so the two
 sides never share an allocator. Each child gets an address-space limit (``--limit-gib``, default 6): a module that
 needs more fails its allocation ("out of memory at the limit") instead of taking the machine down. Time: median of
-``--repeats`` forward+backward calls after one warm-up, wall clock, ``--threads`` torch threads.
+``--repeats`` forward+backward calls after one warm-up, wall clock, ``--threads`` torch threads (timing, table and
+JSON: zoo.tasks.measure through benchmarks.load_measure, which does not import the zoo into the processes it measures).
 
 The official code is not part of this repository: fetch rayleizhu/BiFormer and pass its root, e.g.
     python tools/benchmarks/plugin_bra_memory.py --official /work/ext/BiFormer --out docs/bench_plugin_bra
@@ -25,21 +26,19 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(1, str(REPO / "tools"))
+from benchmarks import load_measure  # noqa: E402
+
+measure = load_measure()
 SIZES = [(150, 125), (300, 250), (600, 500)]
 CHANNELS = 32
 TOPK = 4
 IMPLEMENTATIONS = ("zoo", "official n_win=7", "official ~8x8 regions")
-
-
-def _rss_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _build(implementation: str, height: int, official_root: str | None):
@@ -71,7 +70,7 @@ def run_one(implementation: str, height: int, width: int, repeats: int, threads:
     x = torch.randn(1, CHANNELS, height, width, requires_grad=True)
     limit = int(limit_gib * 1024**3)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    before = _rss_peak_mib()
+    before = measure.process_peak_rss_mib()
     result = dict(implementation=implementation, height=height, width=width, **extra)
 
     def step():
@@ -79,17 +78,13 @@ def run_one(implementation: str, height: int, width: int, repeats: int, threads:
         x.grad = None
         module(x).square().mean().backward()
 
-    try:
-        step()  # warm-up (and the first peak)
-        samples = []
-        for _ in range(repeats):
-            begin = time.perf_counter()
-            step()
-            samples.append(time.perf_counter() - begin)
+    try:  # one warm-up (and the first peak), then the median of the timed calls
+        milliseconds = measure.time_call(step, "cpu", 1, repeats, cpu_clock="wall")
     except (RuntimeError, MemoryError) as err:  # the allocation over the limit
         result.update(status=f"out of memory at the {limit_gib:g} GiB limit", error=str(err).splitlines()[0][:200])
         return result
-    result.update(status="ok", peak_mib=round(_rss_peak_mib() - before, 1), seconds=round(statistics.median(samples), 3))
+    result.update(status="ok", peak_mib=round(measure.process_peak_rss_mib() - before, 1),
+                  seconds=round(milliseconds / 1e3, 3))
     return result
 
 
@@ -141,8 +136,8 @@ def main(argv=None) -> int:
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(dict(rows=rows, threads=args.threads,
-                                                               limit_gib=args.limit_gib), indent=2))
+        measure.write_json(args.out / "results.json", dict(rows=rows, threads=args.threads, limit_gib=args.limit_gib),
+                           indent=2)
         (args.out / "results.md").write_text(table)
         _plot(rows, args.out / "bra_memory.png", args.limit_gib)
     return 0
@@ -156,10 +151,8 @@ def _markdown(rows: list[dict], args) -> str:
         f"1 head, top-4; forward+backward; peak = process RSS growth; each case in its own process with a "
         f"{args.limit_gib:g} GiB address-space limit; time = median of {args.repeats} after a warm-up (wall clock, "
         f"shared machine).",
-        "",
-        "| map | implementation | regions (tokens each) | peak MiB | fwd+bwd s | status |",
-        "|---|---|---|---|---|---|",
     ]
+    cells = []
     for row in rows:
         height, width = row["height"], row["width"]
         if row["implementation"] == "zoo":
@@ -168,12 +161,13 @@ def _markdown(rows: list[dict], args) -> str:
             n_win = row.get("n_win", 7)
             region_h, region_w = height // n_win, width // n_win
             regions = f"{-(-height // region_h) * -(-width // region_w)} ({region_h}x{region_w})"
-        peak = f"{row['peak_mib']:.0f}" if row.get("peak_mib") is not None else "–"
-        seconds = f"{row['seconds']:.2f}" if row.get("seconds") is not None else "–"
         status = row["status"]
         if row.get("logits_gib") is not None and status != "ok":
             status += f" (its fp32 logits alone: {row['logits_gib']:.1f} GiB)"
-        lines.append(f"| {height}x{width} | {row['implementation']} | {regions} | {peak} | {seconds} | {status} |")
+        cells.append((f"{height}x{width}", row["implementation"], regions, measure.fmt(row.get("peak_mib"), 0, "–"),
+                      measure.fmt(row.get("seconds"), 2, "–"), status))
+    lines += ["", measure.markdown_table(["map", "implementation", "regions (tokens each)", "peak MiB", "fwd+bwd s",
+                                          "status"], cells)]
     return "\n".join(lines) + "\n"
 
 

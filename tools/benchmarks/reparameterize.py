@@ -4,6 +4,7 @@ For each model: eval mode with random BatchNorm statistics (so the fold is not t
 timm's ``reparameterize_model`` (SLAB / PRepBN: every RepBN folded into the neighbouring linear / conv layers), then
 alternating timed forwards of the two (no grad), so drift of a shared machine hits both alike. Reports the median
 time per batch of each, their ratio, the largest output difference and how many norm modules were folded away.
+Timing, table and plot: zoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring").
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import torch
 
-from .harness import _fmt, plot_bars, time_call
+from zoo.tasks.measure import fmt, markdown_table, plot_bars, time_call
+
+from .harness import DEFAULT_CPU_CLOCK
 
 DEFAULT_MODELS = ["slab_deit_tiny", "slab_pvt_tiny", "slab_swin_tiny", "slab_cswin_tiny", "prepbn_deit_tiny",
                   "prepbn_swin_tiny"]
@@ -25,7 +28,8 @@ def _count_norms(model) -> int:
     return sum(type(m).__name__ in _NORMS for m in model.modules())
 
 
-def measure(name: str, device: str, batch_size: int, img_size: int, warmup: int, repeats: int) -> dict[str, Any]:
+def measure(name: str, device: str, batch_size: int, img_size: int, warmup: int, repeats: int, *,
+            cpu_clock: str = DEFAULT_CPU_CLOCK) -> dict[str, Any]:
     import timm
     from timm.models import reparameterize_model
 
@@ -49,19 +53,20 @@ def measure(name: str, device: str, batch_size: int, img_size: int, warmup: int,
             folded(images)
         plain, fused = [], []
         for _ in range(repeats):  # alternate, one call each
-            plain.append(time_call(run(model), device, 0, 1))
-            fused.append(time_call(run(folded), device, 0, 1))
+            plain.append(time_call(run(model), device, 0, 1, cpu_clock=cpu_clock))
+            fused.append(time_call(run(folded), device, 0, 1, cpu_clock=cpu_clock))
     plain_ms, fused_ms = statistics.median(plain), statistics.median(fused)
     return {"model": name, "batch": batch_size, "img_size": img_size, "unfolded_ms": plain_ms,
             "reparameterized_ms": fused_ms, "speedup": plain_ms / fused_ms, "max_abs_diff": diff,
             "norms_before": _count_norms(model), "norms_after": _count_norms(folded)}
 
 
-def run_reparameterize_benchmark(names, device, batch_size, img_size, warmup, repeats, log=print):
+def run_reparameterize_benchmark(names, device, batch_size, img_size, warmup, repeats, log=print, *,
+                                 cpu_clock: str = DEFAULT_CPU_CLOCK):
     records = []
     for name in names:
         try:
-            record = measure(name, device, batch_size, img_size, warmup, repeats)
+            record = measure(name, device, batch_size, img_size, warmup, repeats, cpu_clock=cpu_clock)
             log(f"  {name:<24} unfolded {record['unfolded_ms']:9.1f} ms  reparameterized "
                 f"{record['reparameterized_ms']:9.1f} ms  x{record['speedup']:.3f}  max|diff| {record['max_abs_diff']:.2e}")
         except Exception as error:  # a result, not a crash
@@ -75,16 +80,16 @@ def reparameterize_markdown(records: list[dict[str, Any]], meta: dict[str, Any])
     lines = [
         f"## Re-parameterised vs unfolded inference ({meta['device_label']}, batch {meta['batch_size']}, "
         f"{meta['img_size']}px, median of {meta['repeats']} alternating calls, CPU clock: {meta['cpu_clock']})",
-        "",
-        "| model | unfolded ms | reparameterized ms | speed-up | max abs diff | norm modules before -> after |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['model']} | error: {r['error']} | | | | |")
+            rows.append((r["model"], f"error: {r['error']}", "", "", "", ""))
             continue
-        lines.append(f"| {r['model']} | {_fmt(r['unfolded_ms'], 4)} | {_fmt(r['reparameterized_ms'], 4)} | "
-                     f"{r['speedup']:.3f}x | {r['max_abs_diff']:.1e} | {r['norms_before']} -> {r['norms_after']} |")
+        rows.append((r["model"], fmt(r["unfolded_ms"], 4), fmt(r["reparameterized_ms"], 4), f"{r['speedup']:.3f}x",
+                     f"{r['max_abs_diff']:.1e}", f"{r['norms_before']} -> {r['norms_after']}"))
+    columns = ["model", "unfolded ms", "reparameterized ms", "speed-up", "max abs diff", "norm modules before -> after"]
+    lines += ["", markdown_table(columns, rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,8 @@ shared with other work slows all of them alike; the ratios are the result, the a
     python tools/benchmarks/validate.py --data /tmp/shapes224/val --models biformer_tiny,poolformer_s12 \\
         --peers convnext_tiny,resnet50 --rounds 3 --out docs/bench_validate
 
-Random weights (``--random-init``) with a head sized to the folder: the speed of a checkpoint is the same.
+Random weights (``--random-init``) with a head sized to the folder: the speed of a checkpoint is the same. Machine label,
+table and JSON: zoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring").
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 from contextlib import redirect_stdout
@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="folder for validate.json and validate.md")
     args = parser.parse_args(argv)
 
-    import torch
+    from zoo.tasks.measure import device_label, environment, markdown_table, write_json
 
     models = [m for m in args.models.split(",") if m]
     peers = [m for m in args.peers.split(",") if m]
@@ -67,14 +67,12 @@ def main(argv=None) -> None:
                   f"({result['images']} images)", file=sys.stderr, flush=True)
 
     baseline = statistics.median(speeds[peers[0]]) if peers else None
-    machine = (f"{platform.machine()} CPU, {os.cpu_count()} logical cores, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads" if args.device == "cpu" else torch.cuda.get_device_name())
-    lines = [
-        f"Machine: {machine}; batch {args.batch_size}, {args.workers} loader worker(s), "
-        f"{last[models[0]]['images']} images, median of {args.rounds} interleaved rounds.", "",
-        "| model | kind | input | crop_pct | images/s (median) | rounds | vs " + (peers[0] if peers else "-") + " |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    env = environment(args.device)
+    machine = f"{device_label(env, args.device)}, {os.cpu_count()} logical cores, torch {env['torch']}"
+    header = (f"Machine: {machine}; batch {args.batch_size}, {args.workers} loader worker(s), "
+              f"{last[models[0]]['images']} images, median of {args.rounds} interleaved rounds.")
+    columns = ["model", "kind", "input", "crop_pct", "images/s (median)", "rounds", "vs " + (peers[0] if peers else "-")]
+    cells = []
     rows = []
     for model in models + peers:
         median = statistics.median(speeds[model])
@@ -82,17 +80,17 @@ def main(argv=None) -> None:
         size = "x".join(str(s) for s in last[model]["input_size"][1:])
         kind = "timm" if model in peers else "zoo"
         ratio_text = f"{ratio:.2f}x" if ratio else "-"
-        lines.append(f"| {model} | {kind} | {size} | {last[model]['crop_pct']} | {median:.2f} | "
-                     f"{', '.join(f'{s:.1f}' for s in speeds[model])} | {ratio_text} |")
+        cells.append((model, kind, size, last[model]["crop_pct"], f"{median:.2f}",
+                      ", ".join(f"{s:.1f}" for s in speeds[model]), ratio_text))
         rows.append(dict(model=model, kind=kind, images_per_s=median, rounds=speeds[model], ratio=ratio,
                          input_size=last[model]["input_size"], crop_pct=last[model]["crop_pct"]))
-    table = "\n".join(lines)
+    table = header + "\n\n" + markdown_table(columns, cells)
     print(table)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "validate.md").write_text(table + "\n")
-        (out / "validate.json").write_text(json.dumps(dict(machine=machine, rows=rows, args=vars(args)), indent=2))
+        write_json(out / "validate.json", dict(machine=machine, environment=env, rows=rows, args=vars(args)), indent=2)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``zoo bench [PATTERN]``: params, GFLOPs, throughput and peak memory of zoo models next to timm peers."""
+"""``zoo bench [PATTERN]``: params, GFLOPs, throughput and peak memory of zoo models next to timm peers (zoo.tasks.bench)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import run_bench
+    from ..tasks.bench import run_bench
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible (use --device cpu)")

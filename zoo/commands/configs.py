@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import convert_checkpoint
+    from ..models import convert_checkpoint
 
     sha256 = convert_checkpoint(args.src, args.dst, args.model, trust_pickle=args.trust_pickle, use_ema=args.use_ema)
     print(f"{sha256}  {args.dst}")

@@ -1,15 +1,18 @@
-"""``zoo demo``: the zoo table (params/GFLOPs/CPU latency), then train and evaluate an X-ray detector."""
+"""``zoo demo``: the zoo table (params/GFLOPs/CPU latency), then train and evaluate an X-ray detector.
+
+The steps are ``zoo.tasks.demo`` (and ``zoo.tasks.xray.demo``); this module only parses arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ..demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS, DEFAULT_OUT_DIR, DEFAULT_XRAY_MINUTES
-from ..xray_demo import DEMO_ITERATIONS
+from ..tasks.demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS, DEFAULT_OUT_DIR, DEFAULT_XRAY_MINUTES
+from ..tasks.xray.demo import DEMO_ITERATIONS
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..tasks.demo import run_demo
 
     run_demo(pattern=args.pattern, max_gflops=args.max_gflops, budget_s=args.budget_s,
              xray_minutes=args.xray_minutes, xray_iterations=args.xray_iterations, out_dir=args.out)

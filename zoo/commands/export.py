@@ -1,4 +1,4 @@
-"""``zoo export NAME``: export a model to ONNX and check it against eager in onnxruntime."""
+"""``zoo export NAME``: export a model to ONNX and check it against eager in onnxruntime (zoo.tasks.export)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,12 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    import timm
+    from ..models import require_model
+    from ..tasks.export import export_model
 
-    from ..export import export_onnx
-    from ..registry import require_model
-
-    model = timm.create_model(require_model(args.name), pretrained=False)
-    if args.checkpoint:
-        from ..checkpoint import load_checkpoint
-
-        load_checkpoint(model, args.checkpoint)
     size = tuple(args.input_size) if args.input_size else None
-    result = export_onnx(model, args.output or f"{args.name}.onnx", input_size=size, opset=args.opset,
-                         exporter=args.exporter)
+    result = export_model(require_model(args.name), args.output, checkpoint=args.checkpoint, input_size=size,
+                          opset=args.opset, exporter=args.exporter)
     diff = "not checked (onnxruntime missing)" if result.max_abs_diff is None else f"{result.max_abs_diff:.3g}"
     print(f"{result.path}  exporter={result.exporter}  max |onnxruntime - eager| = {diff}")
     return 0

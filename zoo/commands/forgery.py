@@ -1,10 +1,12 @@
-"""``zoo forgery check RUN IMAGE_OR_DIR... [--json]``: is this image generated? P(fake) per image from a trained run.
+"""``zoo forgery check FORGERY_RUN IMAGE_OR_DIR... [--json]``: is this image generated? P(fake) per image from a
+trained run.
 
-RUN is the ``--out`` folder of ``tools/forgery_train.py`` (UnivFD, NPR or FakeReasoning; ``heads.forgery.runs``
-loads it). Each image is read as the run's evaluation reads it (the detectors: centre crop at the training size;
-FakeReasoning: pad to square and resize), and gets P(fake) = sigmoid(logit) for the detectors, or for FakeReasoning
-the generated reasoning text and P(fake) from the classification probability mapper (the LM's 'real' / 'fake'
-logits after "This image is", over the temperature).
+FORGERY_RUN is the ``--out`` folder of ``tools/forgery_train.py`` (UnivFD, NPR or FakeReasoning: run.json + weights;
+``zoo.tasks.forgery.runs`` loads it; not the classification verbs' RUN folder). The work is done by
+``zoo.tasks.forgery.check``; this module parses the arguments and prints. Each image is read as the run's evaluation
+reads it (the detectors: centre crop at the training size; FakeReasoning: pad to square and resize), and gets P(fake) =
+sigmoid(logit) for the detectors, or for FakeReasoning the generated reasoning text and P(fake) from the
+classification probability mapper (the LM's 'real' / 'fake' logits after "This image is", over the temperature).
 
 Output: one line per image, ``path: fake 0.97`` (FakeReasoning adds its reasoning on the next line), then a count;
 with ``--json`` one JSON object per image and nothing else on stdout::
@@ -15,8 +17,9 @@ with ``--json`` one JSON object per image and nothing else on stdout::
      "conclusion_in_text": true}
 
 ``verdict`` is ``fake`` when ``p_fake > --threshold`` (0.5, as the evaluation). Inputs follow ``zoo xray detect``'s rule
-(``zoo.commands.image_inputs``): a folder contributes its image files, not its subfolders; a file that is not an image
-is skipped with a warning naming it. A folder that is not a run ends with one error line (exit 2).
+(``zoo.tasks.images``): a folder contributes its image files, not its subfolders; a file that is not an image is
+skipped with a warning naming it. A folder that is not a run, or whose weights are damaged or do not fit, ends with one
+error line (exit 2).
 """
 
 from __future__ import annotations
@@ -25,25 +28,14 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
-from .image_inputs import read_rgb_images
-
-
-def _batches(items, size: int):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+from ..errors import UserError
 
 
 def run_check(args: argparse.Namespace) -> int:
     import torch
 
-    from heads.forgery.runs import RunFolderError, load_run
+    from ..tasks.forgery.check import check_images
+    from ..tasks.forgery.runs import load_run
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -51,27 +43,18 @@ def run_check(args: argparse.Namespace) -> int:
         raise UserError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible (use --device cpu)")
-    try:
-        run = load_run(args.run_folder, device=args.device)
-    except RunFolderError as error:
-        raise UserError(str(error)) from error
+    run = load_run(args.run_folder, device=args.device)
     counts = {"fake": 0, "real": 0}
-    for batch in _batches(read_rgb_images(args.images, lambda message: print(f"zoo: {message}", file=sys.stderr),
-                                                   min_side=run.min_side), args.batch_size):
-        paths, images = zip(*batch)
-        for path, verdict in zip(paths, run.check(list(images), max_new_tokens=args.max_new_tokens), strict=True):
-            label = "fake" if verdict.p_fake > args.threshold else "real"
-            counts[label] += 1
-            if args.json:
-                row = {"image": str(path), "p_fake": verdict.p_fake, "verdict": label, "head": run.head}
-                if run.head == "fakereasoning":
-                    row.update(reasoning=verdict.reasoning, text=verdict.text,
-                               conclusion_in_text=verdict.conclusion_in_text)
-                print(json.dumps(row), flush=True)
-            else:
-                print(f"{path}: {label} {verdict.p_fake:.4f}", flush=True)
-                if run.head == "fakereasoning":
-                    print(f"    {verdict.reasoning or verdict.text or '(no text)'}", flush=True)
+    for checked in check_images(run, args.images, threshold=args.threshold, batch_size=args.batch_size,
+                                max_new_tokens=args.max_new_tokens,
+                                warn=lambda message: print(f"zoo: {message}", file=sys.stderr)):
+        counts[checked.label] += 1
+        if args.json:
+            print(json.dumps(checked.row()), flush=True)
+        else:
+            print(f"{checked.path}: {checked.label} {checked.p_fake:.4f}", flush=True)
+            if run.head == "fakereasoning":
+                print(f"    {checked.verdict.reasoning or checked.verdict.text or '(no text)'}", flush=True)
     if not args.json:
         print(f"{sum(counts.values())} image(s): {counts['fake']} fake, {counts['real']} real "
               f"(P(fake) > {args.threshold:g}; {run.head} run {run.folder})")
@@ -83,7 +66,8 @@ def register(commands) -> None:
     jobs = forgery.add_subparsers(dest="forgery_command", required=True, metavar="JOB")
     check = jobs.add_parser("check", help="P(fake) per image (and FakeReasoning's reasoning)",
                             description="P(fake) per image from a run of tools/forgery_train.py.")
-    check.add_argument("run_folder", metavar="RUN", help="run folder written by tools/forgery_train.py (run.json + weights)")
+    check.add_argument("run_folder", metavar="FORGERY_RUN",
+                       help="forgery run folder written by tools/forgery_train.py (run.json + weights)")
     check.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
                        help="image files and folders (every file under a folder; non-images are skipped)")
     check.add_argument("--json", action="store_true", help="one JSON object per image on stdout, nothing else")

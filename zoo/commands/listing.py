@@ -1,7 +1,8 @@
 """``zoo list [PATTERN] [--task TASK]``: the zoo's models as tables.
 
 Classification models (timm names): name, family, live params, card GFLOPs and top-1. Task-head cards (X-ray
-detectors, forgery models, ...): name, task, family, what they are built from, and the paper's headline numbers.
+detectors, forgery models, ...): name, task, family, what they are built from (the task spec's ``built_from``, see
+``zoo.cards``), and the paper's headline numbers. Every task in ``zoo.cards.TASKS`` is listed, none by name here.
 Without ``--task`` both tables are printed (the second only when a task-head card matches).
 """
 
@@ -11,7 +12,7 @@ import argparse
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def _live_params_m(name: str, model_kwargs: dict) -> float:
@@ -27,7 +28,7 @@ def _classification_table(pattern: str):
     from rich.table import Table
 
     from ..cards import get_card, has_card
-    from ..registry import family_of, list_models
+    from ..models import family_of, list_models
 
     names = list_models(pattern)
     if not names:
@@ -75,19 +76,13 @@ def _task_table(pattern: str, tasks: list[str]):
         table.add_column(column)
     for name in names:
         card = get_card(name)
-        if card.detector is not None:
-            built = f"{card.detector.backbone.split(' (')[0]}; {card.detector.config}"
-        else:
-            built = " + ".join(b.split(" (")[0] for b in card.forgery.encoder_branches)
-            if card.forgery.language_model:
-                built += f"; LM {card.forgery.language_model.split(' (')[0]}"
-        table.add_row(name, card.task, card.family, built, headline(card))
+        table.add_row(name, card.task, card.family, card.spec.built_from(card), headline(card))
     return table
 
 
 def run(args: argparse.Namespace) -> int:
     from ..cards import CLASSIFICATION, TASKS
-    from ..demo import wide_console
+    from ..tasks.demo import wide_console
 
     other_tasks = [t for t in TASKS if t != CLASSIFICATION]
     tables = []

@@ -10,38 +10,20 @@ import argparse
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .validate import add_model_source_args, check_device, data_config_overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from PIL import Image
-    from timm.data import create_transform, resolve_model_data_config
-
-    from ..classification import class_names, load_classifier
+    from ..tasks.classification import load_classifier
+    from ..tasks.classification.prediction import predict
 
     check_device(args.device)
     missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
+    if missing:  # before the model is built: a typo should not cost a download
         raise UserError(f"no such image file: {', '.join(missing)}; pass paths of image files.")
     model = load_classifier(args.model, args.checkpoint, random_init=args.random_init, **args.model_kwargs)
-    model.to(args.device)
-    data_config = resolve_model_data_config(model, args=data_config_overrides(args))
-    transform = create_transform(**data_config, is_training=False)
-    names = class_names(model)
-    k = min(args.top_k, model.num_classes)
-    for path in args.images:
-        try:
-            with Image.open(path) as image:
-                tensor = transform(image.convert("RGB"))
-        except OSError as err:
-            raise UserError(f"{path}: not a readable image ({err}); pass an image file (.png, .jpg, ...).") from err
-        with torch.no_grad():
-            probs = model(tensor.unsqueeze(0).to(args.device)).float().softmax(-1)[0]
-        top = torch.topk(probs, k)
-        classes = [{"index": int(i), "label": names[i] if names else str(int(i)), "prob": round(float(p), 6)}
-                   for p, i in zip(top.values, top.indices)]
+    for path, classes in predict(model, args.images, args.top_k, data_config_overrides(args), args.device):
         if args.json:
             print(json.dumps({"image": path, "top": classes}))
         else:

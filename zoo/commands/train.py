@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import UserError
+from ..errors import UserError
 from .validate import DEFAULT_WORKERS, check_device
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classification import start_processes, stop_processes
-    from ..classification.training import train
+    from ..tasks.classification import start_processes, stop_processes
+    from ..tasks.classification.training import train
 
     check_device(args.device)
     if args.pretrained and args.resume:

@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from .errors import UserError
+from ..errors import UserError
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -49,49 +49,25 @@ def data_config_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from timm.data import resolve_model_data_config
-
-    from ..classification import (
-        AMP_DTYPES,
-        build_dataset,
-        class_to_index_for_model,
-        evaluate,
-        find_split,
-        load_classifier,
-        make_eval_loader,
-        scan_image_folder,
-        start_processes,
-        stop_processes,
-    )
+    from ..tasks.classification import start_processes, stop_processes
+    from ..tasks.classification.validation import validate
 
     check_device(args.device)
     if args.random_init and args.checkpoint:
         raise UserError("--random-init and --checkpoint contradict each other; pass one of them.")
     processes = start_processes(args.device)
-    folder = find_split(args.data, "val")
-    scan = scan_image_folder(folder, check_images=not args.no_image_check, verbose=processes.is_primary)
-    model = load_classifier(args.model, args.checkpoint, random_init=args.random_init, **args.model_kwargs)
-    model.to(processes.device)
-    data_config = resolve_model_data_config(model, args=data_config_overrides(args))
-    class_to_idx = class_to_index_for_model(scan, model.num_classes, model.pretrained_cfg.get("label_names"))
-    dataset = build_dataset(scan, class_to_idx, shard=(processes.rank, processes.world_size))
-    loader = make_eval_loader(dataset, data_config, args.batch_size, args.workers, processes.device)
-    result = evaluate(model, loader, processes, AMP_DTYPES[args.amp])
+    done = validate(args.model, args.data, processes, checkpoint=args.checkpoint, random_init=args.random_init,
+                    model_kwargs=args.model_kwargs, data_overrides=data_config_overrides(args),
+                    batch_size=args.batch_size, workers=args.workers, amp=args.amp,
+                    check_images=not args.no_image_check)
     stop_processes(processes)
     if not processes.is_primary:
         return 0
-    architecture = model.pretrained_cfg.get("architecture")
-    print(f"{args.model} on {folder}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  loss {result.loss:.4f}  "
-          f"({result.images} images, {result.images_per_s:.1f} images/s, {len(scan.skipped)} skipped)")
-    print(json.dumps({
-        "model": args.model, "architecture": architecture, "checkpoint": args.checkpoint, "data": str(folder),
-        "top1": round(result.top1, 4), "top5": round(result.top5, 4), "loss": round(result.loss, 6),
-        "images": result.images, "skipped": [str(p) for p, _ in scan.skipped],
-        "images_per_s": round(result.images_per_s, 2), "input_size": list(data_config["input_size"]),
-        "crop_pct": data_config["crop_pct"], "crop_mode": data_config.get("crop_mode"),
-        "interpolation": data_config["interpolation"], "batch_size": args.batch_size, "amp": args.amp,
-        "device": str(processes.device), "world_size": processes.world_size,
-    }))
+    result = done.result
+    print(f"{args.model} on {done.folder}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  loss {result.loss:.4f}  "
+          f"({result.images} images, {result.images_per_s:.1f} images/s, {len(done.scan.skipped)} skipped)")
+    print(json.dumps(done.record(model=args.model, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                                 amp=args.amp, device=str(processes.device), world_size=processes.world_size)))
     return 0
 
 

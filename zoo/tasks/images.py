@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "read_rgb_images"]
 

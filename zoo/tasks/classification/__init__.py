@@ -5,7 +5,9 @@
 - ``models``: which weights a verb runs (hub folder, card, checkpoint), class names, backbone-only loading.
 - ``evaluation``: the top-1 / top-5 loop, exact across ranks.
 - ``distributed``: one process or many under torchrun (gloo on the CPU, NCCL on CUDA).
-- ``training``: the fine-tuning loop and the run folder it writes.
+- ``validation`` / ``prediction``: ``zoo validate`` / ``zoo predict`` as functions.
+- ``training``: the fine-tuning loop; ``runs``: the classification run folder it writes (``zoo train --out RUN``: a
+  hub folder + train_state.pth + metrics.jsonl; not the forgery run folder of ``zoo.tasks.forgery``).
 """
 
 from .datasets import (

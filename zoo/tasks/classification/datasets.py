@@ -19,6 +19,8 @@ from timm.data.readers.reader_image_folder import get_img_extensions
 from timm.utils.misc import natural_key
 from tqdm.auto import tqdm
 
+from ...errors import ZooError
+
 __all__ = ["DatasetError", "ImageFolderScan", "build_dataset", "class_to_index_for_model", "find_split", "scan_image_folder"]
 
 IMAGE_EXTENSIONS = frozenset(get_img_extensions(as_set=True))
@@ -26,7 +28,7 @@ VAL_SPLIT_NAMES = ("val", "validation")
 _PROGRESS_ABOVE = 2000  # files; below this the header check takes well under a second
 
 
-class DatasetError(ValueError):
+class DatasetError(ZooError, ValueError):
     """A dataset folder that cannot be used as given; the message names the problem and the fix."""
 
 

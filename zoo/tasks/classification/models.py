@@ -7,16 +7,14 @@ Also what the classes are called (the run's own names, or ImageNet-1k's from tim
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from timm.data import ImageNetInfo
 
-from ..checkpoint import CheckpointError, describe_misfit, load_checkpoint
-from ..hub import WEIGHTS_NAME, create_model
-from ..registry import checkpoint_filter_fn_for
+from ...models import WEIGHTS_NAME, build_model
+from ...weights import CheckpointError, checkpoint_filter_fn_for, load_checkpoint
 
 __all__ = ["class_names", "classifier_prefixes", "is_model_folder", "load_backbone_weights", "load_classifier"]
 
@@ -38,12 +36,12 @@ def load_classifier(source: str, checkpoint: str | None = None, random_init: boo
     if is_model_folder(source):
         if checkpoint:
             raise CheckpointError(f"{source} is a model folder (it holds its weights); drop --checkpoint.")
-        return create_model(source, **model_kwargs).eval()
+        return build_model(source, **model_kwargs).eval()
     if checkpoint:
-        model = create_model(source, pretrained=False, **model_kwargs)
+        model = build_model(source, pretrained=False, **model_kwargs)
         load_checkpoint(model, checkpoint, strict=True)
         return model.eval()
-    return create_model(source, pretrained=not random_init, **model_kwargs).eval()
+    return build_model(source, pretrained=not random_init, **model_kwargs).eval()
 
 
 def class_names(model: torch.nn.Module) -> list[str] | None:
@@ -82,11 +80,6 @@ def load_backbone_weights(model: torch.nn.Module, source: str | os.PathLike) -> 
             state_dict = family_filter(state_dict, target)
         return {k: v for k, v in state_dict.items() if not k.startswith(heads)}
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the missing classifier keys are expected; anything else is checked below
-        result = load_checkpoint(model, source, strict=False, filter_fn=without_classifier)
-    missing = [k for k in result.missing_keys if not k.startswith(heads)]
-    if missing or result.unexpected_keys or result.mismatched_shapes:
-        target = model.pretrained_cfg.get("architecture", type(model).__name__)
-        raise CheckpointError(describe_misfit(f"--pretrained {source}", target, missing, result.unexpected_keys,
-                                              result.mismatched_shapes, strict=False))
+    load_checkpoint(model, source, strict=True, filter_fn=without_classifier, allow_missing=heads,
+                    allowed="the classifier is missing: it keeps its fresh initialisation",
+                    origin=f"--pretrained {source}")

@@ -13,15 +13,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import read_checkpoint
-from ..hub import CONFIG_NAME, save_pretrained
-from ..registry import family_of
+from ...errors import ZooError
+from ...models import CONFIG_NAME, family_of, save_pretrained
+from ...weights import read_checkpoint, save_pickle
 
 __all__ = ["METRICS_NAME", "STATE_NAME", "RunError", "RunRecord", "has_run", "read_state", "write_epoch"]
 
@@ -29,7 +28,7 @@ STATE_NAME = "train_state.pth"
 METRICS_NAME = "metrics.jsonl"
 
 
-class RunError(ValueError):
+class RunError(ZooError, ValueError):
     """A run folder that does not fit the request (occupied, nothing to resume, another model); names the fix."""
 
 
@@ -40,13 +39,6 @@ def has_run(out: Path) -> bool:
 def read_state(out: Path) -> dict:
     """The resume state of a run folder (read weights-only: nothing in it runs code)."""
     return read_checkpoint(out / STATE_NAME)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    # A run killed mid-write must leave the previous epoch's state readable.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class RunRecord:
@@ -103,6 +95,6 @@ def write_epoch(out: Path, record: RunRecord, eval_model: torch.nn.Module, state
     out.mkdir(parents=True, exist_ok=True)
     card = record.card(out, eval_model, state["epoch"], state["epochs"], val, data_config)
     save_pretrained(eval_model, out, label_names=record.classes, data_config=data_config, readme=card)
-    _atomic_save(state, out / STATE_NAME)
+    save_pickle(state, out / STATE_NAME)  # atomic: a run killed mid-write keeps the previous epoch's state
     with (out / METRICS_NAME).open("a", encoding="utf-8") as f:
         f.write(json.dumps(metrics) + "\n")

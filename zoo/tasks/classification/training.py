@@ -20,7 +20,7 @@ from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..hub import create_model
+from ...models import build_model
 from .datasets import DatasetError, build_dataset, class_to_index_for_model, find_split, scan_image_folder
 from .distributed import Processes, sum_across_ranks
 from .evaluation import AMP_DTYPES, autocast, evaluate, make_eval_loader
@@ -42,7 +42,7 @@ def _build_model(args, num_classes: int, processes: Processes) -> torch.nn.Modul
     kwargs = dict(args.model_kwargs)
     if args.drop_path is not None:
         kwargs["drop_path_rate"] = args.drop_path
-    model = create_model(args.model, pretrained=False, num_classes=num_classes, **kwargs)
+    model = build_model(args.model, pretrained=False, num_classes=num_classes, **kwargs)
     if args.pretrained and not args.resume:
         load_backbone_weights(model, args.pretrained)
     if args.grad_checkpointing:

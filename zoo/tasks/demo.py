@@ -1,8 +1,9 @@
 """``zoo demo``: build every model in the zoo, classify a picture, and print what each costs on this CPU.
 
-The demo is a list of steps (``DEMO_STEPS``): the model zoo table, then the X-ray detector (zoo/xray_demo.py).
+The demo is a list of steps (``DEMO_STEPS``): the model zoo table, then the X-ray detector (zoo/tasks/xray/demo.py).
 Models are randomly initialised (no machine here can download weights), so the predicted class indices show that the
-whole path runs (data config, transforms, forward) — they are not meaningful predictions.
+whole path runs (data config, transforms, forward) — they are not meaningful predictions. ``python -m zoo.tasks.demo
+--write-image`` regenerates the shipped picture (zoo/assets/demo_image.png).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.table import Table
 
 __all__ = ["DEMO_STEPS", "DemoOptions", "DemoStep", "demo_image", "draw_demo_image", "run_demo", "wide_console"]
 
-DEMO_IMAGE = Path(__file__).parent / "assets" / "demo_image.png"
+DEMO_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "demo_image.png"  # zoo/assets, shipped
 LATENCY_RUNS = 3  # timed runs per model after one warm-up; the median is reported
 DEFAULT_MAX_GFLOPS = 20.0
 DEFAULT_BUDGET_S = 150.0  # no CPU run starts after this; keeps the zoo step within ~3 minutes on 2 cores
@@ -84,7 +85,7 @@ class DemoOptions:
     max_gflops: float = DEFAULT_MAX_GFLOPS
     budget_s: float = DEFAULT_BUDGET_S
     xray_minutes: float = DEFAULT_XRAY_MINUTES  # the X-ray step's time guard; 0 skips the step
-    xray_iterations: int | None = None  # training iterations of the X-ray step (None: xray_demo.DEMO_ITERATIONS)
+    xray_iterations: int | None = None  # training iterations of the X-ray step (None: xray.demo.DEMO_ITERATIONS)
     out_dir: str = DEFAULT_OUT_DIR
 
 
@@ -100,12 +101,11 @@ def _count(name: str) -> dict:
     """Params and GMACs from a meta-device twin: nothing allocated, no arithmetic."""
     import timm
 
-    from .flops import count_gflops
-    from .hub import create_model
-    from .registry import family_of
+    from ..flops import count_gflops
+    from ..models import build_model, family_of
 
     with torch.device("meta"):
-        twin = create_model(name, pretrained=False)
+        twin = build_model(name, pretrained=False)
     config = timm.data.resolve_data_config({}, model=twin)
     row = dict(name=name, family=family_of(name), params_m=sum(p.numel() for p in twin.parameters()) / 1e6,
                config=config, gflops=None, latency_ms=None, top1=None, skipped=None)
@@ -120,10 +120,10 @@ def _run(row: dict, image: Image.Image) -> None:
     """Build the model for real (random init), classify the picture and time it; fills ``row`` in."""
     import timm
 
-    from .flops import count_gflops
-    from .hub import create_model
+    from ..flops import count_gflops
+    from ..models import build_model
 
-    model = create_model(row["name"], pretrained=False).eval()
+    model = build_model(row["name"], pretrained=False).eval()
     batch = timm.data.create_transform(**row["config"])(image).unsqueeze(0)
     with torch.inference_mode():
         row["top1"] = int(model(batch).argmax(-1))  # doubles as the warm-up pass for the latency runs
@@ -134,7 +134,7 @@ def _run(row: dict, image: Image.Image) -> None:
 
 def classify_all(console: Console, options: DemoOptions) -> list[dict]:
     """Count every model, run the cheapest ones on the CPU within the time budget, and print the zoo table."""
-    from .registry import list_models
+    from ..models import list_models
 
     started = time.perf_counter()  # the budget covers counting too, so the whole step stays within it
     names = list_models(options.pattern)
@@ -187,7 +187,7 @@ def xray_detector(console: Console, options: DemoOptions) -> dict | None:
     if options.xray_minutes <= 0:
         console.print("X-ray step skipped (xray_minutes=0)")
         return None
-    from .xray_demo import DEMO_ITERATIONS, run_xray_demo
+    from .xray.demo import DEMO_ITERATIONS, run_xray_demo
 
     return run_xray_demo(Path(options.out_dir) / "xray", iterations=options.xray_iterations or DEMO_ITERATIONS,
                          guard_minutes=options.xray_minutes, log=lambda text: console.print(text, markup=False,

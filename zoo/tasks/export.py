@@ -3,6 +3,11 @@
 ``export_onnx`` tries the dynamo exporter (``torch.onnx.export(..., dynamo=True)``) first and falls back to the
 TorchScript exporter when dynamo cannot trace a model; it then runs the file in onnxruntime on the same input and
 reports the largest absolute difference from eager PyTorch, so an export is never silently wrong.
+
+``export_model`` is ``zoo export NAME``: the model is built by ``zoo.create_model(name)`` (a carded model with its
+card's ``model_kwargs``, e.g. FocalNet-L/XL/H ``normalize_modulator``, which has no parameters: a checkpoint would load
+strictly into a model built without it, and the export would compute another function), then ``--checkpoint`` is
+loaded with ``zoo.load_checkpoint``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,24 @@ class OnnxExport:
     path: Path
     exporter: str  # "dynamo" or "torchscript"
     max_abs_diff: float | None  # onnxruntime vs eager on the export input; None if onnxruntime is missing
+
+
+def export_model(
+    name: str,
+    output: str | Path | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    input_size: tuple[int, ...] | None = None,
+    opset: int = 18,
+    exporter: str = "auto",
+) -> OnnxExport:
+    """Build zoo model ``name`` as its card says, load ``checkpoint`` (path or card name) and export it to ONNX."""
+    from .. import create_model, load_checkpoint
+
+    model = create_model(name, pretrained=False)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+    return export_onnx(model, output or f"{name}.onnx", input_size=input_size, opset=opset, exporter=exporter)
 
 
 def _example_input(model: torch.nn.Module, input_size: tuple[int, ...] | None, batch_size: int) -> torch.Tensor:

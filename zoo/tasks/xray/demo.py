@@ -5,23 +5,30 @@ and run ``zoo xray detect`` on held-out bags.
 configs of ``zoo.shipped``, so it works from an installed wheel as from a clone):
 
 1. ``make_pidray.py``: the synthetic set (train + easy / hard / hidden test splits, COCO json);
-2. the untrained detector (same config, seeded initialisation) evaluated with ``test.py``: the floor;
+2. the untrained detector (same config, seeded initialisation: :func:`save_untrained_checkpoint`) evaluated with
+   ``test.py``: the floor;
 3. ``train.py`` on ``xray/cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py`` (Cascade Mask R-CNN + FPN +
    SDANet with a tiny BiFormer ``ZooBackbone``) for a fixed, seeded number of iterations;
 4. ``test.py`` on the trained checkpoint: box and mask AP per split and overall, next to the untrained numbers;
-5. ``zoo xray detect`` on held-out bags (test-split scans training never saw): the user's command, its summary
-   lines, one JSON and one picture per bag.
+5. ``zoo xray detect`` on held-out bags (test-split scans training never saw): the user's command (shown as typed,
+   run in-process through :func:`zoo.tasks.xray.detect.detect`), its summary lines, one JSON and one picture per bag.
+
+The tools (``make_pidray.py``, ``train.py``, ``test.py``) run as subprocesses, as a user runs them; the demo config
+(:func:`write_demo_config`), the untrained checkpoint and the detection run in this process, their output going to
+``config.log``, ``untrained.log`` and ``detect.log``.
 
 The result depends on the iteration count and the seed, not on the machine's speed: ``DEMO_ITERATIONS`` is sized so a
 2-core CPU finishes the step in about five minutes. ``guard_minutes`` is only a guard: when the step has used it up,
 training stops early, and the demo says so in capitals next to the numbers (they are then not the reference run's).
 
-OpenMMLab is imported only in the subprocesses, so ``import zoo`` and the demo process stay free of it.
+OpenMMLab is imported only when a step needs it, so importing this module stays free of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -29,9 +36,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from .shipped import config_path, tool_path
+from ...shipped import config_path, tool_path
 
 DEMO_CONFIG = "xray/cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py"
 TEST_SPLITS = ("easy", "hard", "hidden")
@@ -48,7 +56,7 @@ BAGS_PER_SPLIT = 2  # held-out bags per test split given to `zoo xray detect`
 # demo shows its guesses from 0.2, next to the truth, rather than the command's default 0.3.
 DETECT_SCORE_THR = 0.2
 
-__all__ = ["DEMO_CONFIG", "DEMO_ITERATIONS", "run_xray_demo"]
+__all__ = ["DEMO_CONFIG", "DEMO_ITERATIONS", "run_xray_demo", "save_untrained_checkpoint", "write_demo_config"]
 
 
 def run_xray_demo(out_dir, iterations: int = DEMO_ITERATIONS, guard_minutes: float = DEFAULT_GUARD_MINUTES,
@@ -73,10 +81,12 @@ def run_xray_demo(out_dir, iterations: int = DEMO_ITERATIONS, guard_minutes: flo
           "--test", str(num_test), "--size", str(image_size), "--seed", str(seed)], out / "make.log")
     timings["data_s"] = time.perf_counter() - step
 
-    config = _write_config(out, data_root, seed)
+    with _step_output(out / "config.log"):
+        config = write_demo_config(out / "config.py", data_root, seed)
     log("[xray demo] 2/5 untrained detector (seeded initialisation), evaluated per split")
     step = time.perf_counter()
-    untrained = _save_untrained_checkpoint(config, out / "untrained.pth", seed)
+    with _step_output(out / "untrained.log"):
+        untrained = save_untrained_checkpoint(config, out / "untrained.pth", seed)
     untrained_table = _test(config, untrained, out / "eval_untrained")
     timings["eval_untrained_s"] = time.perf_counter() - step
 
@@ -149,7 +159,7 @@ def _subprocess_env() -> dict[str, str]:
     """The demo's environment for the tools: unbuffered output, the thread setting above, and, when this ``zoo`` runs
     from a clone (which may not be installed), the clone on PYTHONPATH so the tools import the same code."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **_threads_env())
-    clone = Path(__file__).resolve().parent.parent
+    clone = Path(__file__).resolve().parents[3]  # zoo/tasks/xray/demo.py -> the clone
     if (clone / "pyproject.toml").is_file():
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(clone), os.environ.get("PYTHONPATH", "")) if p)
     return env
@@ -165,48 +175,89 @@ def _run(command: list[str], log_file: Path) -> None:
                            f"last lines of {log_file}:\n{tail}")
 
 
-_CONFIG_SCRIPT = """
-from mmengine.config import Config
-cfg = Config.fromfile({demo!r}, import_custom_modules=False)
-root = {root!r}
-cfg.train_dataloader.dataset.data_root = root
-for dataset in cfg.test_dataloader.dataset.datasets:
-    dataset.data_root = root
-cfg.test_evaluator.ann_files = {{s: root + 'annotations/xray_test_' + s + '.json' for s in ('easy', 'hard', 'hidden')}}
-cfg.randomness = dict(seed={seed})
-cfg.dump({path!r})
-"""
+@contextlib.contextmanager
+def _step_output(log_file: Path) -> Iterator[None]:
+    """An in-process step's output (prints, warnings, mmengine's log) goes to ``log_file``, as the step's own process
+    would write it; with one torch thread when the CPUs are busy, as the tools get (:func:`_threads_env`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    with open(log_file, "w") as handle, _mm_logs_to(handle), contextlib.redirect_stdout(handle), \
+            contextlib.redirect_stderr(handle):
+        if _threads_env():
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
-def _write_config(out: Path, data_root: Path, seed: int) -> Path:
-    """The demo config with this run's data root and seed, dumped as one file for the tools."""
-    path = out / "config.py"
-    script = _CONFIG_SCRIPT.format(demo=str(config_path(DEMO_CONFIG)), root=f"{data_root}/", seed=seed,
-                                   path=str(path))
-    _run([sys.executable, "-c", script], out / "config.log")
+@contextlib.contextmanager
+def _mm_logs_to(stream) -> Iterator[None]:
+    """mmengine's loggers write to ``stream`` for a while: they hold the ``sys.stdout`` of the moment each was made, so
+    redirecting stdout alone does not move them. Loggers made meanwhile are pointed at stderr afterwards (``stream``
+    is closed then)."""
+    try:
+        from mmengine.logging import MMLogger
+    except ImportError:  # nothing of OpenMMLab can log then
+        yield
+        return
+
+    def stream_handlers() -> list[logging.StreamHandler]:
+        return [h for logger in list(MMLogger._instance_dict.values()) for h in logger.handlers
+                if type(h) is logging.StreamHandler]
+
+    before = {handler: handler.stream for handler in stream_handlers()}
+    for handler in before:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler in stream_handlers():
+            handler.setStream(before.get(handler, sys.stderr))
+
+
+def write_demo_config(path: str | os.PathLike, data_root: str | os.PathLike, seed: int,
+                      demo_config: str = DEMO_CONFIG) -> Path:
+    """The shipped demo config with this run's data root (train and every test split) and seed, dumped as one file
+    for the tools; returns ``path``."""
+    from mmengine.config import Config
+
+    path = Path(path)
+    root = f"{data_root}/"
+    cfg = Config.fromfile(str(config_path(demo_config)), import_custom_modules=False)
+    cfg.train_dataloader.dataset.data_root = root
+    for dataset in cfg.test_dataloader.dataset.datasets:
+        dataset.data_root = root
+    cfg.test_evaluator.ann_files = {s: f"{root}annotations/xray_test_{s}.json" for s in TEST_SPLITS}
+    cfg.randomness = dict(seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(path))
     return path
 
 
-_UNTRAINED_SCRIPT = """
-import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-cfg = Config.fromfile({config!r})  # custom_imports: heads.xray, zoo.openmmlab
-init_default_scope('mmdet')
-from mmdet.registry import MODELS
-torch.manual_seed({seed})
-model = MODELS.build(cfg.model)
-model.init_weights()
-torch.save({{'state_dict': model.state_dict(), 'meta': {{'note': 'untrained: seeded initialisation'}}}}, {path!r})
-"""
+def save_untrained_checkpoint(config: str | os.PathLike, path: str | os.PathLike, seed: int) -> Path:
+    """The detector of ``config`` at its seeded initialisation (``torch.manual_seed(seed)``, then ``init_weights``),
+    saved as an mmengine-style checkpoint ``{'state_dict': ..., 'meta': {'note': ...}}``; returns ``path``.
 
+    The process's random state is left as it was.
+    """
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
 
-def _save_untrained_checkpoint(config: Path, path: Path, seed: int) -> Path:
-    """The demo detector at its seeded initialisation, saved as a checkpoint (in a subprocess: mmdet's init log
-    is long, and the demo process stays free of OpenMMLab)."""
-    script = _UNTRAINED_SCRIPT.format(config=str(config), seed=seed, path=str(path))
-    _run([sys.executable, "-c", script], path.with_suffix(".log"))
-    return path
+    from ...weights import save_pickle
+
+    cfg = Config.fromfile(str(config))  # custom_imports: heads.xray, zoo.openmmlab
+    init_default_scope("mmdet")
+    from mmdet.registry import MODELS
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+    return save_pickle({"state_dict": model.state_dict(), "meta": {"note": "untrained: seeded initialisation"}},
+                       Path(path))
 
 
 def _test(config: Path, checkpoint: Path, work_dir: Path) -> dict:
@@ -251,21 +302,25 @@ def _held_out_bags(data_root: Path, folder: Path) -> tuple[Path, dict[str, list[
 
 
 def _detect(config: Path, checkpoint: Path, bags: Path, out: Path, log) -> dict:
-    """``zoo xray detect`` as a user runs it (the same CLI, in a subprocess); its stdout lines go to the log."""
+    """``zoo xray detect`` as a user runs it (shown as typed; run in-process by the same library function): its
+    summary lines and last JSON line go to the log and, with its warnings and mmengine's messages, to detect.log."""
+    from .detect import detect
+
     arguments = ["xray", "detect", str(config), str(checkpoint), str(bags), "--out", str(out),
                  "--score-thr", str(DETECT_SCORE_THR)]
     log("$ zoo " + " ".join(shlex.quote(a) for a in arguments))
-    log_file = out.parent / "detect.log"
-    completed = subprocess.run([sys.executable, "-m", "zoo.cli", *arguments], cwd=out.parent, capture_output=True,
-                               text=True, env=_subprocess_env())
-    log_file.write_text(completed.stdout + completed.stderr)
-    if completed.returncode != 0:
-        raise RuntimeError(f"[xray demo] zoo xray detect failed (exit {completed.returncode}); see {log_file}:\n"
-                           + completed.stderr[-2000:])
-    lines = completed.stdout.strip().splitlines()
+    lines: list[str] = []
+
+    def record(line: str) -> None:
+        lines.append(line)
+        print(line)  # into detect.log
+
+    with _step_output(out.parent / "detect.log"):
+        summary = detect(config, checkpoint, [bags], out, score_thr=DETECT_SCORE_THR, log=record)
+        record(json.dumps(summary))
     for line in lines:
         log(f"  {line}")
-    return json.loads(lines[-1])
+    return summary
 
 
 def _summary(untrained: dict, trained: dict, done: int, planned: int, timings: dict) -> str:

@@ -1,0 +1,112 @@
+"""The one model builder: every path that makes a model (``zoo.create_model``, ``zoo export|bench|validate|train|
+predict|demo``, ``ZooBackbone``) calls :func:`build_model`, so the card's ``model_kwargs`` always apply.
+
+Where weights come with the model (``pretrained=True`` with a card, or a hub folder), the zoo reads them itself
+(zoo.weights: one reader, the card's sha256, the one unwrapping rule), checks on a meta-device twin that they fit
+the model as asked (family filter, then timm's ``in_chans`` / ``num_classes`` adaptations; the one misfit message),
+and then hands the tensors to timm (``pretrained_cfg['state_dict']``), which loads them and wraps the model as asked
+(``features_only``, ``out_indices``, ...). timm never reads a file of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import split_model_name_tag
+from timm.models._hub import load_model_config_from_path
+
+from ..cards import Card, get_card, has_card
+from ..weights import CheckpointError, check_fit, prepare_state_dict, read_state_dict
+from .registry import require_model
+
+__all__ = ["LOCAL_DIR_PREFIX", "build_model", "card_of", "model_kwargs_for"]
+
+LOCAL_DIR_PREFIX = "local-dir:"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# Arguments that wrap the model around its layers: the meta twin that checks a fit is built without them.
+_WRAPPING_ARGS = ("features_only", "out_indices", "feature_cls", "feature_cfg", "output_stride", "flatten_sequential")
+
+
+def card_of(name: str) -> Card | None:
+    """The model card of ``name`` (a timm name, with or without a ``.tag``), or None."""
+    base, _tag = split_model_name_tag(name)
+    return get_card(base) if has_card(base) else None
+
+
+def model_kwargs_for(name: str, **kwargs: Any) -> dict[str, Any]:
+    """The constructor arguments of ``name``: its card's ``model_kwargs``, overridden by ``kwargs``."""
+    card = card_of(name)
+    return {**(card.model_kwargs if card else {}), **kwargs}
+
+
+def _build_around_weights(name: str, state_dict: dict[str, torch.Tensor], origin: str, kwargs: dict[str, Any],
+                          filter_fn="auto", pretrained_cfg: dict | None = None) -> torch.nn.Module:
+    """timm builds ``name`` with ``state_dict`` as its pretrained weights, after the zoo checked that they fit."""
+    plain = {k: v for k, v in kwargs.items() if k not in _WRAPPING_ARGS}
+    with torch.device("meta"):
+        twin = timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **plain)
+    check_fit(prepare_state_dict(dict(state_dict), twin, filter_fn, adapt=True), twin, origin)
+    cfg = dict(pretrained_cfg or timm.get_pretrained_cfg(name).to_dict(), state_dict=state_dict)
+    cfg.pop("file", None)
+    return timm.create_model(name, pretrained=True, pretrained_cfg=cfg, **kwargs)
+
+
+def _build_from_folder(folder: Path, **kwargs: Any) -> torch.nn.Module:
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a model folder (no {CONFIG_NAME}); save one with zoo.save_pretrained.")
+    try:
+        # timm's own reader of local-dir folders, so both ways in agree on what a folder means.
+        pretrained_cfg, architecture, model_args = load_model_config_from_path(folder)
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"{config_path}: unreadable model config ({err!r}).") from err
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} next to {CONFIG_NAME}.")
+    require_model(architecture)
+    # JSON has no tuples; timm's default configs use them (input_size, mean, std, ...).
+    pretrained_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in pretrained_cfg.items()
+                      if k not in ("source", "file")}
+    pretrained_cfg["architecture"] = architecture
+    args = {"num_classes": pretrained_cfg.get("num_classes"), **model_args, **kwargs}
+    state_dict, _, origin = read_state_dict(weights)
+    # The folder holds the model's own layout: no family filter.
+    return _build_around_weights(architecture, state_dict, origin, args, filter_fn=None, pretrained_cfg=pretrained_cfg)
+
+
+def build_model(name_or_dir: str | os.PathLike, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+    """Build a model from a zoo/timm name or from a folder written by ``save_pretrained``.
+
+    - A folder (or ``"local-dir:<folder>"``): rebuilt from config.json with the weights of model.safetensors
+      (the folder is the weights, so ``pretrained`` does not matter).
+    - A name with a model card: built with the card's ``model_kwargs``; ``pretrained=True`` loads the card's first
+      checkpoint (cached download, sha256 check, official layout converted, strict fit).
+    - Any other timm name: ``timm.create_model(name, pretrained=pretrained, **kwargs)``.
+    Extra ``kwargs`` go to timm (``num_classes``, ``features_only``, ...) and win over the card's.
+    """
+    source = os.fspath(name_or_dir)
+    if source.startswith(LOCAL_DIR_PREFIX):
+        source = source[len(LOCAL_DIR_PREFIX):]
+        if not Path(source).is_dir():
+            raise FileNotFoundError(f"{source}: no such model folder.")
+    if Path(source).is_dir():
+        return _build_from_folder(Path(source), **kwargs)
+    if source.startswith("hf-hub:"):
+        return timm.create_model(source, pretrained=pretrained, **kwargs)
+    if isinstance(name_or_dir, os.PathLike) or os.sep in source or "/" in source:
+        raise FileNotFoundError(f"{source}: no such model folder.")
+
+    name, _tag = split_model_name_tag(source)
+    require_model(name)
+    card = card_of(source)
+    kwargs = model_kwargs_for(source, **kwargs)
+    if not (pretrained and card is not None and card.checkpoints):
+        return timm.create_model(source, pretrained=pretrained, **kwargs)
+    state_dict, _, origin = read_state_dict(card)
+    return _build_around_weights(source, state_dict, origin, kwargs)

@@ -1,0 +1,45 @@
+"""``zoo convert``: a checkpoint rewritten as a clean .safetensors file, optionally checked against a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..weights import (
+    CheckpointError,
+    check_fit,
+    prepare_state_dict,
+    read_checkpoint,
+    save_safetensors,
+    sha256_file,
+    unwrap_state_dict,
+)
+from .builder import build_model
+from .registry import require_model
+
+__all__ = ["convert_checkpoint"]
+
+
+def convert_checkpoint(src, dst, model_name: str | None = None, *, trust_pickle: bool = False,
+                       use_ema: bool = False) -> str:
+    """Write ``src``'s weights as a cleaned .safetensors ``dst`` and return its sha256.
+
+    With ``model_name`` the family's checkpoint_filter_fn converts official layouts to the timm model's (built with
+    its card's model_kwargs), and the result must fit that model exactly (checked on the meta device, no weights
+    built). ``trust_pickle=True`` reads a pickle that needs code (it runs that code: only for files you trust).
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"{dst}: the converted file must end in .safetensors.")
+    state_dict = unwrap_state_dict(read_checkpoint(src, trust_pickle=trust_pickle), use_ema=use_ema, origin=str(src))
+    metadata = {"source": src.name}
+    if model_name is not None:
+        require_model(model_name)
+        with torch.device("meta"):
+            model = build_model(model_name)
+        state_dict = prepare_state_dict(state_dict, model)
+        check_fit(state_dict, model, f"checkpoint {src}", strict=True, fix="")
+        metadata["architecture"] = model_name
+    save_safetensors(state_dict, dst, metadata=metadata)
+    return sha256_file(dst)
