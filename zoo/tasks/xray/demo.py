@@ -207,14 +207,21 @@ def _mm_logs_to(stream) -> Iterator[None]:
         return [h for logger in list(MMLogger._instance_dict.values()) for h in logger.handlers
                 if type(h) is logging.StreamHandler]
 
+    def point(handler: logging.StreamHandler, target) -> None:
+        # Not setStream: it flushes the old stream first, which may be closed by now (a finished test's capture, an
+        # earlier step's log file); a closed old stream has nothing left to flush.
+        with handler.lock:
+            handler.stream = target
+
     before = {handler: handler.stream for handler in stream_handlers()}
     for handler in before:
-        handler.setStream(stream)
+        point(handler, stream)
     try:
         yield
     finally:
         for handler in stream_handlers():
-            handler.setStream(before.get(handler, sys.stderr))
+            previous = before.get(handler, sys.stderr)
+            point(handler, sys.stderr if getattr(previous, "closed", False) else previous)
 
 
 def write_demo_config(path: str | os.PathLike, data_root: str | os.PathLike, seed: int,
