@@ -18,7 +18,13 @@ One convention for every 2D layer:
 * wrong inputs raise ``ValueError`` naming the problem and the fix (a rank-3 tensor, channels that differ from
   ``dim``, a head count that does not divide ``dim``);
 * each class docstring states its cost (parameters, multiply-adds and activation memory in ``H, W, C``), and each
-  traces with ``torch.compile(fullgraph=True)`` and exports to ONNX (tests/zoo/test_layers.py).
+  traces with ``torch.compile(fullgraph=True)`` and exports to ONNX (tests/zoo/test_layers.py);
+* an empty batch ``(0, C, H, W)`` gives an empty output of the same shape, and its backward runs and gives every
+  parameter a (zero) gradient, as a non-empty batch does (so a rank with no samples left keeps DDP in step);
+* NaN and inf are not checked for (a check would cost a device sync per call): a non-finite value anywhere in one
+  sample's map makes that sample's output non-finite almost everywhere (the attentions mix every token; in BRA a
+  non-finite region affinity ranks first, so nearly every region routes to the poisoned one; ELA's GroupNorm spreads
+  it over the poisoned channel's group, at every position), and never reaches the other samples of the batch. Check inputs upstream (``torch.isfinite``) where they may hold NaN.
 
 The sequence layer :class:`FlowAttention1d` takes ``(B, N, C)`` and has a ``causal`` switch.
 """
@@ -31,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.agent import agent_attention, pool_agent_tokens
+from kernels.agent import agent_attention, agent_attention_reference, pool_agent_tokens
 from kernels.bra import bra_attention, region_routing
 from kernels.flow import flow_attention
 from kernels.slab import simplified_linear_attention
@@ -198,7 +204,9 @@ class BiLevelRoutingAttention2d(nn.Module):
         _check_nchw(type(self).__name__, x, self.dim)
         batch, channels, height, width = x.shape
         size = self.region_size
-        regions_h, regions_w = -(-height // size), -(-width // size)
+        # ceil division without negatives: torch.onnx's TorchScript exporter (Ultralytics' ONNX export) turns the
+        # floor division of a negative traced size into a truncating one, which miscounts the regions of a padded map
+        regions_h, regions_w = (height + size - 1) // size, (width + size - 1) // size
         pad_h, pad_w = regions_h * size - height, regions_w * size - width
         regions = regions_h * regions_w
 
@@ -289,12 +297,20 @@ class AgentAttention2d(nn.Module):
         tokens = height * width
         qkv = self.qkv(x.flatten(2).transpose(1, 2))  # (B, N, 3C)
         q, k, v = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        agents = pool_agent_tokens(q, (height, width), self.agent_shape)  # (B, h, n, d)
+        if batch:
+            agents = pool_agent_tokens(q, (height, width), self.agent_shape)  # (B, h, n, d)
+            attend = agent_attention
+        else:
+            # An empty batch: the pooling's reshape cannot infer the agent count from 0 elements, and the fused
+            # (SDPA) path returns early without a gradient for the bias grids; the reference op gives every
+            # parameter its (zero) gradient, as a non-empty batch does, so DDP sees every parameter used.
+            agents = q.new_zeros(0, self.num_heads, self.agent_num, self.head_dim)
+            attend = agent_attention_reference
         agent_bias = F.interpolate(self.agent_bias_grid, size=(height, width), mode="bilinear")
         agent_bias = agent_bias.reshape(1, self.num_heads, self.agent_num, tokens)
         token_bias = F.interpolate(self.token_bias_grid, size=(height, width), mode="bilinear")
         token_bias = token_bias.reshape(1, self.num_heads, self.agent_num, tokens).transpose(-2, -1)
-        out = agent_attention(q, k, v, agents, agent_bias, token_bias, self.scale)  # (B, h, N, d)
+        out = attend(q, k, v, agents, agent_bias, token_bias, self.scale)  # (B, h, N, d)
         out = out.transpose(1, 2).reshape(batch, tokens, channels)
         v_map = v.transpose(-2, -1).reshape(batch, channels, height, width)
         out = out + self.dwc(v_map).flatten(2).transpose(1, 2)

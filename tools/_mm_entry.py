@@ -7,6 +7,7 @@ Works from an install without a clone of mmdet / mmseg: configs inherit their ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -56,6 +57,31 @@ def load_config(args):
         raise SystemExit(f"{args.config} sets no default_scope; inherit an mmdet:: or mmseg:: base (or set "
                          "default_scope='mmdet' / 'mmseg') so the Runner knows which registries to use")
     return cfg
+
+
+@contextlib.contextmanager
+def one_error_line(tool: str):
+    """A mistake the zoo names (``zoo.errors.ZooError``: a checkpoint that is refused or unreadable, ...) or a missing
+    file ends the tool with one line, ``<tool>: error: <message>``, and exit code 2, as the ``zoo`` command does."""
+    from zoo.errors import EXIT_USER_ERROR, ZooError
+
+    try:
+        yield
+    except (ZooError, FileNotFoundError) as err:
+        print(f"{tool}: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def check_checkpoint(path: str, tool: str) -> None:
+    """Read a local checkpoint once through the zoo's reader (as the Runner will, with its extra globals) before the
+    Runner starts, so that a refused or damaged file ends the tool with one line instead of a traceback after the
+    Runner's start-up log. URLs are left to mmengine."""
+    if "://" in path:
+        return
+    from zoo.openmmlab.checkpoints import load_from_zoo_reader
+
+    with one_error_line(tool):
+        load_from_zoo_reader(path, map_location="cpu")
 
 
 def _sync_bn_to_bn(node) -> int:

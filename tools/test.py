@@ -2,6 +2,9 @@
 
     python tools/test.py configs/det/retinanet_biformer-s_fpn_1x_coco.py work_dirs/.../epoch_12.pth
     torchrun --nproc_per_node 8 tools/test.py CONFIG CKPT --launcher pytorch
+
+A checkpoint the zoo's reader refuses (a pickle that asks for code) or cannot read (empty, truncated, not a
+checkpoint) ends the tool before the Runner starts, with one line ``test.py: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _mm_entry import add_common_args, build_runner, load_config  # noqa: E402
+from _mm_entry import add_common_args, build_runner, check_checkpoint, load_config, one_error_line  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -26,6 +29,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
+    check_checkpoint(args.checkpoint, "test.py")
     cfg.load_from = args.checkpoint
     if args.out is not None:
         if not args.out.endswith((".pkl", ".pickle")):
@@ -33,8 +37,9 @@ def main(argv=None):
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
 
-    runner = build_runner(cfg)
-    metrics = runner.test()
+    with one_error_line("test.py"):
+        runner = build_runner(cfg)
+        metrics = runner.test()
     if runner.rank == 0:
         # One "name: value" line per metric, whatever the logger prints.
         for name, value in metrics.items():

@@ -4,7 +4,8 @@ User mistakes end with one line on stderr and exit code 2, never a traceback: ev
 them subclasses ``zoo.errors.ZooError`` (unknown model, bad card, checkpoint that does not fit, dataset or run
 folder, bad flag value), so a new verb with a new error type needs nothing here; a missing file
 (``FileNotFoundError``) is mapped too. Bugs still raise. A reader that closes the pipe early (``zoo card x | head``)
-ends the command quietly.
+ends the command quietly. Ctrl-C ends it with one line, ``zoo: interrupted`` plus what the verb says about where it
+stopped (``zoo train``: the epoch its run folder holds and how to continue), and exit code 130 (128 + SIGINT).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Sequence
 from .commands import VERB_MODULES
 from .errors import EXIT_USER_ERROR, UserError, ZooError
 
-__all__ = ["EXIT_USER_ERROR", "UserError", "build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "UserError", "build_parser", "main"]
+
+EXIT_INTERRUPTED = 130  # as shells report a command ended by SIGINT (128 + 2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ZooError, FileNotFoundError) as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        # Ctrl-C: one line (what the verb says about where it stopped, e.g. a run folder's next step), exit 130.
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # off the progress bar or the ^C the terminal echoed
+        print(f"{fresh_line}zoo: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -193,6 +193,83 @@ def test_a_corrupt_image_is_skipped_with_a_warning_naming_it(trained_run, shapes
     assert result["images"] == 12 and result["skipped"] == [str(corrupt)]
 
 
+def test_a_truncated_jpeg_is_counted_out_never_replaced_by_another_image(trained_run, shapes, tmp_path, capsys):
+    """Issue 26 row 8: the header check let a truncated JPEG through and timm's loader replaced it by the next sample:
+    13 images counted, one of them twice. Now it is left out with a warning, and the numbers are the clean folder's."""
+    from image_files import write_truncated_jpeg
+
+    run = str(trained_run[0])
+    assert main(["validate", run, "--data", str(shapes / "val"), "--workers", "0"]) == 0
+    clean = _last_json(capsys.readouterr().out)
+    val = tmp_path / "val"
+    shutil.copytree(shapes / "val", val)
+    truncated = val / "ellipse" / "00000b.jpg"
+    write_truncated_jpeg(truncated, size=(32, 32))
+    assert main(["validate", run, "--data", str(val), "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert f"zoo: warning: skipped unreadable image {truncated} (cannot be decoded as an image" in captured.err
+    assert "truncated" in captured.err and "12 images" in captured.out and "1 skipped" in captured.out
+    result = _last_json(captured.out)
+    assert result["images"] == 12 and result["skipped"] == [str(truncated)]
+    assert (result["top1"], result["top5"], result["loss"]) == (clean["top1"], clean["top5"], clean["loss"])
+
+
+def test_the_dataset_reads_through_the_zoo_reader_and_never_replaces_an_image(trained_run, shapes, tmp_path, capsys):
+    """Unchecked (--no-image-check), a truncated image stops the run with one line naming it, also from a loader
+    worker process, where timm's dataset silently returned the next sample; a 16-bit image is scaled, not clipped."""
+    import numpy as np
+    from image_files import write_truncated_jpeg
+    from PIL import Image
+
+    from zoo.tasks.classification.datasets import UnreadableImageError
+
+    val = tmp_path / "val"
+    shutil.copytree(shapes / "val", val)
+    truncated = val / "ellipse" / "00000b.jpg"
+    write_truncated_jpeg(truncated, size=(32, 32))
+    ramp = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(val / "cross" / "gray16.png")
+    scan = scan_image_folder(val, check_images=False)
+    dataset = build_dataset(scan, {c: i for i, c in enumerate(scan.classes)})
+    paths = [p for p, _ in dataset.reader.samples]
+    image, target = dataset[paths.index(str(val / "cross" / "gray16.png"))]
+    assert target == 0 and image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image)[..., 1], np.rint(ramp / 65535 * 255).astype(np.uint8))
+    bad = paths.index(str(truncated))
+    with pytest.raises(UnreadableImageError, match=f"^{truncated}: cannot be decoded as an image .*truncated"):
+        dataset[bad]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, sampler=[bad], num_workers=1)
+    with pytest.raises(UnreadableImageError) as raised:
+        next(iter(loader))
+    assert str(raised.value).startswith(f"{truncated}: cannot be decoded") and "\n" not in str(raised.value)
+
+    assert main(["validate", str(trained_run[0]), "--data", str(val), "--workers", "0", "--no-image-check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"zoo: error: {truncated}: cannot be decoded") and "Traceback" not in "".join(err)
+
+
+def test_predict_skips_an_oversized_image_and_shows_names_that_are_not_utf8(trained_run, shapes, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Issue 26 row 3 for zoo predict: a 24 KB PNG of 14000x14000 pixels was a DecompressionBombError traceback and
+    the images after it were never classified; a name that is not UTF-8 could not be printed (UnicodeEncodeError)."""
+    from image_files import forbid_decoding_huge_images, not_utf8_path, write_huge_png
+
+    huge = tmp_path / "huge.png"
+    write_huge_png(huge)
+    odd = not_utf8_path(tmp_path, "cross")
+    shutil.copy(shapes / "val" / "cross" / "00000.png", odd)
+    good = shapes / "val" / "triangle" / "00001.png"
+    forbid_decoding_huge_images(monkeypatch)
+    assert main(["predict", str(trained_run[0]), str(huge), odd, str(good), "--top-k", "1"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path}/\\xff\\xfecross.png: ")
+    assert lines[1].startswith(f"{good}: ")
+    assert f"zoo: warning: skipping {huge}: 14000x14000 = 196.0 megapixels, over the limit" in captured.err
+    assert main(["predict", str(trained_run[0]), str(huge)]) == EXIT_USER_ERROR
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("zoo: error: no readable image among")
+
+
 def test_shards_cover_every_image_once_and_imagenet_synsets_keep_their_index(shapes, tmp_path):
     scan = scan_image_folder(shapes / "val")
     mapping = {c: i for i, c in enumerate(scan.classes)}

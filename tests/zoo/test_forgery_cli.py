@@ -163,6 +163,43 @@ def test_no_image_at_all_and_missing_path_exit_2(npr_run, tmp_path, capsys):
     assert "absent: no such file or directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["name_not_utf8", "huge_png"])
+def test_a_bad_file_among_good_ones_is_skipped_or_read_and_the_rest_checked(npr_run, tmp_path, capsys, monkeypatch,
+                                                                             kind):
+    """Issue 26 rows 1 and 3: a name that is not UTF-8 crashed the process (OpenCV, segmentation fault); a 14000x14000
+    PNG of 24 KB was a DecompressionBombError traceback and the images after it were never checked. Now the first is
+    read (its name shown with \\xNN escapes), the second skipped from its header with a warning, and every other
+    image checked."""
+    from image_files import forbid_decoding_huge_images, not_utf8_path, write_huge_png, write_image
+
+    folder, _ = npr_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(photos / "a.png")
+    write_image(photos / "z.png", seed=1)
+    if kind == "name_not_utf8":
+        odd = not_utf8_path(photos, "odd")
+        write_image(odd, seed=2)
+        expected = [str(photos / "a.png"), str(photos / "z.png"), odd]
+    else:
+        write_huge_png(photos / "b_huge.png")
+        forbid_decoding_huge_images(monkeypatch)
+        expected = [str(photos / "a.png"), str(photos / "z.png")]
+    assert main(["forgery", "check", str(folder), str(photos), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["image"] for line in captured.out.splitlines()] == expected
+    if kind == "huge_png":
+        assert f"zoo: warning: skipping {photos / 'b_huge.png'}: 14000x14000 = 196.0 megapixels, over the limit" in (
+            captured.err)
+        assert main(["forgery", "check", str(folder), str(photos / "b_huge.png"), "--max-pixels", "1e6"]) == 2
+        assert "over the limit of 1.0 megapixels" in capsys.readouterr().err
+    else:
+        assert not captured.err
+        assert main(["forgery", "check", str(folder), str(photos)]) == 0  # plain lines name it with escapes
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[2].startswith(f"{photos}/\\xff\\xfeodd.png: ") and lines[-1].startswith("3 image(s)")
+
+
 def test_help_names_the_forgery_run_folder(capsys):
     with pytest.raises(SystemExit):
         main(["forgery", "check", "--help"])

@@ -298,3 +298,35 @@ def test_bra_compiles_for_training():
     torch.testing.assert_close(compiled_x.grad, eager_x.grad, rtol=1e-5, atol=1e-5)
     for got, expected in zip((p.grad for p in layer.parameters()), eager_grads):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_empty_batch(name, backend, monkeypatch):
+    """Batch 0 (the last shard of an uneven split, a filtered batch): an empty output of the input's shape, and a
+    backward that gives the input and every parameter a gradient (zeros), as any batch does (issue 26, row 10)."""
+    monkeypatch.setenv("ZOO_KERNELS", backend)
+    layer = LAYERS[name](64)
+    x = torch.randn(0, 64, 9, 7, requires_grad=True)
+    out = layer(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    for pname, param in layer.named_parameters():
+        assert param.grad is not None and not param.grad.any(), pname
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_nonfinite_input_stays_in_its_sample(name):
+    """The documented NaN behaviour (backbones/layers.py): a NaN or inf in one sample makes that sample's output
+    non-finite and leaves the other samples exactly as they are without it."""
+    torch.manual_seed(0)
+    layer = LAYERS[name](32)
+    x = torch.randn(2, 32, 12, 10)
+    clean = layer(x)
+    for value in (float("nan"), float("inf")):
+        poisoned = x.clone()
+        poisoned[0, 3, 2, 2] = value
+        out = layer(poisoned)
+        assert not torch.isfinite(out[0]).all()
+        torch.testing.assert_close(out[1], clean[1], rtol=0, atol=0)

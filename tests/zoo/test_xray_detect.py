@@ -155,6 +155,47 @@ def test_unreadable_checkpoint_is_one_error_line_naming_it(bags, tmp_path, capsy
     assert str(bad) in errors[0] and "not a readable PyTorch checkpoint" in errors[0]
 
 
+def test_bad_files_in_a_folder_are_skipped_or_read_and_the_others_detected(bags, tmp_path, monkeypatch):
+    """Issue 26 rows 1-3: a name that is not UTF-8 crashed the process in the collector (OpenCV, segmentation fault);
+    a truncated JPEG passed the collector and mmcv's loader asserted (traceback, later images never processed); a
+    14000x14000 PNG of 24 KB was decoded in full (10.5 GB). Now the images reach mmdet as decoded arrays: the first
+    is read (shown with \\xNN escapes, its outputs keep its name), the other two are skipped with a warning naming
+    them, the huge one from its header, and every other image is detected."""
+    import contextlib
+    import io
+    import os
+    import shutil
+
+    from image_files import forbid_decoding_huge_images, not_utf8_path, write_huge_png, write_truncated_jpeg
+
+    folder = tmp_path / "bags"
+    folder.mkdir()
+    shutil.copy(bags / "set" / "easy" / "easy_00000.png", folder / "easy_00000.png")
+    shutil.copy(bags / "set" / "hard" / "hard_00000.png", not_utf8_path(folder, "bag"))
+    write_truncated_jpeg(folder / "easy_00001.jpg", size=(96, 96))
+    write_huge_png(folder / "easy_00002.png")
+    forbid_decoding_huge_images(monkeypatch)
+    out = tmp_path / "out"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["xray", "detect", DEMO_CONFIG, str(bags / "untrained.pth"), str(folder), "--out", str(out),
+                     "--score-thr", "1"])
+    assert code == 0, stderr.getvalue()[-2000:]
+    lines = stdout.getvalue().strip().splitlines()
+    assert lines[:-1] == ["easy_00000.png: nothing at or above 1", "\\xff\\xfebag.png: nothing at or above 1"]
+    summary = json.loads(lines[-1])
+    assert summary["images"] == 2 and summary["skipped"] == 2
+    warnings = [line for line in stderr.getvalue().splitlines() if "skipping" in line]
+    assert len(warnings) == 2  # the huge one while collecting (its header), the truncated one while decoding
+    assert warnings[0].startswith(f"warning: skipping {folder / 'easy_00002.png'}: 14000x14000 = 196.0 megapixels")
+    assert warnings[1].startswith(f"warning: skipping {folder / 'easy_00001.jpg'}: cannot be decoded as an image")
+    assert "truncated" in warnings[1]
+    assert sorted(os.listdir(os.fsencode(out))) == [b"easy_00000.json", b"easy_00000.png", b"\xff\xfebag.json",
+                                                     b"\xff\xfebag.png"]
+    result = json.loads((out / os.fsdecode(b"\xff\xfebag.json")).read_text())
+    assert result["image"] == not_utf8_path(folder, "bag") and (result["width"], result["height"]) == (96, 96)
+
+
 def test_collect_images_keeps_order_and_warns_per_skipped_file(tmp_path):
     import cv2
 

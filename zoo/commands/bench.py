@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .validate import non_negative_int, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,11 +31,11 @@ def register(commands) -> None:
     bench.add_argument("pattern", nargs="?", default=None, help="zoo models matching this pattern (comma-separate several)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     bench.add_argument("--train", action="store_true", help="also time a training step (forward+backward+SGD)")
-    bench.add_argument("--batch", type=int, default=8)
-    bench.add_argument("--img-size", type=int, default=224)
+    bench.add_argument("--batch", type=positive_int, default=8)
+    bench.add_argument("--img-size", type=positive_int, default=224)
     bench.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     bench.add_argument("--no-peers", action="store_true", help="leave out the timm peers (Swin-T, ConvNeXt-T, ...)")
-    bench.add_argument("--warmup", type=int, default=2)
-    bench.add_argument("--iters", type=int, default=5)
+    bench.add_argument("--warmup", type=non_negative_int, default=2)
+    bench.add_argument("--iters", type=positive_int, default=5)
     bench.add_argument("--out", default="bench_out", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(run=run)

@@ -9,6 +9,7 @@ import argparse
 
 from ..tasks.demo import DEFAULT_BUDGET_S, DEFAULT_MAX_GFLOPS, DEFAULT_OUT_DIR, DEFAULT_XRAY_MINUTES
 from ..tasks.xray.demo import DEMO_ITERATIONS
+from .validate import positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +30,7 @@ def register(commands) -> None:
     demo.add_argument("--xray-minutes", type=float, default=DEFAULT_XRAY_MINUTES,
                       help="time guard of the X-ray step: training stops early, saying so, when the step has used it "
                            "up; 0 skips the step (default %(default)s)")
-    demo.add_argument("--xray-iterations", type=int, default=None,
+    demo.add_argument("--xray-iterations", type=positive_int, default=None,
                       help=f"training iterations of the X-ray step (default {DEMO_ITERATIONS}, fixed and seeded)")
     demo.add_argument("--out", default=DEFAULT_OUT_DIR, help="folder for the demo's files (default %(default)s)")
     demo.set_defaults(run=run)

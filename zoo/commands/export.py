@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .validate import positive_int
+
 
 def run(args: argparse.Namespace) -> int:
     from ..models import require_model
@@ -23,7 +25,7 @@ def register(commands) -> None:
     export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default %(default)s)")
     export.add_argument("--output", "-o", help="file to write (default NAME.onnx)")
     export.add_argument("--checkpoint", help="weights to load first (path or card name, through zoo.load_checkpoint)")
-    export.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
-    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
+    export.add_argument("--opset", type=positive_int, default=18)
     export.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
     export.set_defaults(run=run)

@@ -17,8 +17,9 @@ with ``--json`` one JSON object per image and nothing else on stdout::
      "conclusion_in_text": true}
 
 ``verdict`` is ``fake`` when ``p_fake > --threshold`` (0.5, as the evaluation). Inputs follow ``zoo xray detect``'s rule
-(``zoo.tasks.images``): a folder contributes its image files, not its subfolders; a file that is not an image is
-skipped with a warning naming it. A folder that is not a run, or whose weights are damaged or do not fit, ends with one
+(``zoo.tasks.images``): a folder contributes its image files, not its subfolders; a file that is not an image, does
+not decode (truncated, corrupt) or has more than ``--max-pixels`` pixels (checked before decoding) is skipped with a
+warning naming it. A folder that is not a run, or whose weights are damaged or do not fit, ends with one
 error line (exit 2).
 """
 
@@ -29,6 +30,9 @@ import json
 import sys
 
 from ..errors import UserError
+from ..tasks.images import display_path
+from .predict import add_max_pixels_argument
+from .validate import positive_int
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -46,13 +50,13 @@ def run_check(args: argparse.Namespace) -> int:
     run = load_run(args.run_folder, device=args.device)
     counts = {"fake": 0, "real": 0}
     for checked in check_images(run, args.images, threshold=args.threshold, batch_size=args.batch_size,
-                                max_new_tokens=args.max_new_tokens,
-                                warn=lambda message: print(f"zoo: {message}", file=sys.stderr)):
+                                max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
+                                warn=lambda message: print(f"zoo: {message}", file=sys.stderr, flush=True)):
         counts[checked.label] += 1
         if args.json:
             print(json.dumps(checked.row()), flush=True)
         else:
-            print(f"{checked.path}: {checked.label} {checked.p_fake:.4f}", flush=True)
+            print(f"{display_path(checked.path)}: {checked.label} {checked.p_fake:.4f}", flush=True)
             if run.head == "fakereasoning":
                 print(f"    {checked.verdict.reasoning or checked.verdict.text or '(no text)'}", flush=True)
     if not args.json:
@@ -69,11 +73,13 @@ def register(commands) -> None:
     check.add_argument("run_folder", metavar="FORGERY_RUN",
                        help="forgery run folder written by tools/forgery_train.py (run.json + weights)")
     check.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
-                       help="image files and folders (every file under a folder; non-images are skipped)")
+                       help="image files and folders (a folder's own image files, not its subfolders; other files "
+                            "are skipped with a warning)")
     check.add_argument("--json", action="store_true", help="one JSON object per image on stdout, nothing else")
     check.add_argument("--threshold", type=float, default=0.5, help="verdict fake when P(fake) > this (%(default)s)")
     check.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
-    check.add_argument("--batch-size", type=int, default=16, help="images per forward pass (%(default)s)")
-    check.add_argument("--max-new-tokens", type=int, default=512,
+    check.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (%(default)s)")
+    check.add_argument("--max-new-tokens", type=positive_int, default=512,
                        help="FakeReasoning: longest reasoning text to generate (%(default)s tokens)")
+    add_max_pixels_argument(check)
     check.set_defaults(run=run_check)

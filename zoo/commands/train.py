@@ -12,7 +12,18 @@ import argparse
 import json
 
 from ..errors import UserError
-from .validate import DEFAULT_WORKERS, check_device
+from .validate import (
+    WORKERS_HELP,
+    add_max_pixels_argument,
+    add_model_kwargs_argument,
+    check_device,
+    check_model_kwargs,
+    float_in,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.pretrained and args.resume:
         raise UserError("--pretrained starts a run, --resume continues one; pass one of them.")
-    processes = start_processes(args.device)
+    if args.scale[0] > args.scale[1]:
+        raise UserError(f"--scale {args.scale[0]} {args.scale[1]}: MIN is above MAX; pass the smaller area first.")
+    check_model_kwargs(args)
+    processes = start_processes(args.device, args.workers)
+    args.workers = processes.workers  # the loaders read it from args
     summary = train(args, processes)
     stop_processes(processes)
     if processes.is_primary:
@@ -35,50 +50,49 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from timm.utils import ParseKwargs
-
     p = commands.add_parser("train", help="fine-tune a classifier on an ImageFolder (torchrun for several processes)")
     p.add_argument("model", help="a zoo or timm model name, e.g. poolformer_s12 or biformer_tiny")
     p.add_argument("--data", required=True, metavar="DIR", help="folder with train/<class>/ (and val/<class>/)")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (hub folder + resume state)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
-    p.add_argument("--crop-pct", type=float, default=None,
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
+    p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
+    p.add_argument("--crop-pct", type=positive_float, default=None,
                    help="validation centre-crop fraction, saved with the run (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s; torchrun: one per process)")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data loading processes per process")
+    p.add_argument("--workers", type=non_negative_int, default=None, help=WORKERS_HELP)
     p.add_argument("--seed", type=int, default=0)
     start = p.add_argument_group("where to start")
     start.add_argument("--pretrained", metavar="FILE_OR_CARD",
                        help="backbone weights (a file, URL, card name or model folder); the head is re-initialised "
                             "for the folder's classes")
     start.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    start.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
-                       help="constructor arguments, e.g. depth='(1,1,1,1)' (saved in config.json)")
-    start.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the model's)")
+    add_model_kwargs_argument(start, "constructor arguments, e.g. depth='(1,1,1,1)' (saved in config.json)")
+    start.add_argument("--drop-path", type=float_in(0.0, 1.0, high_open=True), default=None,
+                       help="stochastic depth rate (default: the model's)")
     start.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
     opt = p.add_argument_group("optimizer and schedule (timm's factories)")
     opt.add_argument("--opt", default="adamw", help="any timm optimizer name (default %(default)s)")
-    opt.add_argument("--lr", type=float, default=1e-3)
-    opt.add_argument("--weight-decay", type=float, default=0.05)
-    opt.add_argument("--layer-decay", type=float, default=None,
+    opt.add_argument("--lr", type=non_negative_float, default=1e-3, help="0 keeps the weights (e.g. to test loading)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    opt.add_argument("--layer-decay", type=float_in(0.0, 1.0, low_open=True), default=None,
                      help="layer-wise lr decay, e.g. 0.75 (models with group_matcher)")
-    opt.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this")
+    opt.add_argument("--clip-grad", type=positive_float, default=None, help="clip the gradient norm to this")
     opt.add_argument("--sched", default="cosine", help="any timm scheduler name (default %(default)s)")
-    opt.add_argument("--warmup-epochs", type=int, default=1)
-    opt.add_argument("--warmup-lr", type=float, default=1e-5)
-    opt.add_argument("--min-lr", type=float, default=1e-6)
+    opt.add_argument("--warmup-epochs", type=non_negative_int, default=1)
+    opt.add_argument("--warmup-lr", type=non_negative_float, default=1e-5)
+    opt.add_argument("--min-lr", type=non_negative_float, default=1e-6)
     aug = p.add_argument_group("augmentation and regularisation")
     aug.add_argument("--no-aug", action="store_true", help="train on resized centre crops, no augmentation")
-    aug.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
-                     help="random-resized-crop area range (default 0.08 1.0)")
-    aug.add_argument("--color-jitter", type=float, default=0.4)
-    aug.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
-    aug.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
-    aug.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    aug.add_argument("--scale", type=float_in(0.0, 1.0, low_open=True), nargs=2, default=(0.08, 1.0),
+                     metavar=("MIN", "MAX"), help="random-resized-crop area range (default 0.08 1.0)")
+    aug.add_argument("--color-jitter", type=non_negative_float, default=0.4)
+    aug.add_argument("--smoothing", type=float_in(0.0, 1.0, high_open=True), default=0.1, help="label smoothing")
+    aug.add_argument("--mixup", type=non_negative_float, default=0.0, help="mixup alpha (0 = off)")
+    aug.add_argument("--cutmix", type=non_negative_float, default=0.0, help="cutmix alpha (0 = off)")
     aug.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights; validate and save it")
-    aug.add_argument("--model-ema-decay", type=float, default=0.999)
+    aug.add_argument("--model-ema-decay", type=float_in(0.0, 1.0, high_open=True), default=0.999)
     p.add_argument("--no-image-check", action="store_true", help="skip reading every image header first")
+    add_max_pixels_argument(p)
     p.set_defaults(run=run)

@@ -8,9 +8,10 @@ image goes to stdout (``bag_0012.png: Gun 0.91, Knife 0.44``), and the last line
 
 CONFIG is a config file, a shipped config's path below the configs folder (``xray/<file>.py``; ``zoo configs``
 lists them), or a model card's name (``sdanet_r101_pidray``). A directory input contributes its image files (not its
-subdirectories); other files in it are skipped with a warning naming them. A checkpoint whose weights do not fit the
-config's model (missing, unexpected or misshapen keys) is an error naming both files, never a silently half-loaded
-detector. OpenMMLab is imported only when the command runs.
+subdirectories); other files in it, and images that do not decode (truncated, corrupt) or have more than
+``--max-pixels`` pixels (checked before decoding), are skipped with a warning naming them. A checkpoint whose weights
+do not fit the config's model (missing, unexpected or misshapen keys) is an error naming both files, never a silently
+half-loaded detector. OpenMMLab is imported only when the command runs.
 
 The work is done by ``zoo.tasks.xray``; this module only parses arguments and prints.
 """
@@ -21,13 +22,15 @@ import argparse
 import json
 
 from ..tasks.xray.detect import DEFAULT_SCORE_THR
+from .predict import add_max_pixels_argument
+from .validate import positive_int
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tasks.xray.detect import detect
 
     summary = detect(args.config, args.checkpoint, args.inputs, args.out, score_thr=args.score_thr,
-                     device=args.device, batch_size=args.batch_size)
+                     device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels)
     print(json.dumps(summary))
     return 0
 
@@ -45,5 +48,6 @@ def register(commands) -> None:
     detect_parser.add_argument("--score-thr", type=float, default=DEFAULT_SCORE_THR,
                                help="keep instances scoring at least this (default %(default)s)")
     detect_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    detect_parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    detect_parser.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)")
+    add_max_pixels_argument(detect_parser)
     detect_parser.set_defaults(run=run)

@@ -14,7 +14,7 @@ import torch
 from timm.models._hub import save_config_for_hf
 
 from ..cards import has_card, render_card
-from ..weights import save_safetensors
+from ..weights import atomic_write, save_safetensors
 from .builder import CONFIG_NAME, WEIGHTS_NAME
 from .registry import family_of
 
@@ -67,7 +67,8 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, *, lab
     ``model_args`` needed to rebuild the model, plus ``label_names`` (one per output) when given; ``data_config``
     (timm's ``input_size``/``crop_pct``/... keys) records the preprocessing the weights were trained and measured with.
     README.md is ``readme`` when given (e.g. a fine-tuning run's own card), else the zoo's card for the architecture,
-    else one generated from the model. Returns the folder.
+    else one generated from the model. Each file is written atomically (a hidden temporary file renamed over it), so a
+    process killed while saving leaves every file either as it was or complete. Returns the folder.
     """
     architecture = _architecture(model)
     directory = Path(directory)
@@ -76,9 +77,10 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, *, lab
         raise ValueError(f"{len(label_names)} label_names for a model with {model.num_classes} outputs.")
     save_safetensors(model.state_dict(), directory / WEIGHTS_NAME, metadata={"architecture": architecture})
     model_config = {"label_names": list(label_names)} if label_names else None
-    save_config_for_hf(model, str(directory / CONFIG_NAME), model_config=model_config, data_config=data_config)
+    atomic_write(directory / CONFIG_NAME,
+                 lambda tmp: save_config_for_hf(model, tmp, model_config=model_config, data_config=data_config))
     config = json.loads((directory / CONFIG_NAME).read_text())
     if readme is None:
         readme = render_card(architecture) if has_card(architecture) else _generated_readme(model, architecture, config)
-    (directory / README_NAME).write_text(readme, encoding="utf-8")
+    atomic_write(directory / README_NAME, lambda tmp: Path(tmp).write_text(readme, encoding="utf-8"))
     return directory

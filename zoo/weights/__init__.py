@@ -12,6 +12,7 @@ from .download import cache_filename, cached_download
 from .files import (
     PICKLE_SUFFIXES,
     CheckpointError,
+    atomic_write,
     read_checkpoint,
     read_safetensors,
     save_pickle,
@@ -29,6 +30,7 @@ __all__ = [
     "LoadResult",
     "Misfit",
     "adapt_to_model",
+    "atomic_write",
     "cache_filename",
     "cached_download",
     "check_fit",

@@ -3,7 +3,11 @@
 A folder is checked before timm reads it, because timm's reader is silent about the mistakes that make numbers wrong:
 an empty class folder simply vanishes (every later class index shifts by one), and a corrupt image is replaced by the
 next sample with a warning that does not name the file. Here a missing folder, a folder without class sub-folders and
-an empty class folder are ``DatasetError``s that name the fix; a corrupt image is dropped with a warning naming it.
+an empty class folder are ``DatasetError``s that name the fix; an image the zoo's reader (``zoo.tasks.images``) does
+not read (not an image, truncated, corrupt, over the pixel limit) is left out with a warning naming it, so the counts
+and the top-1 are over the readable images only. The dataset then reads every image through that same reader (modes
+converted to RGB as it converts them) and never replaces one by another: an image that cannot be read when it is
+loaded (with ``--no-image-check``, or a file changed since the check) stops the run with one line naming it.
 """
 
 from __future__ import annotations
@@ -13,23 +17,37 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-from timm.data import ImageNetInfo, create_dataset
+from timm.data import ImageDataset, ImageNetInfo
 from timm.data.readers.reader_image_folder import get_img_extensions
 from timm.utils.misc import natural_key
 from tqdm.auto import tqdm
 
 from ...errors import ZooError
+from ..images import DEFAULT_MAX_PIXELS, UnreadableImage, check_image, display_path, read_image
 
-__all__ = ["DatasetError", "ImageFolderScan", "build_dataset", "class_to_index_for_model", "find_split", "scan_image_folder"]
+__all__ = ["DatasetError", "ImageFolderDataset", "ImageFolderScan", "UnreadableImageError", "build_dataset",
+           "class_to_index_for_model", "find_split", "scan_image_folder"]
 
 IMAGE_EXTENSIONS = frozenset(get_img_extensions(as_set=True))
 VAL_SPLIT_NAMES = ("val", "validation")
-_PROGRESS_ABOVE = 2000  # files; below this the header check takes well under a second
+_PROGRESS_ABOVE = 2000  # files; below this the image check takes well under a second
 
 
 class DatasetError(ZooError, ValueError):
     """A dataset folder that cannot be used as given; the message names the problem and the fix."""
+
+
+class UnreadableImageError(DatasetError):
+    """An image of the dataset that cannot be read when it is loaded (one line naming it, also from a loader worker)."""
+
+    def __init__(self, message: str):
+        if "\nOriginal Traceback" in message:
+            # torch's DataLoader re-raises a worker's error as this type with the worker's traceback as the message:
+            # keep the worker's own one-line message, its last line after "<module>.<class>: "
+            last = message.rstrip().splitlines()[-1]
+            name = f"{type(self).__module__}.{type(self).__qualname__}: "
+            message = last[len(name):] if last.startswith(name) else last
+        super().__init__(message)
 
 
 @dataclass
@@ -40,6 +58,7 @@ class ImageFolderScan:
     classes: list[str]
     images: dict[str, list[Path]]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # the pixel limit of the check, and of the dataset's reads
 
     @property
     def num_images(self) -> int:
@@ -74,22 +93,25 @@ def find_split(data: str | os.PathLike, split: str, required: bool = True) -> Pa
                        "sub-folders are the classes (DIR/<class>/<image>).")
 
 
-def _image_problem(path: Path) -> str | None:
-    """Why PIL cannot read ``path`` (a header check: cheap, catches non-images and truncated headers), or None."""
+def _image_problem(path: Path, max_pixels: int | None) -> str | None:
+    """Why the zoo's reader does not read ``path`` (header, pixel limit, and a complete file: a truncated JPEG or PNG
+    is caught without decoding it in full), or None."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as err:  # PIL raises many types (UnidentifiedImageError, SyntaxError, struct.error, ...)
-        return f"{type(err).__name__}: {err}"
+        check_image(path, max_pixels, complete=True)
+    except UnreadableImage as err:
+        return err.reason
     return None
 
 
-def scan_image_folder(folder: str | os.PathLike, check_images: bool = True, verbose: bool = True) -> ImageFolderScan:
+def scan_image_folder(folder: str | os.PathLike, check_images: bool = True, verbose: bool = True,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageFolderScan:
     """List the class folders of ``folder`` and their images; refuse empty classes; drop unreadable images.
 
     Classes are the immediate sub-folders, sorted the way timm's reader sorts them (``natural_key``); images are the
-    files with an image extension anywhere under a class folder. With ``check_images`` every image's header is read
-    once, and one that PIL cannot open is left out with a warning on stderr naming the file (when ``verbose``).
+    files with an image extension anywhere under a class folder. With ``check_images`` every image is checked once
+    (``zoo.tasks.images.check_image``: its header, ``max_pixels``, a complete file), and one the zoo's reader does not
+    read is left out with a warning on stderr naming the file (when ``verbose``). ``max_pixels`` is also the limit of
+    the dataset's reads (:func:`build_dataset`).
     """
     root = Path(folder)
     class_dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name))
@@ -104,7 +126,7 @@ def scan_image_folder(folder: str | os.PathLike, check_images: bool = True, verb
                 f"{class_dir}: class folder '{class_dir.name}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                 "add images to it or remove the folder.")
         images[class_dir.name] = files
-    scan = ImageFolderScan(root=root, classes=[p.name for p in class_dirs], images=images)
+    scan = ImageFolderScan(root=root, classes=[p.name for p in class_dirs], images=images, max_pixels=max_pixels)
     if check_images:
         total = scan.num_images
         with tqdm(total=total, desc=f"checking {root.name}", unit="img", leave=False,
@@ -112,13 +134,14 @@ def scan_image_folder(folder: str | os.PathLike, check_images: bool = True, verb
             for name, files in images.items():
                 kept = []
                 for path in files:
-                    problem = _image_problem(path)
+                    problem = _image_problem(path, max_pixels)
                     if problem is None:
                         kept.append(path)
                     else:
                         scan.skipped.append((path, problem))
                         if verbose:
-                            print(f"zoo: warning: skipped unreadable image {path} ({problem})", file=sys.stderr)
+                            print(f"zoo: warning: skipped unreadable image {display_path(path)} ({problem})",
+                                  file=sys.stderr)
                     bar.update()
                 if not kept:
                     raise DatasetError(f"{root / name}: none of the images of class '{name}' can be read; "
@@ -156,14 +179,41 @@ def class_to_index_for_model(scan: ImageFolderScan, num_classes: int, label_name
     return {c: i for i, c in enumerate(scan.classes)}
 
 
+class ImageFolderDataset(ImageDataset):
+    """timm's ImageFolder dataset reading every image through the zoo's reader (``zoo.tasks.images.read_image``:
+    modes to RGB, the pixel limit). timm's own ``ImageDataset`` replaces an image it cannot read by the next sample;
+    this one raises :class:`UnreadableImageError` naming the file instead."""
+
+    def __init__(self, root: str, class_map: dict[str, int], max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        super().__init__(root, reader="", class_map=class_map)
+        self.max_pixels = max_pixels
+
+    def __getitem__(self, index):
+        path, target = self.reader.samples[index]
+        try:
+            image = read_image(path, self.max_pixels)
+        except UnreadableImage as err:
+            raise UnreadableImageError(
+                f"{err}; it was not left out by the folder check (run without --no-image-check, or replace the file "
+                "if it changed during the run)") from None
+        if self.transform is not None:
+            image = self.transform(image)
+        if target is None:
+            target = -1
+        elif self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+
 def build_dataset(scan: ImageFolderScan, class_to_idx: dict[str, int], shard: tuple[int, int] = (0, 1)):
-    """timm's ImageFolder dataset over the scanned images (unreadable ones left out), optionally one rank's shard.
+    """The ImageFolder dataset over the scanned images (unreadable ones left out), optionally one rank's shard; it
+    reads through the zoo's reader with the scan's pixel limit (:class:`ImageFolderDataset`).
 
     ``shard=(rank, world_size)`` keeps every world_size-th image starting at rank: the shards are disjoint and cover
     the folder exactly once (timm's distributed samplers pad the last batch with repeats, which would count some
     images twice in an exact top-1).
     """
-    dataset = create_dataset("", root=str(scan.root), class_map=dict(class_to_idx), is_training=False)
+    dataset = ImageFolderDataset(str(scan.root), dict(class_to_idx), max_pixels=scan.max_pixels)
     keep = {str(p) for files in scan.images.values() for p in files}
     samples = [s for s in dataset.reader.samples if str(s[0]) in keep]
     rank, world_size = shard

@@ -4,41 +4,342 @@
                            pretrained_cfg with the input size and crop the run was measured with
     RUN/model.safetensors  the weights that were validated (the EMA's with --model-ema)
     RUN/README.md          this run's card: measured val top-1 / top-5, the command, the recipe
-    RUN/train_state.pth    resume state: epoch, raw model, optimizer, EMA, AMP scaler (weights-only pickle)
-    RUN/metrics.jsonl      one JSON line per epoch
+    RUN/train_state.pth    resume state: epoch, raw model, optimizer, EMA, AMP scaler, every epoch's metrics
+                           (weights-only pickle)
+    RUN/metrics.jsonl      one JSON line per completed epoch (a copy of the metrics in train_state.pth)
+    RUN/train.lock         while a run writes the folder: its pid, host, start time and command
 
 ``zoo.create_model(RUN)`` / ``zoo validate RUN`` / ``timm.create_model("local-dir:RUN", pretrained=True)`` read it.
+
+Nothing is lost to a kill, a crash or Ctrl-C:
+
+- every file is written atomically (a hidden ``.<name>.<random>`` file in RUN, renamed over the file), so each file
+  is either the previous epoch's or the new one's, never half of one; hidden files a killed writer left behind are
+  removed on the next start;
+- ``train_state.pth`` is the commit of an epoch, written after the epoch's hub files and holding the metrics of every
+  epoch so far; metrics.jsonl is rewritten from it after each commit and again on ``--resume``, so a process killed
+  between the two loses no metrics line and repeats none (one killed after the hub files and before the state leaves
+  them an epoch ahead of the state: ``--resume`` trains that epoch again and rewrites them);
+- Ctrl-C during the writing of an epoch takes effect once the epoch is committed;
+- a folder with no committed epoch that holds only what an interrupted run leaves (its hub files and hidden files,
+  marked as a run's by its stale lock or its card) is cleaned and started afresh, with or without ``--resume``, after
+  a warning saying so; a folder of anything else is never touched;
+- ``train.lock`` (an ``flock``-ed file, so the kernel frees it when its process dies, even by ``kill -9``) keeps a
+  second ``zoo train`` out of the folder: it is refused with one line naming the holder. A lock left by a process
+  that is gone is taken over with a warning naming it.
+
+Under torchrun only rank 0 takes the lock and writes.
+
+Test hook: ``ZOO_TEST_PAUSE=<point>@<epoch>:<seconds>`` makes a run print ``zoo-test: paused at <point> of epoch
+<epoch>`` on stderr and sleep there, so tests can kill it at a known point. The points are ``batch`` (after the
+epoch's first training step), ``hub`` (after config.json, model.safetensors and README.md), ``train_state.pth`` and
+``metrics.jsonl`` (after that file). It is read only by :func:`pause_for_tests`; nothing else changes when it is set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
+import fcntl
 import json
+import os
 import shlex
+import signal
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
 
 from ...errors import ZooError
-from ...models import CONFIG_NAME, family_of, save_pretrained
-from ...weights import read_checkpoint, save_pickle
+from ...models import CONFIG_NAME, README_NAME, WEIGHTS_NAME, family_of, save_pretrained
+from ...weights import atomic_write, read_checkpoint, save_pickle
 
-__all__ = ["METRICS_NAME", "STATE_NAME", "RunError", "RunRecord", "has_run", "read_state", "write_epoch"]
+__all__ = [
+    "LOCK_NAME",
+    "METRICS_NAME",
+    "RUN_FILES",
+    "STATE_NAME",
+    "RunError",
+    "RunLock",
+    "RunRecord",
+    "has_run",
+    "hold_interrupts",
+    "pause_for_tests",
+    "prepare_run_folder",
+    "read_state",
+    "restore_metrics",
+    "write_epoch",
+]
 
 STATE_NAME = "train_state.pth"
 METRICS_NAME = "metrics.jsonl"
+LOCK_NAME = "train.lock"
+RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, README_NAME, STATE_NAME, METRICS_NAME)
+# The card RunRecord writes says this; a README.md without it is not a run's (e.g. a save_pretrained folder).
+_CARD_MARK = "Trained with `zoo train`"
 
 
 class RunError(ZooError, ValueError):
     """A run folder that does not fit the request (occupied, nothing to resume, another model); names the fix."""
 
 
+def _warn(message: str) -> None:
+    print(f"zoo: warning: {message}", file=sys.stderr, flush=True)
+
+
 def has_run(out: Path) -> bool:
-    return (out / STATE_NAME).is_file() or (out / CONFIG_NAME).is_file()
+    """Whether ``out`` holds a committed epoch (its resume state)."""
+    return (out / STATE_NAME).is_file()
 
 
 def read_state(out: Path) -> dict:
     """The resume state of a run folder (read weights-only: nothing in it runs code)."""
-    return read_checkpoint(out / STATE_NAME)
+    return read_checkpoint(out / STATE_NAME, fix="--resume cannot continue from it; start the run again in another "
+                           "--out (or with --pretrained RUN to start from the weights in its model.safetensors)")
+
+
+# ------------------------------------------------------------------------------------------------------ the lock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
+            f"{holder.get('command', '?')}")
+
+
+class RunLock:
+    """``RUN/train.lock``: held (``flock``) by the one process writing RUN; it records who that is.
+
+    ``RunLock.acquire(out, command)`` takes it or raises :class:`RunError` naming the holder; ``release()`` (also on
+    exceptions and Ctrl-C, through ``with``) removes it, and the folder too when the lock created it and it stayed
+    empty. ``taken_over`` is the record of a gone process whose lock was taken over, else None.
+    """
+
+    def __init__(self, out: Path, fd: int, created_folder: bool, taken_over: dict | None):
+        self.out = out
+        self.path = out / LOCK_NAME
+        self._fd: int | None = fd
+        self._created_folder = created_folder
+        self.taken_over = taken_over
+
+    @classmethod
+    def acquire(cls, out: Path, command: str) -> RunLock:
+        out = Path(out)
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / LOCK_NAME
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flocked = True
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    flocked = False  # a file system without flock: judge by the recorded pid alone
+                else:
+                    os.close(fd)
+                    cls._refuse(out, _read_holder(path))
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed the file between our open and our lock: try the new one
+        previous = _read_holder(path, fd=fd)
+        if previous and not flocked:
+            alive = previous.get("host") != socket.gethostname() or _pid_alive(int(previous.get("pid", 0)))
+            if alive and previous.get("pid") != os.getpid():
+                os.close(fd)
+                cls._refuse(out, previous)
+        record = dict(pid=os.getpid(), host=socket.gethostname(),
+                      started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), command=command)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        os.fsync(fd)
+        if previous:
+            _warn(f"{path}: took over the lock of a run that is no longer running ({_describe(previous)}).")
+        return cls(out, fd, created, previous or None)
+
+    @staticmethod
+    def _refuse(out: Path, holder: dict) -> None:
+        if not holder:
+            raise RunError(f"{out}: another zoo train is starting in this folder (it holds {out / LOCK_NAME}); wait "
+                           "for it to end, or choose another --out.")
+        gone = holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0)))
+        note = (" That process is gone, but a child of it (a data-loader worker) still holds the lock; retry in a few "
+                "seconds." if gone else " Wait for it to end, or choose another --out.")
+        raise RunError(f"{out}: in use by another zoo train ({_describe(holder)}).{note}")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # before unlocking, so nobody locks a file that is about to vanish
+        os.close(self._fd)
+        self._fd = None
+        if self._created_folder:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # only succeeds when empty (e.g. refused: nothing to resume)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(path: Path, fd: int | None = None) -> dict:
+    """The record in a lock file ({} when empty or unreadable); waits a moment for a holder still writing it."""
+    for _ in range(10):
+        try:
+            text = os.pread(fd, 4096, 0).decode() if fd is not None else path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return {}
+        if not text.strip():
+            if fd is not None:
+                return {}
+        else:
+            try:
+                holder = json.loads(text)
+                return holder if isinstance(holder, dict) else {}
+            except json.JSONDecodeError:
+                if fd is not None:
+                    return {}
+        time.sleep(0.1)
+    return {}
+
+
+# ------------------------------------------------------------------------------------------------------ starting
+
+
+def _leftover_temps(out: Path) -> list[Path]:
+    """Hidden files of interrupted atomic writes (``.<run file>.<random>``)."""
+    return sorted(p for p in out.iterdir() if p.name.startswith(".")
+                  and any(p.name.startswith(f".{name}.") for name in (*RUN_FILES, LOCK_NAME)))
+
+
+def _is_run_card(path: Path) -> bool:
+    try:
+        return _CARD_MARK in path.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        return False
+
+
+def prepare_run_folder(out: Path, resume: bool, lock: RunLock) -> bool:
+    """Make ``out`` (held by ``lock``) ready for a run: remove the hidden files of interrupted writes, and say whether
+    the run resumes (``out`` holds a committed epoch) or starts afresh. Raises RunError with the fix when neither fits:
+    ``--resume`` on a folder with nothing of a run in it, or a fresh start in a folder that holds a run or other
+    files. A folder whose only contents are what a run interrupted before its first committed epoch leaves is cleaned
+    and started afresh, with a warning, whether or not ``--resume`` was given."""
+    temps = _leftover_temps(out)
+    for temp in temps:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    if has_run(out):
+        if not resume:
+            raise RunError(f"{out}: folder exists and holds a run; pass --resume to continue the run in it, or choose "
+                           "another --out.")
+        return True
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if not others and not temps and lock.taken_over is None:
+        if resume:
+            raise RunError(f"{out}: nothing to resume (no {STATE_NAME}); drop --resume to start a run there.")
+        return False
+    only_run_files = set(others) <= set(RUN_FILES)
+    # A killed run leaves its lock; another way out (an error while writing) leaves at least its card, unless nothing
+    # was written yet. A folder of someone else's (e.g. from save_pretrained) has neither and is never touched.
+    from_a_run = lock.taken_over is not None or _is_run_card(out / README_NAME)
+    if only_run_files and from_a_run:
+        left = ", ".join(others + [p.name for p in temps]) or LOCK_NAME
+        for name in others:
+            (out / name).unlink()
+        _warn(f"{out}: no completed epoch{' to resume' if resume else ''}; removed what an interrupted run left "
+              f"({left}) and starting afresh from epoch 1.")
+        return False
+    raise RunError(f"{out}: {'nothing to resume: the' if resume else 'the'} folder holds no zoo train run (no "
+                   f"{STATE_NAME}) but other files; choose a new or empty --out"
+                   f"{' without --resume' if resume else ''}.")
+
+
+def restore_metrics(out: Path, state: dict) -> list[dict]:
+    """The metrics of every committed epoch of a resumed run, and metrics.jsonl rewritten to hold exactly them.
+
+    They come from the state; a state written before it carried them is completed from metrics.jsonl (the last line
+    of each committed epoch, none after it)."""
+    epoch = int(state["epoch"])
+    history = state.get("metrics")
+    if history is None:
+        by_epoch: dict[int, dict] = {}
+        path = out / METRICS_NAME
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of an in-place append
+            if isinstance(entry, dict) and isinstance(entry.get("epoch"), int) and 1 <= entry["epoch"] <= epoch:
+                by_epoch[entry["epoch"]] = entry
+        history = [by_epoch[e] for e in sorted(by_epoch)]
+    history = [entry for entry in history if int(entry["epoch"]) <= epoch]
+    _write_metrics(out, history)
+    return list(history)
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+
+
+def pause_for_tests(point: str, epoch: int) -> None:
+    """The test hook (see the module's docstring): pause at ``point`` of ``epoch`` when ZOO_TEST_PAUSE asks to."""
+    hook = os.environ.get("ZOO_TEST_PAUSE")
+    if not hook:
+        return
+    where, _, seconds = hook.rpartition(":")
+    if where != f"{point}@{epoch}":
+        return
+    print(f"zoo-test: paused at {point} of epoch {epoch}", file=sys.stderr, flush=True)
+    time.sleep(float(seconds))
+
+
+@contextlib.contextmanager
+def hold_interrupts():
+    """Ctrl-C (SIGINT) inside the block takes effect when it ends (the main thread only; elsewhere no change).
+    Blocks nest: an inner block hands a held Ctrl-C to the outer one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    text = "".join(json.dumps(entry) + "\n" for entry in history)
+    path = out / METRICS_NAME
+    if path.is_file() and path.read_text(encoding="utf-8", errors="replace") == text:
+        return
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 class RunRecord:
@@ -89,12 +390,17 @@ class RunRecord:
         return "\n".join(lines)
 
 
-def write_epoch(out: Path, record: RunRecord, eval_model: torch.nn.Module, state: dict, metrics: dict,
-                data_config: dict, val: dict | None) -> None:
-    """After an epoch (rank 0 only): the hub folder of the validated weights, the resume state, one metrics line."""
-    out.mkdir(parents=True, exist_ok=True)
-    card = record.card(out, eval_model, state["epoch"], state["epochs"], val, data_config)
-    save_pretrained(eval_model, out, label_names=record.classes, data_config=data_config, readme=card)
-    save_pickle(state, out / STATE_NAME)  # atomic: a run killed mid-write keeps the previous epoch's state
-    with (out / METRICS_NAME).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(metrics) + "\n")
+def write_epoch(out: Path, record: RunRecord, eval_model: torch.nn.Module, state: dict, data_config: dict,
+                val: dict | None) -> None:
+    """After an epoch (rank 0 only): the hub folder of the validated weights, then the resume state (the commit:
+    ``state["metrics"]`` holds every epoch's metrics so far), then metrics.jsonl from it; each file atomically, and a
+    Ctrl-C meanwhile held until all are written."""
+    epoch = int(state["epoch"])
+    with hold_interrupts():
+        card = record.card(out, eval_model, epoch, state["epochs"], val, data_config)
+        save_pretrained(eval_model, out, label_names=record.classes, data_config=data_config, readme=card)
+        pause_for_tests("hub", epoch)
+        save_pickle(state, out / STATE_NAME)
+        pause_for_tests(STATE_NAME, epoch)
+        _write_metrics(out, state["metrics"])
+        pause_for_tests(METRICS_NAME, epoch)

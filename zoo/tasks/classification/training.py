@@ -2,12 +2,18 @@
 process or many (DDP under torchrun), and the run folder written by rank 0 after every epoch.
 
 ``train(args)`` takes the parsed ``zoo train`` arguments (see ``zoo/commands/train.py`` for their meaning and
-defaults) and returns the last epoch's summary.
+defaults) and returns the last epoch's summary. Rank 0 holds the run folder's lock for the whole run (a second
+``zoo train`` on the same ``--out`` is refused, naming this one) and releases it however the run ends; the folder's
+guarantees (atomic files, metrics committed with the state, cleaning after a kill) are ``runs.py``'s. Ctrl-C ends the
+run with a ``KeyboardInterrupt`` whose message says what the folder holds and how to go on (``zoo.cli`` prints it
+as one line).
 """
 
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -21,21 +27,24 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ...models import build_model
+from ..images import DEFAULT_MAX_PIXELS
 from .datasets import DatasetError, build_dataset, class_to_index_for_model, find_split, scan_image_folder
 from .distributed import Processes, sum_across_ranks
 from .evaluation import AMP_DTYPES, autocast, evaluate, make_eval_loader
 from .models import load_backbone_weights
-from .runs import RunError, RunRecord, has_run, read_state, write_epoch
+from .runs import (
+    RunError,
+    RunLock,
+    RunRecord,
+    hold_interrupts,
+    pause_for_tests,
+    prepare_run_folder,
+    read_state,
+    restore_metrics,
+    write_epoch,
+)
 
 __all__ = ["RunError", "train"]
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    if resume and not has_run(out):
-        raise RunError(f"{out}: nothing to resume (no train_state.pth); drop --resume to start a run there.")
-    if not resume and out.exists() and any(out.iterdir()):
-        raise RunError(f"{out}: folder exists and is not empty; pass --resume to continue the run in it, or choose "
-                       "another --out.")
 
 
 def _build_model(args, num_classes: int, processes: Processes) -> torch.nn.Module:
@@ -76,18 +85,57 @@ def _recipe(args, processes: Processes, layer_decay: float | None) -> dict:
 
 def train(args, processes: Processes) -> dict:
     out = Path(args.out)
-    _check_out(out, args.resume)
+    argv = getattr(args, "argv", None)
+    command = "zoo " + shlex.join(argv) if argv is not None else shlex.join(sys.argv)
+    lock = failure = None
+    resume = False
+    done = {"epoch": 0}
+    try:
+        if processes.is_primary:
+            try:
+                lock = RunLock.acquire(out, command)
+                resume = prepare_run_folder(out, args.resume, lock)
+            except RunError as err:
+                failure = err
+        if processes.distributed:  # every rank learns what rank 0 found, so none trains into a refused folder
+            failed, resume_flag = sum_across_ranks([float(failure is not None), float(resume)], processes)
+            resume = resume_flag > 0
+            if failed and failure is None:
+                raise RunError(f"{out}: rank 0 refused the run folder (its message says why).")
+        if failure is not None:
+            raise failure
+        return _train(args, processes, out, resume, done)
+    except KeyboardInterrupt:
+        if not processes.is_primary:
+            raise
+        if done["epoch"] or resume:
+            held = f"epoch {done['epoch']} of {args.epochs}" if done["epoch"] else "its last completed epoch"
+            again = "run the same command again" if args.resume else "run the same command with --resume"
+            message = f"{out} holds {held}; {again} to continue."
+        else:
+            again = "run the same command without --resume" if args.resume else "run the same command again"
+            message = f"{out} holds no completed epoch; {again} to start afresh."
+        raise KeyboardInterrupt(message) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> dict:
+    """The run itself, in a folder prepared by ``train``; ``done["epoch"]`` follows the last committed epoch."""
     random_seed(args.seed, processes.rank)
     verbose = processes.is_primary
 
+    max_pixels = getattr(args, "max_pixels", DEFAULT_MAX_PIXELS)
     train_scan = scan_image_folder(find_split(args.data, "train"), check_images=not args.no_image_check,
-                                   verbose=verbose)
+                                   verbose=verbose, max_pixels=max_pixels)
     classes = train_scan.classes
     train_dataset = build_dataset(train_scan, {c: i for i, c in enumerate(classes)})
     val_folder = find_split(args.data, "val", required=False)
     val_dataset = None
     if val_folder is not None and val_folder != train_scan.root:
-        val_scan = scan_image_folder(val_folder, check_images=not args.no_image_check, verbose=verbose)
+        val_scan = scan_image_folder(val_folder, check_images=not args.no_image_check, verbose=verbose,
+                                     max_pixels=max_pixels)
         val_dataset = build_dataset(val_scan, class_to_index_for_model(val_scan, len(classes), classes),
                                     shard=(processes.rank, processes.world_size))
 
@@ -118,7 +166,8 @@ def train(args, processes: Processes) -> dict:
     ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
 
     start_epoch = 0
-    if args.resume:
+    history: list[dict] = []  # every committed epoch's metrics (rank 0)
+    if resume:
         state = read_state(out)
         if state.get("architecture") != model.pretrained_cfg["architecture"] or state.get("classes") != classes:
             raise RunError(f"{out}: the run there trained {state.get('architecture')} on classes "
@@ -134,6 +183,9 @@ def train(args, processes: Processes) -> dict:
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"])
+        if verbose:
+            history = restore_metrics(out, state)  # metrics.jsonl as the state says: every committed epoch once
+        done["epoch"] = start_epoch
         if start_epoch >= args.epochs:
             raise RunError(f"{out}: already trained {start_epoch} epochs; pass --epochs above {start_epoch} to "
                            "train on.")
@@ -170,7 +222,7 @@ def train(args, processes: Processes) -> dict:
         loss_sum = seen = 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
                    disable=not verbose)
-        for inputs, targets in bar:
+        for step, (inputs, targets) in enumerate(bar):
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if mixup is not None:
                 inputs, targets = mixup(inputs, targets)
@@ -194,6 +246,8 @@ def train(args, processes: Processes) -> dict:
             loss_sum += loss.item() * inputs.shape[0]
             seen += inputs.shape[0]
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if step == 0:
+                pause_for_tests("batch", epoch + 1)
         scheduler.step(epoch + 1)
         if processes.distributed:
             distribute_bn(model, processes.world_size, reduce=True)  # no-op for models without BatchNorm
@@ -215,9 +269,12 @@ def train(args, processes: Processes) -> dict:
             if val:
                 line += f"  val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}  loss {val['loss']:.4f}"
             print(line + f"  ({seconds:.1f} s)", flush=True)
+            history.append(summary)
             state = dict(epoch=epoch + 1, epochs=args.epochs, architecture=model.pretrained_cfg["architecture"],
                          classes=classes, model=model.state_dict(), optimizer=optimizer.state_dict(),
                          ema=ema.module.state_dict() if ema is not None else None,
-                         scaler=scaler.state_dict() if scaler is not None else None)
-            write_epoch(out, record, eval_model, state, summary, data_config, val)
+                         scaler=scaler.state_dict() if scaler is not None else None, metrics=list(history))
+            with hold_interrupts():  # a Ctrl-C meanwhile ends the run after the commit, and says so
+                write_epoch(out, record, eval_model, state, data_config, val)
+                done["epoch"] = epoch + 1
     return summary

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..images import DEFAULT_MAX_PIXELS
 from .datasets import ImageFolderScan, build_dataset, class_to_index_for_model, find_split, scan_image_folder
 from .distributed import Processes
 from .evaluation import AMP_DTYPES, EvalResult, evaluate, make_eval_loader
@@ -39,13 +40,14 @@ class Validation:
 
 def validate(model: str, data: str, processes: Processes, *, checkpoint: str | None = None,
              random_init: bool = False, model_kwargs: dict | None = None, data_overrides: dict | None = None,
-             batch_size: int = 64, workers: int = 0, amp: str = "none", check_images: bool = True) -> Validation:
+             batch_size: int = 64, workers: int = 0, amp: str = "none", check_images: bool = True,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Validation:
     """Top-1 / top-5 of ``model`` (a name, a name + ``checkpoint``, or a hub / run folder) on ``data``'s val split,
     with the model's own evaluation transform unless ``data_overrides`` (timm's img_size / crop_pct / crop_mode)."""
     from timm.data import resolve_model_data_config
 
     folder = find_split(data, "val")
-    scan = scan_image_folder(folder, check_images=check_images, verbose=processes.is_primary)
+    scan = scan_image_folder(folder, check_images=check_images, verbose=processes.is_primary, max_pixels=max_pixels)
     classifier = load_classifier(model, checkpoint, random_init=random_init, **(model_kwargs or {}))
     classifier.to(processes.device)
     data_config = resolve_model_data_config(classifier, args=data_overrides or {})

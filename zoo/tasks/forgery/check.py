@@ -5,7 +5,7 @@ pad to square and resize), and gets P(fake) = sigmoid(logit) for the detectors, 
 reasoning text and P(fake) from the classification probability mapper (the LM's 'real' / 'fake' logits after "This
 image is", over the temperature). The verdict is ``fake`` when P(fake) > the threshold (0.5, as the evaluation).
 Inputs follow ``zoo.tasks.images``' rule (a folder contributes its image files, not its subfolders; a file that is not
-an image is skipped with a warning naming it).
+an image, does not decode, or has more than ``max_pixels`` pixels is skipped with a warning naming it).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..images import read_rgb_images
+from ..images import DEFAULT_MAX_PIXELS, read_rgb_images
 from .runs import ForgeryRun, ImageVerdict
 
 __all__ = ["CheckedImage", "check_images"]
@@ -55,16 +55,17 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
 
 
 def check_images(run: ForgeryRun, inputs: Sequence[str | Path], *, threshold: float = 0.5, batch_size: int = 16,
-                 max_new_tokens: int = 512, warn: Callable[[str], None] = lambda message: None
-                 ) -> Iterator[CheckedImage]:
+                 max_new_tokens: int = 512, warn: Callable[[str], None] = lambda message: None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[CheckedImage]:
     """P(fake) and the verdict for every image of ``inputs`` (files and folders), in order, ``batch_size`` images per
     forward pass; yielded as each batch is done. ``warn`` gets one line per skipped input; no readable image at all
-    raises ``UserError`` (``zoo.tasks.images``). ``max_new_tokens``: FakeReasoning's longest reasoning text."""
+    raises ``UserError`` (``zoo.tasks.images``). ``max_new_tokens``: FakeReasoning's longest reasoning text;
+    ``max_pixels``: the reader's pixel limit (None or 0: none)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
-    images = read_rgb_images(inputs, warn, min_side=run.min_side)
+    images = read_rgb_images(inputs, warn, min_side=run.min_side, max_pixels=max_pixels)
     for batch in _batches(images, batch_size):
         paths, arrays = zip(*batch)
         for path, verdict in zip(paths, run.check(list(arrays), max_new_tokens=max_new_tokens), strict=True):

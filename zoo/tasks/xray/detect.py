@@ -1,6 +1,11 @@
 """Run a trained X-ray detector on images: mmdet's own ``DetInferencer`` (config -> model, checkpoint loading, test
 pipeline, batching), one JSON record and one picture per image, one summary line per image.
 
+Images are read by the zoo's one reader (``zoo.tasks.images``: header and pixel limit first, Pillow, any mode to RGB)
+and handed to the inferencer as decoded BGR arrays (mmcv's channel order), so neither mmcv nor OpenCV ever opens a
+user's file by name: a name that is not UTF-8 is read like any other, and an image that does not decode (truncated,
+corrupt) or is over the pixel limit is skipped with a warning naming it while the others are processed.
+
 A checkpoint whose weights do not fit the config's model (missing, unexpected or misshapen keys) is refused with the
 zoo's one misfit message (``zoo.weights.describe_misfit``) naming both files, never a silently half-loaded detector:
 mmengine's own load only logs what did not fit. The checkpoint file is read by mmengine through the zoo's reader
@@ -14,13 +19,13 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import UserError
-from ..images import IMAGE_SUFFIXES, collect_images
+from ..images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, UnreadableImage, collect_images, display_path, read_image
 from .drawing import draw_detections
 
 __all__ = ["DEFAULT_SCORE_THR", "build_inferencer", "detect", "instance_records", "output_stems", "resolve_config",
@@ -45,6 +50,30 @@ def resolve_config(name: str) -> Path:
                             "card (`zoo list --task xray`)")
         return card.detector.config_file
     return config_path(name)
+
+
+def read_bgr_images(paths: Sequence[Path], warn: Callable[[str], None], max_pixels: int | None
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+    """(index into ``paths``, BGR uint8 array (H, W, 3), as mmcv loads images) for every image the zoo's reader
+    decodes, one at a time; the others are skipped with a warning naming them."""
+    for index, path in enumerate(paths):
+        try:
+            rgb = np.asarray(read_image(path, max_pixels))
+        except UnreadableImage as err:
+            warn(f"warning: skipping {err}")
+            continue
+        yield index, np.ascontiguousarray(rgb[..., ::-1])
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def output_stems(images: Sequence[Path]) -> list[str]:
@@ -182,10 +211,22 @@ def summary_line(name: str, records: Sequence[dict], score_thr: float) -> str:
 
 def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Path], out: str | Path,
            score_thr: float = DEFAULT_SCORE_THR, device: str | None = None, batch_size: int = 1,
-           log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None) -> dict:
+           log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+           max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
     """Run the detector on every image of ``inputs``: ``<out>/<stem>.json`` and ``<stem>.png`` per image, one
-    :func:`summary_line` per image to ``log``; returns the run's summary (``zoo xray detect``'s last line)."""
+    :func:`summary_line` per image to ``log``; returns the run's summary (``zoo xray detect``'s last line).
+
+    Images are read by the zoo's reader (``zoo.tasks.images``); one it does not read (not an image, truncated,
+    corrupt, more than ``max_pixels`` pixels) is skipped with a warning (``warn``) naming it, and counted in the
+    summary's ``skipped``."""
     warn = warn or (lambda message: print(message, file=sys.stderr))
+    skipped = 0
+
+    def warn_skip(message: str) -> None:
+        nonlocal skipped
+        skipped += 1
+        warn(message)
+
     if not 0.0 <= score_thr <= 1.0:
         raise UserError(f"--score-thr must be between 0 and 1, got {score_thr}")
     if batch_size < 1:
@@ -195,9 +236,10 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     if not checkpoint_file.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint file (a .pth written by tools/train.py, or an official "
                         "checkpoint converted with the card's key mapping)")
-    images = collect_images(inputs, warn)
+    images = collect_images(inputs, warn_skip, max_pixels)
     if not images:
-        raise UserError(f"no image files in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"no image files in {', '.join(map(display_path, inputs))} (looked for "
+                        f"{', '.join(IMAGE_SUFFIXES)})")
     if device is None:
         import torch
 
@@ -214,20 +256,26 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = output_stems(images)
-    total = 0
-    for first in range(0, len(images), batch_size):
-        chunk = images[first:first + batch_size]
-        predictions = inferencer([str(p) for p in chunk], batch_size=batch_size, return_datasamples=True,
+    total = done = 0
+    for batch in _batches(read_bgr_images(images, warn_skip, max_pixels), batch_size):
+        indices, arrays = zip(*batch)
+        predictions = inferencer(list(arrays), batch_size=batch_size, return_datasamples=True,
                                  no_save_vis=True, pred_score_thr=score_thr)["predictions"]
-        for image, stem, sample in zip(chunk, stems[first:first + batch_size], predictions):
+        for index, bgr, sample in zip(indices, arrays, predictions, strict=True):
+            image, stem = images[index], stems[index]
             records = instance_records(sample.pred_instances, classes, score_thr)
             height, width = sample.ori_shape
-            result = {"image": str(image), "width": int(width), "height": int(height), "config": str(config_file),
-                      "checkpoint": str(checkpoint_file), "score_thr": score_thr, "instances": records}
+            result = {"image": str(image), "width": int(width), "height": int(height),
+                      "config": str(config_file), "checkpoint": str(checkpoint_file), "score_thr": score_thr,
+                      "instances": records}
             (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-            draw_detections(image, records, palette, out_dir / f"{stem}.png")
+            draw_detections(bgr, records, palette, out_dir / f"{stem}.png")
             total += len(records)
-            log(summary_line(image.name, records, score_thr))
-    return {"images": len(images), "instances": total, "score_thr": score_thr, "out": str(out_dir),
+            done += 1
+            log(summary_line(display_path(image.name), records, score_thr))
+    if done == 0:
+        raise UserError(f"none of the {len(images)} image file(s) in {', '.join(map(display_path, inputs))} could be "
+                        "read (see the warnings above)")
+    return {"images": done, "skipped": skipped, "instances": total, "score_thr": score_thr, "out": str(out_dir),
             "config": str(config_file), "checkpoint": str(checkpoint_file),
             "seconds": round(time.perf_counter() - start, 1)}

@@ -67,16 +67,17 @@ def _colour(palette, label: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def draw_detections(image_path: Path, records: Sequence[dict], palette, out_path: Path) -> Path:
-    """The image (enlarged when small) with tinted masks, boxes, and non-overlapping "class score" labels.
+def draw_detections(image: np.ndarray, records: Sequence[dict], palette, out_path: Path) -> Path:
+    """The image (BGR uint8 pixels, as zoo.tasks.images decodes them for mmdet; enlarged when small) with tinted
+    masks, boxes, and non-overlapping "class score" labels.
 
     ``records`` are :func:`zoo.tasks.xray.detect.instance_records`' (class, label, score, box, optional RLE mask);
-    ``palette`` the dataset's RGB colours per class (or None). Writes ``out_path`` and returns it.
+    ``palette`` the dataset's RGB colours per class (or None). Writes ``out_path`` as PNG (encoded in memory and
+    written by Python, so any file name works) and returns it.
     """
     import cv2
     from pycocotools import mask as mask_utils
 
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     height, width = image.shape[:2]
     scale = max(1, int(round(DISPLAY_SIDE / max(height, width))))
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST).astype(np.float32)
@@ -115,5 +116,8 @@ def draw_detections(image_path: Path, records: Sequence[dict], palette, out_path
             cv2.line(canvas, (x1, y1 if y1 >= box[3] else y2 - 1), (box[0], box[1] if y1 < box[1] else box[3]),
                      colour, 1, cv2.LINE_AA)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out_path), canvas)
+    ok, encoded = cv2.imencode(".png", canvas)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode the picture for {out_path}")
+    out_path.write_bytes(encoded.tobytes())
     return out_path
