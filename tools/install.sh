@@ -48,8 +48,8 @@ if ! "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null; then
   pip_ addict mmengine packaging Pillow pyyaml yapf opencv-python
 fi
 
-log "attnzoo (editable, extras mm,mllm,dev)"
-pip_ -e ".[mm,mllm,dev]"
+log "attnzoo (editable, extras mm,mllm,dev,yolo)"
+pip_ -e ".[mm,mllm,dev,yolo]"
 # Hugging Face's `kernels` distribution (pulled in by transformers 5.25+, see tools/pins.txt) installs an import
 # package named like this project's kernels/; a venv made before the pin may still hold it.
 if "$PY" -m pip show -q kernels >/dev/null 2>&1; then

@@ -53,9 +53,11 @@ def tool_path(name: str) -> Path:
 
 
 def list_configs(pattern: str = "*") -> list[str]:
-    """Shipped configs as paths relative to the configs folder (``_base_`` files left out), matching ``pattern``."""
+    """Shipped configs as paths relative to the configs folder (``_base_`` files left out), matching ``pattern``: the
+    OpenMMLab configs (``*.py``) and the Ultralytics model YAMLs (``yolo/*.yaml``, :mod:`zoo.integrations.ultralytics`)."""
     root = configs_dir()
-    names = (p.relative_to(root).as_posix() for p in root.rglob("*.py") if "_base_" not in p.parts)
+    names = (p.relative_to(root).as_posix() for suffix in ("*.py", "*.yaml") for p in root.rglob(suffix)
+             if "_base_" not in p.parts)
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 

@@ -1,4 +1,5 @@
-"""``zoo configs [PATTERN]``: the OpenMMLab configs the zoo ships, one absolute path per line.
+"""``zoo configs [PATTERN]``: the configs the zoo ships, one absolute path per line: OpenMMLab configs (``.py``) and
+Ultralytics model YAMLs (``yolo/*.yaml``, for ``zoo.integrations.ultralytics``).
 
 Installed from a wheel they live under ``zoo/.mim/configs``; in a clone they are the repository's ``configs/``
 (see ``zoo.shipped``). The printed paths are what ``tools/train.py``, mmdet's inferencers and ``zoo xray detect``
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    configs = commands.add_parser("configs", help="paths of the OpenMMLab configs the zoo ships (installed or clone)")
+    configs = commands.add_parser("configs", help="paths of the configs the zoo ships: OpenMMLab .py, Ultralytics .yaml (installed or clone)")
     configs.add_argument("pattern", nargs="?", default="*",
                          help="shell-style pattern on the path below the configs folder, e.g. 'xray/*'")
     configs.set_defaults(run=run)

@@ -1,15 +1,29 @@
 """The :mod:`zoo.layers` attentions as mmcv plug-ins (ResNet's ``plugins=[dict(cfg=dict(type=...), stages=...,
-position=...)]``); registered by ``import zoo.openmmlab``."""
+position=...)]``); registered by ``import zoo.openmmlab``.
+
+The wrapping (``x + gamma * layer(x)`` with ``gamma`` starting at 0; ELA as the gate) is
+:class:`zoo.integrations.forms.PluggedLayer`, shared with the Ultralytics bridge.
+"""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from ..integrations.forms import PLUGGABLE, PluggedLayer
 
 __all__ = ["PLUGIN_LAYERS"]
 
+# The plug-in's attribute name in the ResNet block (mmcv's `_abbr_`): `<block>.<abbr>.layer.*` in state dicts.
+_ABBREVIATIONS = {
+    "BiLevelRoutingAttention2d": "bra",
+    "AgentAttention2d": "agent_attention",
+    "FlowAttention2d": "flow_attention",
+    "SimplifiedLinearAttention2d": "slab_attention",
+    "ELA": "ela",
+}
 
-class _ResidualPlugin(nn.Module):
+
+class _ResidualPlugin(PluggedLayer):
     """An attention layer as an mmcv plug-in: ``x + gamma * layer(x)`` with ``gamma`` initialised to 0.
 
     mmcv's ``build_plugin_layer`` passes ``in_channels`` and the plug-in's output replaces the block's feature map
@@ -20,39 +34,24 @@ class _ResidualPlugin(nn.Module):
     layer_class: type[nn.Module]
 
     def __init__(self, in_channels: int, **layer_kwargs):
-        super().__init__()
-        self.layer = self.layer_class(in_channels, **layer_kwargs)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.gamma * self.layer(x)
+        super().__init__(self.layer_class(in_channels, **layer_kwargs), residual=True)
 
 
-class _GatePlugin(nn.Module):
+class _GatePlugin(PluggedLayer):
     """A gating layer (ELA) as an mmcv plug-in: its output already is the input rescaled, so no residual is added."""
 
     layer_class: type[nn.Module]
 
     def __init__(self, in_channels: int, **layer_kwargs):
-        super().__init__()
-        self.layer = self.layer_class(in_channels, **layer_kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+        super().__init__(self.layer_class(in_channels, **layer_kwargs), residual=False)
 
 
 def _plugin_classes() -> dict[str, type[nn.Module]]:
     """Registered name -> plug-in class; ``_abbr_`` names the plug-in's attribute in the ResNet block."""
-    from zoo import layers
-
     plugins = {}
-    for name, layer, base, abbr in (
-        ("BiLevelRoutingAttention2d", layers.BiLevelRoutingAttention2d, _ResidualPlugin, "bra"),
-        ("AgentAttention2d", layers.AgentAttention2d, _ResidualPlugin, "agent_attention"),
-        ("FlowAttention2d", layers.FlowAttention2d, _ResidualPlugin, "flow_attention"),
-        ("SimplifiedLinearAttention2d", layers.SimplifiedLinearAttention2d, _ResidualPlugin, "slab_attention"),
-        ("ELA", layers.ELA, _GatePlugin, "ela"),
-    ):
+    for name, (layer, residual) in PLUGGABLE.items():
+        base = _ResidualPlugin if residual else _GatePlugin
+        abbr = _ABBREVIATIONS.get(name, name.lower())
         doc = f"mmcv plug-in form of :class:`zoo.layers.{name}` (built with ``in_channels``; see {base.__name__})."
         plugins[name] = type(f"{name}Plugin", (base,), {"layer_class": layer, "_abbr_": abbr, "__doc__": doc,
                                                         "__module__": __name__})
