@@ -12,11 +12,10 @@ globals apply inside that one read, and ``zoo.load_checkpoint`` elsewhere in the
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 
-from ..weights import read_checkpoint
+from ..weights.files import RefusedGlobal, read_checkpoint
 
 __all__ = ["RUNNER_CHECKPOINT_GLOBALS", "install_runner_checkpoint_reader", "load_from_zoo_reader"]
 
@@ -32,8 +31,8 @@ def _history_buffer_method(owner, name: str):
 
     if owner is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(f"checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer's statistics "
-                                 f"methods {sorted(_HISTORY_BUFFER_METHODS)} are allowed")
+    raise RefusedGlobal(f"checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer's statistics "
+                        f"methods {sorted(_HISTORY_BUFFER_METHODS)} are allowed")
 
 
 _HISTORY_BUFFER_METHODS = frozenset({"min", "max", "current", "mean"})

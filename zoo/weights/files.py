@@ -39,6 +39,7 @@ from ..errors import ZooError
 __all__ = [
     "PICKLE_SUFFIXES",
     "CheckpointError",
+    "RefusedGlobal",
     "atomic_write",
     "read_checkpoint",
     "read_safetensors",
@@ -57,6 +58,11 @@ DATA_ONLY_GLOBALS = [argparse.Namespace]
 
 class CheckpointError(ZooError, RuntimeError):
     """A checkpoint that cannot be loaded safely or does not fit the model; the message says why and what to do."""
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """Raised by an allowed stand-in (an ``extra_globals`` function) when the pickle asks it for more than it grants,
+    e.g. mmengine's ``getattr`` on anything but HistoryBuffer's statistics: the file asks for code."""
 
 
 # ------------------------------------------------------------------------------------------------------ hashing
@@ -247,7 +253,7 @@ def _refusal(path: Path, err: BaseException, fix: str | None = None, allowed: Se
     except Exception:  # legacy (non-zip) pickles cannot be listed without unpickling them: the error names one
         needed = _unsafe_globals(err)
     needed = [name for name in needed if name not in allowed]
-    what = f" ({', '.join(needed)})" if needed else f" ({_first_line(err)[:200]})"
+    what = f" ({', '.join(needed)})" if needed else f" ({_reason(err)})"
     advice = fix or (f"If you trust its source, convert it once: `zoo convert {path} "
                      f"{path.with_suffix('.safetensors')} --trust-pickle`, then load the .safetensors file")
     return CheckpointError(
@@ -314,6 +320,11 @@ def _allowed_names(extra_globals: Sequence[Any]) -> set[str]:
 def _asks_for_code(path: Path, kind: str, err: BaseException, allowed: set[str]) -> bool:
     """Whether a weights-only read failed because the pickle asks for code (not because the file is damaged: a
     pickle cut inside a global's name asks for a name nothing has)."""
+    cause: BaseException | None = err
+    while cause is not None:  # torch wraps what an allowed stand-in raised
+        if isinstance(cause, RefusedGlobal):
+            return True
+        cause = cause.__cause__ or cause.__context__
     listed: list[str] = []
     if kind == "zip":
         try:
