@@ -1,10 +1,15 @@
-"""Drawing shared by tools/make_coco_det.py and tools/make_ade_seg.py: coloured shapes on a textured background.
+"""Drawing shared by tools/make_coco_det.py, make_ade_seg.py and make_yolo_set.py: coloured shapes on a textured
+background; and their common command line (:func:`shape_set_args`).
 
 Every shape is a polygon (an ellipse is a 32-gon), so the COCO polygon annotation and the drawn mask are the same
 thing. Each class has its own shape and colour, with a little jitter, so an easy set is learnable in minutes.
 """
 
 from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -96,3 +101,23 @@ def draw(image: np.ndarray, polygon: np.ndarray, colour, rng: np.random.Generato
     else:
         colour = value
     cv2.fillPoly(image, pts, colour)
+
+
+# Flags of a shapes-set maker that take fractions (the rest are counts); their help where they need one.
+_FLOAT_FLAGS = ("min_size", "max_size", "noise")
+_FLAG_HELP = {"noise": "background noise std (0-255 scale)"}
+
+
+def shape_set_args(make: Callable, description: str, out_help: str, argv: Sequence[str] | None = None,
+                   num_classes_help: str | None = None) -> argparse.Namespace:
+    """The command line of a shapes-set maker: ``out``, then one ``--flag`` per keyword argument of its
+    ``make(out, ...)``, defaulting to ``make``'s own default (so the two cannot drift apart)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out", help=out_help)
+    helps = {**_FLAG_HELP, "num_classes": num_classes_help}
+    for name, parameter in inspect.signature(make).parameters.items():
+        if parameter.default is inspect.Parameter.empty:
+            continue
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float if name in _FLOAT_FLAGS else int,
+                            default=parameter.default, help=helps.get(name))
+    return parser.parse_args(argv)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _synthetic_shapes import CLASS_STYLES, background, cv2, draw, place_shapes  # noqa: E402
+from _synthetic_shapes import CLASS_STYLES, background, cv2, draw, place_shapes, shape_set_args  # noqa: E402
 
 SKY, FLOOR, FIRST_OBJECT = 3, 4, 5
 
@@ -68,21 +68,9 @@ def make(out, num_train=32, num_val=8, height=128, width=128, num_classes=4, max
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="output folder (ADEChallengeData2016 layout)")
-    parser.add_argument("--num-train", type=int, default=32)
-    parser.add_argument("--num-val", type=int, default=8)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--num-classes", type=int, default=4, help="object classes (ADE labels 5, 6, ...)")
-    parser.add_argument("--max-objects", type=int, default=3)
-    parser.add_argument("--min-size", type=float, default=20)
-    parser.add_argument("--max-size", type=float, default=56)
-    parser.add_argument("--noise", type=float, default=8.0, help="background noise std (0-255 scale)")
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(argv)
-    out = make(a.out, a.num_train, a.num_val, a.height, a.width, a.num_classes, a.max_objects, a.min_size,
-               a.max_size, a.noise, a.seed)
+    a = shape_set_args(make, __doc__.split("\n\n")[0], "output folder (ADEChallengeData2016 layout)", argv,
+                       num_classes_help="object classes (ADE labels 5, 6, ...)")
+    out = make(**vars(a))
     print(f"wrote {a.num_train} train / {a.num_val} val images to {out}")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _synthetic_shapes import CLASS_STYLES, background, cv2, draw, place_shapes  # noqa: E402
+from _synthetic_shapes import CLASS_STYLES, background, cv2, draw, place_shapes, shape_set_args  # noqa: E402
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -75,21 +75,8 @@ def make(out, num_train=64, num_val=16, height=128, width=128, num_classes=3, ma
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="output folder (YOLO layout)")
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--num-val", type=int, default=16)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--num-classes", type=int, default=3)
-    parser.add_argument("--max-objects", type=int, default=3)
-    parser.add_argument("--min-size", type=float, default=20)
-    parser.add_argument("--max-size", type=float, default=56)
-    parser.add_argument("--noise", type=float, default=8.0, help="background noise std (0-255 scale)")
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(argv)
-    data = make(a.out, a.num_train, a.num_val, a.height, a.width, a.num_classes, a.max_objects, a.min_size,
-                a.max_size, a.noise, a.seed)
+    a = shape_set_args(make, __doc__.split("\n\n")[0], "output folder (YOLO layout)", argv)
+    data = make(**vars(a))
     print(f"wrote {a.num_train} train / {a.num_val} val images; data: {data}")
 
 

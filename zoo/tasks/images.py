@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import UserError, ZooError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "UnreadableImage", "check_image", "collect_images",
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "UnreadableImage", "batches", "check_image", "collect_images",
            "display_path", "parse_pixel_limit", "read_image", "read_rgb_images", "to_rgb"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -263,3 +263,16 @@ def read_rgb_images(inputs: Sequence[PathLike], warn: Callable[[str], None], min
     if read == 0:
         raise UserError(f"no readable image in {', '.join(map(display_path, inputs))} (looked for "
                         f"{', '.join(IMAGE_SUFFIXES)} files; {len(paths)} found)")
+
+
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter), as the image verbs feed their models; lazily, so a
+    folder's images are read one batch ahead, not all at once."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

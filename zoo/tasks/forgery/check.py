@@ -10,12 +10,12 @@ an image, does not decode, or has more than ``max_pixels`` pixels is skipped wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..images import DEFAULT_MAX_PIXELS, read_rgb_images
+from ..images import DEFAULT_MAX_PIXELS, batches, read_rgb_images
 from .runs import ForgeryRun, ImageVerdict
 
 __all__ = ["CheckedImage", "check_images"]
@@ -43,17 +43,6 @@ class CheckedImage:
         return row
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def check_images(run: ForgeryRun, inputs: Sequence[str | Path], *, threshold: float = 0.5, batch_size: int = 16,
                  max_new_tokens: int = 512, warn: Callable[[str], None] = lambda message: None,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[CheckedImage]:
@@ -66,7 +55,7 @@ def check_images(run: ForgeryRun, inputs: Sequence[str | Path], *, threshold: fl
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability in [0, 1], got {threshold}")
     images = read_rgb_images(inputs, warn, min_side=run.min_side, max_pixels=max_pixels)
-    for batch in _batches(images, batch_size):
+    for batch in batches(images, batch_size):
         paths, arrays = zip(*batch)
         for path, verdict in zip(paths, run.check(list(arrays), max_new_tokens=max_new_tokens), strict=True):
             yield CheckedImage(path, verdict, "fake" if verdict.p_fake > threshold else "real", run.head)

@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-from ..images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, UnreadableImage, collect_images, display_path, read_image
+from ..images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    UnreadableImage,
+    batches,
+    collect_images,
+    display_path,
+    read_image,
+)
 from .drawing import draw_detections
 
 __all__ = ["DEFAULT_SCORE_THR", "build_inferencer", "detect", "instance_records", "output_stems", "resolve_config",
@@ -63,17 +71,6 @@ def read_bgr_images(paths: Sequence[Path], warn: Callable[[str], None], max_pixe
             warn(f"warning: skipping {err}")
             continue
         yield index, np.ascontiguousarray(rgb[..., ::-1])
-
-
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def output_stems(images: Sequence[Path]) -> list[str]:
@@ -257,7 +254,7 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = output_stems(images)
     total = done = 0
-    for batch in _batches(read_bgr_images(images, warn_skip, max_pixels), batch_size):
+    for batch in batches(read_bgr_images(images, warn_skip, max_pixels), batch_size):
         indices, arrays = zip(*batch)
         predictions = inferencer(list(arrays), batch_size=batch_size, return_datasamples=True,
                                  no_save_vis=True, pred_score_thr=score_thr)["predictions"]
