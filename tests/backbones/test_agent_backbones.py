@@ -295,3 +295,17 @@ def test_eval_transform_is_the_official_squash_then_centre_crop(name):
     resize, crop = create_transform(**config, is_training=False).transforms[:2]
     assert isinstance(resize, T.Resize) and tuple(resize.size) == (256, 256)
     assert isinstance(crop, T.CenterCrop) and tuple(crop.size) == (224, 224)
+
+
+@pytest.mark.parametrize("ckpt_name,model_name,named", [
+    ("agent_pvt_small", "agent_pvt_tiny", "unexpected key"),  # more blocks: the extra ones are named
+    ("agent_swin_small", "agent_swin_tiny", "unexpected key"),
+    ("agent_deit_small", "agent_deit_tiny", "shape mismatch"),  # same depth, other width
+])
+def test_checkpoint_of_another_variant_is_a_clear_error_from_the_loader(ckpt_name, model_name, named):
+    """What the filter passes through, the zoo's loader judges (zoo.weights.check_fit, as load_checkpoint calls it)."""
+    zoo_weights = pytest.importorskip("zoo.weights")
+    model = _meta_model(model_name)
+    state = zoo_weights.prepare_state_dict({"model": dict(_meta_model(ckpt_name).state_dict())}, model)
+    with pytest.raises(zoo_weights.CheckpointError, match=rf"does not fit {model_name}: .*{named}"):
+        zoo_weights.check_fit(state, model, f"checkpoint {ckpt_name}")

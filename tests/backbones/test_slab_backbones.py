@@ -101,6 +101,10 @@ def test_filter_passes_another_variants_keys_through_for_the_loader_to_name(slab
     state = {k: torch.zeros(shape, device="meta") for k, shape in slab_manifests["slab_pvt_tiny"].items()}
     filtered = checkpoint_filter_fn({"model": state}, _meta_model("prepbn_pvt_tiny"))
     assert filtered == state and any("positional_encoding" in k for k in filtered)
+    zoo_weights = pytest.importorskip("zoo.weights")  # the loader then names them (as load_checkpoint calls it)
+    with pytest.raises(zoo_weights.CheckpointError, match=r"does not fit prepbn_pvt_tiny: .*unexpected key.*"
+                                                          r"positional_encoding"):
+        zoo_weights.check_fit(filtered, _meta_model("prepbn_pvt_tiny"), "checkpoint slab_pvt_tiny")
 
 
 def _norms(model):
