@@ -2,6 +2,9 @@
 # Both run tools/install.sh first, which is a no-op once .venv is set up.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# The suite runs in one worker per core (pytest-xdist); a test file stays in one worker, so its module fixtures are
+# built once. PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint
 setup:
@@ -12,7 +15,7 @@ demo: setup
 
 test: setup
 	@.venv/bin/ruff check .
-	@$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	@.venv/bin/ruff check .

@@ -18,6 +18,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# `make test` runs one pytest-xdist worker per core: one intra-op thread each, so the workers do not fight over cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 class ParityCase:
     """One official-code fixture: ``state_dict`` (official key names), ``inputs``, ``outputs`` and the JSON ``meta``."""
