@@ -22,6 +22,7 @@ OP_BENCHMARKS = {
     "agent": ".agent",
     "bra": ".bra",
     "flow": ".flow",
+    "moh": ".moh_ops",
     "slab": ".slab",
 }
 
