@@ -25,7 +25,8 @@ def convert_checkpoint(src, dst, model_name: str | None = None, *, trust_pickle:
                        use_ema: bool = False) -> str:
     """Write ``src``'s weights as a cleaned .safetensors ``dst`` and return its sha256.
 
-    With ``model_name`` the family's checkpoint_filter_fn converts official layouts to the timm model's (built with
+    With a detector card's name, the card's ``key_mapping`` converts (and checks) the official layout. With another
+    ``model_name`` the family's checkpoint_filter_fn converts official layouts to the timm model's (built with
     its card's model_kwargs), and the result must fit that model exactly (checked on the meta device, no weights
     built). ``trust_pickle=True`` reads a pickle that needs code (it runs that code: only for files you trust).
     """
@@ -34,7 +35,14 @@ def convert_checkpoint(src, dst, model_name: str | None = None, *, trust_pickle:
         raise CheckpointError(f"{dst}: the converted file must end in .safetensors.")
     state_dict = unwrap_state_dict(read_checkpoint(src, trust_pickle=trust_pickle), use_ema=use_ema, origin=str(src))
     metadata = {"source": src.name}
-    if model_name is not None:
+    mapping = _detector_key_mapping(model_name)
+    if mapping is not None:  # a detector card: its key mapping converts (and checks) the official layout
+        try:
+            state_dict = mapping(state_dict)
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{src}: {err}") from err
+        metadata["architecture"] = model_name
+    elif model_name is not None:
         require_model(model_name)
         with torch.device("meta"):
             model = build_model(model_name)
@@ -43,3 +51,18 @@ def convert_checkpoint(src, dst, model_name: str | None = None, *, trust_pickle:
         metadata["architecture"] = model_name
     save_safetensors(state_dict, dst, metadata=metadata)
     return sha256_file(dst)
+
+
+def _detector_key_mapping(name: str | None):
+    """The key-mapping function a detector card names (``detector.key_mapping``), else None."""
+    from ..cards import get_card, has_card
+
+    if name is None or not has_card(name):
+        return None
+    section = get_card(name).detector
+    if section is None or not section.key_mapping:
+        return None
+    import importlib
+
+    module, _, function = section.key_mapping.rpartition(".")
+    return getattr(importlib.import_module(module), function)
