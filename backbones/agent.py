@@ -40,6 +40,7 @@ from kernels.agent import agent_attention, pool_agent_tokens
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin
+from .skeletons.resample import AGENT_POS_EMBED_RULES, AGENT_RULES, init_arguments
 from .skeletons.shared import merge_heads as _merge_heads
 from .skeletons.shared import split_heads as _split_heads
 from .skeletons.shared import stage_letters
@@ -205,13 +206,23 @@ class AgentPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
     mean of the last stage's tokens. Downstream options: ``downstream_agent_shapes`` (e.g. [(12, 12), (16, 16),
     (28, 28), (28, 28)] for detection and segmentation), ``kernel_size`` of the depth-wise conv, ``scale``
     (exponent of head_dim).
+
+    Input size: ``img_size`` sizes the stage embeddings and the agent biases on the token grids, the agent counts
+    stay (cfgs/agent_pvt_m_256.yaml: 9-16-49-49 at 256). Checkpoints saved at another size and :meth:`set_input_size`
+    follow the official ``load_pretrained`` rule (biases linear, position embeddings bicubic); ``dynamic_img_size``
+    applies that rule on the fly (the biases' bilinear resize of their separable sum is the same linear rule).
     """
+
+    resample_rules = {**AGENT_RULES, **AGENT_POS_EMBED_RULES}
+    pos_embed_rule = "agent"
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4), qkv_bias=False, qk_scale=None, drop_rate=0.0,
                  attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, depths=(3, 4, 6, 3),
                  sr_ratios=(8, 4, 2, 1), agent_sr_ratios="1111", num_stages=4, agent_num=(9, 16, 49, 49),
-                 attn_type="AAAA", downstream_agent_shapes=None, kernel_size=3, scale=-0.5, global_pool="avg"):
+                 attn_type="AAAA", downstream_agent_shapes=None, kernel_size=3, scale=-0.5, global_pool="avg",
+                 dynamic_img_size=False):
+        config = init_arguments(locals())  # set_input_size builds the same model at another size
         attn_type = "AAAA" if attn_type is None else attn_type
         if len(attn_type) < num_stages or len(agent_num) < num_stages:
             raise ValueError(f"attn_type {attn_type!r} and agent_num {agent_num} need one entry per stage ({num_stages})")
@@ -236,7 +247,9 @@ class AgentPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
                          num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
                          qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate, norm_layer=norm_layer, embed_norm_layer=nn.LayerNorm,
-                         depths=depths, num_stages=num_stages, global_pool=global_pool)
+                         depths=depths, num_stages=num_stages, global_pool=global_pool,
+                         dynamic_img_size=dynamic_img_size)
+        self._init_config = config
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -295,7 +308,8 @@ class SwinBlock(swin.SwinBlock):
             # official model uses and this implementation does not provide.
             if window_size < max(input_resolution):
                 raise ValueError(f"agent blocks are global: window_size {window_size} must cover the stage grid "
-                                 f"{tuple(input_resolution)} (official Agent-Swin uses window_size=56 at 224)")
+                                 f"{tuple(input_resolution)}; leave window_size out (None) so img_size sets it "
+                                 "(img_size // 4, as the official configs: 56 at 224, 72 at 288, 96 at 384)")
 
             def attn_layer(dim, window_size):
                 return SwinAgentAttention(dim, input_resolution, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
@@ -322,17 +336,25 @@ class AgentSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
     ``attn_type`` has one letter per stage ('A' agent, 'B' window) and an optional suffix for 'M' stages:
     'AAAB' (T), 'AABB' (S), 'AAMB2' (B: stage 3 has agent attention in its first 2 blocks). Window ('B') blocks use
     window_size // 8 (at least 7): 7 for the official window_size=56.
+    ``window_size=None`` (default) derives it from ``img_size`` as the official configs do: the grid of the first
+    stage (img_size // patch_size: 56 at 224, 72 at 288, 96 at 384), so agent stages stay global; an explicit value
+    wins. Checkpoints saved at another size are resampled by the official ``load_pretrained`` rule (AGENT_RULES).
     Downstream options: ``downstream_agent_shapes`` (e.g. [(9, 9), (12, 12), (14, 14), (7, 7)]), ``kernel_size``,
     ``scale``, ``always_partition`` (True: window blocks keep window and shift at any size, as the official downstream
     backbones do) and ``out_norms`` (the official downstream backbone layout: per-stage LayerNorms ``norm0..norm3`` on
     the intermediates and no final norm or classifier, so detection / segmentation checkpoints load strictly).
     """
 
+    resample_rules = AGENT_RULES
+
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96, depths=(2, 2, 6, 2),
-                 num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
-                 attn_drop_rate=0.0, drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False, patch_norm=True,
-                 agent_num=(9, 16, 49, 49), attn_type="BBBB", downstream_agent_shapes=None, kernel_size=3,
-                 scale=-0.5, always_partition=False, out_norms=False, global_pool="avg"):
+                 num_heads=(3, 6, 12, 24), window_size=None, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False,
+                 patch_norm=True, agent_num=(9, 16, 49, 49), attn_type="BBBB", downstream_agent_shapes=None,
+                 kernel_size=3, scale=-0.5, always_partition=False, out_norms=False, global_pool="avg"):
+        config = init_arguments(locals())
+        if window_size is None:
+            window_size = max(int(s) for s in to_2tuple(img_size)) // patch_size
         num_stages = len(depths)
         if len(attn_type) < num_stages:
             raise ValueError(f"attn_type {attn_type!r} needs a letter per stage ({num_stages})")
@@ -353,6 +375,7 @@ class AgentSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
                          drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
                          norm_layer=norm_layer, ape=ape, patch_norm=patch_norm, always_partition=always_partition,
                          out_norms=out_norms, global_pool=global_pool)
+        self._init_config = config
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -361,11 +384,11 @@ class AgentSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
 
 
 @register_notrace_function
-def checked_class_and_patch_tokens(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Returns ``x`` when it holds a class token and ``window`` x ``window`` patch tokens, else raises."""
-    if x.shape[1] != 1 + window * window:
-        raise ValueError(f"DeitAgentAttention expects 1 + {window}x{window} tokens, got {x.shape[1]} "
-                         "(Agent-DeiT is built for one input size: pass img_size)")
+def checked_class_and_patch_tokens(x: torch.Tensor, hw) -> torch.Tensor:
+    """Returns ``x`` when it holds a class token and ``hw[0]`` x ``hw[1]`` patch tokens, else raises."""
+    if x.shape[1] != 1 + hw[0] * hw[1]:
+        raise ValueError(f"DeitAgentAttention expects 1 + {hw[0]}x{hw[1]} tokens, got {x.shape[1]} "
+                         "(Agent-DeiT is built for one input size: pass img_size, or dynamic_img_size=True)")
     return x
 
 
@@ -373,8 +396,12 @@ class DeitAgentAttention(AgentBiasMixin, nn.Module):
     """Agent attention with a class token (official ``agent_deit.AgentAttention``).
 
     The class token is a key and a query but not pooled into the agents; ``ac_bias`` / ``ca_bias`` are its biases
-    (agent -> cls and cls -> agent), and the depth-wise conv only touches the patch tokens.
+    (agent -> cls and cls -> agent), and the depth-wise conv only touches the patch tokens. ``window``: the trained
+    patch grid side (the biases' size); ``forward(x, grid)`` runs on another grid (dynamic_img_size), the biases
+    resized to it (bilinear on their separable sum: the official ``load_pretrained`` linear rule).
     """
+
+    takes_grid = True  # the DeiT skeleton passes the actual patch grid under dynamic_img_size
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, attn_drop=0.0, proj_drop=0.0, agent_num=49, window=14):
         super().__init__()
@@ -395,9 +422,9 @@ class DeitAgentAttention(AgentBiasMixin, nn.Module):
         trunc_normal_(self.ac_bias, std=0.02)
         trunc_normal_(self.ca_bias, std=0.02)
 
-    def forward(self, x):
-        b, n, c = checked_class_and_patch_tokens(x, self.window).shape
-        hw = (self.window, self.window)
+    def forward(self, x, grid=None):
+        hw = (self.window, self.window) if grid is None else (int(grid[0]), int(grid[1]))
+        b, n, c = checked_class_and_patch_tokens(x, hw).shape
         q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)  # unpacked, not iterated: torch.fx can trace it
         q, k, v = _split_heads(q, self.num_heads), _split_heads(k, self.num_heads), _split_heads(v, self.num_heads)
         agents = pool_agent_tokens(q[:, :, 1:], hw, self.agent_shape)
@@ -425,15 +452,23 @@ class DeitAgentBlock(deit.DeitBlock):
 
 class AgentDeiT(PretrainedFromLoader, deit.VisionTransformer):
     """Agent-DeiT (official ``agent_deit.VisionTransformer``) on the DeiT skeleton: agent attention in the first
-    ``agent_layer`` blocks (all when ``agent_layer <= 0``), timm's plain ViT blocks after. Fixed input size (the agent
-    biases are tied to it)."""
+    ``agent_layer`` blocks (all when ``agent_layer <= 0``), timm's plain ViT blocks after.
+
+    Input size: ``img_size`` (a square patch grid) sizes pos_embed and the agent biases (window = grid side, as the
+    official ``window=img_size // patch_size``); the agent count stays (cfgs/agent_deit_s_448.yaml: 49 at 448).
+    Checkpoints saved at another size and :meth:`set_input_size` follow the official ``load_pretrained`` rule;
+    ``dynamic_img_size=True`` applies it on the fly for any input (multiples of the patch size)."""
 
     # Official mapping from block pair (block // 2) to the entry of agent_num it uses.
     _AGENT_NUM_INDEX = {0: 0, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3}
+    resample_rules = {**AGENT_RULES, **AGENT_POS_EMBED_RULES}
+    pos_embed_rule = "agent"
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768, depth=12,
                  num_heads=12, mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 norm_layer=None, act_layer=None, agent_num=(49, 49, 49, 49), agent_layer=-1, global_pool="token"):
+                 norm_layer=None, act_layer=None, agent_num=(49, 49, 49, 49), agent_layer=-1, global_pool="token",
+                 dynamic_img_size=False):
+        config = init_arguments(locals())  # set_input_size builds the same model at another size
         agent_layer = agent_layer if agent_layer > 0 else depth
         if isinstance(agent_num, int):
             agent_num = [agent_num] * 4
@@ -455,7 +490,8 @@ class AgentDeiT(PretrainedFromLoader, deit.VisionTransformer):
                          num_classes=num_classes, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                          mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate, norm_layer=norm_layer, act_layer=act_layer, class_token=True,
-                         global_pool=global_pool)
+                         global_pool=global_pool, dynamic_img_size=dynamic_img_size)
+        self._init_config = config
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -499,14 +535,19 @@ class AgentCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
     blocks, CSWin after).
 
     ``la_split_size`` gives the strip size of the agent stages ('56-28-14-7' at 224: the whole map, global agent
-    attention); ``split_size`` the CSWin strips of the 'B' stages. Fixed input size (as the official model).
+    attention); ``split_size`` the CSWin strips of the 'B' stages. Fixed input size (as the official model); both
+    default (None) to what the official configs use at ``img_size`` (:func:`cswin.cswin_split_sizes`: 1-2-12-12 and
+    '96-48-24-12' at 384, Agent_CSWin_96_36292_base_384 + cfgs/agent_cswin_b_384.yaml); an explicit value wins.
     """
 
+    resample_rules = AGENT_RULES
+
     def __init__(self, img_size=224, in_chans=3, num_classes=1000, embed_dim=96, depth=(2, 2, 6, 2),
-                 split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", num_heads=(2, 4, 8, 16), mlp_ratio=4.0,
+                 split_size=None, la_split_size=None, num_heads=(2, 4, 8, 16), mlp_ratio=4.0,
                  qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
                  norm_layer=nn.LayerNorm, agent_num=(9, 16, 49, 49), attn_type="AABB", global_pool="avg"):
-        la_split = [int(s) for s in str(la_split_size).split("-")]
+        config = init_arguments(locals())
+        split_size, la_split = cswin.cswin_split_sizes(int(to_2tuple(img_size)[0]), split_size, la_split_size)
         letters = []
         for i in range(4):
             stage_letters = _stage_letters(attn_type, i, 4, depth[i], "Agent-CSWin")
@@ -531,6 +572,7 @@ class AgentCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
                          qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate, norm_layer=norm_layer, embed_norm_layer=nn.LayerNorm,
                          global_pool=global_pool)
+        self._init_config = config
 
 
 def _cswin_agent_branch(dim, branch, num_heads, reso, split_size, attn_drop, agent_num):
@@ -573,7 +615,10 @@ def checkpoint_filter_fn(state_dict, model):
         out.update({k: v for k, v in expected.items() if k.split(".", 1)[0].startswith("norm") and k not in out})
     if not any(k.startswith("head.") for k in expected):
         out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
-    return out
+    # Size-dependent tensors (position embeddings, agent biases, relative-position tables) saved at another input
+    # size are resampled to this model's size by the skeleton / family (ARCHITECTURE.md, "Input sizes").
+    resample = getattr(model, "resample_state_dict_to_size", None)
+    return resample(out) if resample is not None else out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -607,21 +652,39 @@ def _cfg(variant, tsinghua_id, **kwargs):
 _DEIT = dict(first_conv="patch_embed.proj", fixed_input_size=True, pool_size=None)
 _CSWIN = dict(first_conv="stage1_conv_embed.0", fixed_input_size=True)
 
+
+def _hr(size):
+    """The high-resolution configs' evaluation (cfgs/agent_{swin,cswin}_*_{288,384}.yaml set TEST.CROP: False):
+    data/build.py then resizes to a size x size square with no crop -> crop_pct 1.0, 'squash'."""
+    return dict(input_size=(3, size, size), pool_size=(size // 32, size // 32), crop_pct=1.0)
+
 # Checkpoint URLs: LeapLabTHU/Agent-Attention agent_transformer/README.md ("Pretrained Models").
 default_cfgs = generate_default_cfgs({
     "agent_deit_tiny.in1k": _cfg("agent_deit_tiny", "57e0904221824ee7b7af", **_DEIT),
     "agent_deit_small.in1k": _cfg("agent_deit_small", "fdd43304372541db8ea7", **_DEIT),
     "agent_deit_base.in1k": _cfg("agent_deit_base", "5115f15fdd7e4ab58fbc", **_DEIT),
+    # 448: data/build.py resizes to int(256 / 224 * 448) = 512 squared, centre-crops 448 -> crop_pct 448 / 512
+    "agent_deit_small_448.in1k": _cfg("agent_deit_small_448", "a228f86241c445f1969b", **_DEIT,
+                                      input_size=(3, 448, 448), crop_pct=0.875),
     "agent_pvt_tiny.in1k": _cfg("agent_pvt_tiny", "13fdf0e0a7c5498c934f"),
     "agent_pvt_small.in1k": _cfg("agent_pvt_small", "36b8be9a8863456685a3"),
     "agent_pvt_medium.in1k": _cfg("agent_pvt_medium", "4d00ecacf18b45f9b88c"),
+    # 256: resize to int(256 / 224 * 256) = 292 squared, centre-crop 256 -> crop_pct 256 / 292 (timm: floor(256 / it)
+    # = 292)
+    "agent_pvt_medium_256.in1k": _cfg("agent_pvt_medium_256", "654df734121643b19c52", input_size=(3, 256, 256),
+                                      pool_size=(8, 8), crop_pct=256 / 292),
     "agent_pvt_large.in1k": _cfg("agent_pvt_large", "040cfe0cfbbe4762ad09"),
     "agent_swin_tiny.in1k": _cfg("agent_swin_tiny", "a2ddc1190c224f768a41", first_conv="patch_embed.proj"),
     "agent_swin_small.in1k": _cfg("agent_swin_small", "f607172c9fea4d6e99bb", first_conv="patch_embed.proj"),
     "agent_swin_base.in1k": _cfg("agent_swin_base", "4fcd2d0114bb490483c3", first_conv="patch_embed.proj"),
+    "agent_swin_small_288.in1k": _cfg("agent_swin_small_288", "09760394e93b4046a25e", first_conv="patch_embed.proj",
+                                      **_hr(288)),
+    "agent_swin_base_384.in1k": _cfg("agent_swin_base_384", "bb84ee9058954706a557", first_conv="patch_embed.proj",
+                                     **_hr(384)),
     "agent_cswin_tiny.in1k": _cfg("agent_cswin_tiny", "8c562a74441e46d5902b", **_CSWIN),
     "agent_cswin_small.in1k": _cfg("agent_cswin_small", "30eb8af675bc4b7a8747", **_CSWIN),
     "agent_cswin_base.in1k": _cfg("agent_cswin_base", "c8035b0839b2410c8c9f", **_CSWIN),
+    "agent_cswin_base_384.in1k": _cfg("agent_cswin_base_384", "1239be0df44b47719432", **_CSWIN, **_hr(384)),
 })
 
 
@@ -644,6 +707,14 @@ def agent_deit_base(pretrained=False, **kwargs):
     return _create(AgentDeiT, "agent_deit_base", pretrained, **{**args, **kwargs})
 
 
+# cfgs/agent_deit_s_448.yaml: agent_deit_small (patch 16, 384 wide, depth 12, 6 heads, every block agent attention)
+# at IMG_SIZE 448 (window 28) with agent num 49-49-49-49.
+@register_model
+def agent_deit_small_448(pretrained=False, **kwargs):
+    args = dict(img_size=448, patch_size=16, embed_dim=384, depth=12, num_heads=6, agent_num=(49, 49, 49, 49))
+    return _create(AgentDeiT, "agent_deit_small_448", pretrained, **{**args, **kwargs})
+
+
 # Agent-PVT: agent_pvt.py registrations + cfgs/agent_pvt_{t,s,m,b}.yaml (attn 'AAAA', agents 9-16-49-49).
 _PVT_COMMON = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
                    qkv_bias=True, sr_ratios=(8, 4, 2, 1), agent_num=(9, 16, 49, 49), attn_type="AAAA")
@@ -664,37 +735,63 @@ def agent_pvt_medium(pretrained=False, **kwargs):
     return _create(AgentPVT, "agent_pvt_medium", pretrained, **{**_PVT_COMMON, "depths": (3, 4, 18, 3), **kwargs})
 
 
+# cfgs/agent_pvt_m_256.yaml: agent_pvt_medium at IMG_SIZE 256, 'AAAA', agents 9-16-49-49 (PVT_LA_SR_RATIOS: the
+# config default 1111); stage grids 64-32-16-8.
+@register_model
+def agent_pvt_medium_256(pretrained=False, **kwargs):
+    args = {**_PVT_COMMON, "depths": (3, 4, 18, 3), "img_size": 256}
+    return _create(AgentPVT, "agent_pvt_medium_256", pretrained, **{**args, **kwargs})
+
+
 @register_model
 def agent_pvt_large(pretrained=False, **kwargs):
     return _create(AgentPVT, "agent_pvt_large", pretrained, **{**_PVT_COMMON, "depths": (3, 8, 27, 3), **kwargs})
 
 
-# Agent-Swin: cfgs/agent_swin_{t,s,b}.yaml (window 56, agents 9-16-49-49).
+# Agent-Swin: cfgs/agent_swin_{t,s,b}.yaml (window 56, agents 9-16-49-49); the window follows img_size as in the
+# high-resolution configs (img_size // 4: 56 at 224), see AgentSwinTransformer.
 @register_model
 def agent_swin_tiny(pretrained=False, **kwargs):
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="AAAB",
+    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), attn_type="AAAB",
                 agent_num=(9, 16, 49, 49))
     return _create(AgentSwinTransformer, "agent_swin_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_swin_small(pretrained=False, **kwargs):
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="AABB",
+    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type="AABB",
                 agent_num=(9, 16, 49, 49))
     return _create(AgentSwinTransformer, "agent_swin_small", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def agent_swin_base(pretrained=False, **kwargs):
-    args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=56, attn_type="AAMB2",
+    args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type="AAMB2",
                 agent_num=(9, 16, 49, 49))
     return _create(AgentSwinTransformer, "agent_swin_base", pretrained, **{**args, **kwargs})
 
 
+# cfgs/agent_swin_s_288.yaml: IMG_SIZE 288, window 72 (= 288 // 4), 'AABB', agents 9-16-49-49; window blocks 72 // 8 = 9.
+@register_model
+def agent_swin_small_288(pretrained=False, **kwargs):
+    args = dict(img_size=288, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type="AABB",
+                agent_num=(9, 16, 49, 49))
+    return _create(AgentSwinTransformer, "agent_swin_small_288", pretrained, **{**args, **kwargs})
+
+
+# cfgs/agent_swin_b_384.yaml: IMG_SIZE 384, window 96 (= 384 // 4), 'AAMB2' (official BasicLayer: an 'M' stage has
+# agent attention in its first 2 blocks, window attention after), agents 9-16-49-49; window blocks 96 // 8 = 12.
+@register_model
+def agent_swin_base_384(pretrained=False, **kwargs):
+    args = dict(img_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type="AAMB2",
+                agent_num=(9, 16, 49, 49))
+    return _create(AgentSwinTransformer, "agent_swin_base_384", pretrained, **{**args, **kwargs})
+
+
 # Agent-CSWin: agent_cswin.py Agent_CSWin_{64_24181_tiny,64_36292_small,96_36292_base}_224 + cfgs/agent_cswin_{t,s,b}.yaml
-# (attn 'AABB', agents 9-16-49-49, agent strips 56-28-14-7 = whole maps at 224).
-_CSWIN_COMMON = dict(split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", mlp_ratio=4.0, agent_num=(9, 16, 49, 49),
-                     attn_type="AABB")
+# (attn 'AABB', agents 9-16-49-49, agent strips 56-28-14-7 = whole maps at 224, split 1-2-7-7): strips follow img_size
+# (cswin.cswin_split_sizes), as the 384 config's do.
+_CSWIN_COMMON = dict(mlp_ratio=4.0, agent_num=(9, 16, 49, 49), attn_type="AABB")
 
 
 @register_model
@@ -713,3 +810,11 @@ def agent_cswin_small(pretrained=False, **kwargs):
 def agent_cswin_base(pretrained=False, **kwargs):
     args = dict(_CSWIN_COMMON, embed_dim=96, depth=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
     return _create(AgentCSWin, "agent_cswin_base", pretrained, **{**args, **kwargs})
+
+
+# agent_cswin.py Agent_CSWin_96_36292_base_384 (split 1-2-12-12) + cfgs/agent_cswin_b_384.yaml (IMG_SIZE 384, 'AABB',
+# agents 9-16-49-49, agent strips 96-48-24-12).
+@register_model
+def agent_cswin_base_384(pretrained=False, **kwargs):
+    args = dict(_CSWIN_COMMON, img_size=384, embed_dim=96, depth=(3, 6, 29, 2), num_heads=(4, 8, 16, 32))
+    return _create(AgentCSWin, "agent_cswin_base_384", pretrained, **{**args, **kwargs})

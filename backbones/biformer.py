@@ -28,6 +28,12 @@ object_detection/models_mm/biformer_mm.py) uses them, and which the OpenMMLab wr
   of ``n_win`` as the official detection backbone does (see the quirk below). A map that is already a multiple is not
   touched, so 224x224 with ``n_win=7`` gives the official classification outputs. ``auto_pad=False`` is the official
   classification model's behaviour: such inputs are refused with an error naming the stage and the fix.
+* ``img_size`` / ``set_input_size(img_size=...)``: the nominal input size (recorded as timm's model trait). Nothing
+  in the weights depends on the size (no position embedding; ``n_win`` counts regions whatever their size, and the
+  official code has no size argument), so a 224 checkpoint loads unchanged at any size. ``img_size`` does not change
+  ``n_win``: the official dense-prediction configs set it by hand (8 at 512 for ADE20K, 16 with auto_pad for COCO).
+  With ``auto_pad=False`` a size whose routed stage maps are not multiples of ``n_win`` is refused, naming the sizes
+  that work.
 * ``extra_norms``: one LayerNorm2d (eps 1e-6) per stage applied to every returned feature map, under the official key
   names ``extra_norms.{i}.weight/bias``. Official downstream checkpoints (``backbone.*``) then load strictly; an
   ImageNet checkpoint leaves them at their initial values, as the official code does (it loads with ``strict=False``).
@@ -51,7 +57,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, to_2tuple, trunc_normal_
 from timm.models import (
     checkpoint_seq,
     generate_default_cfgs,
@@ -59,6 +65,7 @@ from timm.models import (
     register_notrace_function,
 )
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 from torch import nn
 
 from kernels.bra import bra_attention, region_routing
@@ -629,6 +636,23 @@ def checked_image_batch(x: torch.Tensor, in_chans: int, stem_kind: str,
     return x
 
 
+def _side_fits(side: int, stem_kind: str, partitioned_stages: tuple[tuple[int, int], ...]) -> bool:
+    sizes = _stage_sizes(stem_kind, side, side)
+    return sizes[-1][0] > 0 and all(sizes[stage][0] % n_win == 0 for stage, n_win in partitioned_stages)
+
+
+def _fitting_sides(stem_kind: str, partitioned_stages: tuple[tuple[int, int], ...], up_to: int) -> str:
+    """The image sides in 1..up_to whose routed stage maps are multiples of n_win, as ranges ('109-112, 221-224')."""
+    runs: list[list[int]] = []
+    for side in range(1, up_to + 1):
+        if _side_fits(side, stem_kind, partitioned_stages):
+            if runs and runs[-1][1] == side - 1:
+                runs[-1][1] = side
+            else:
+                runs.append([side, side])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
+
+
 class _BiFormerBase(PretrainedFromLoader, ClassifierHead, nn.Module):
     """What both layouts share: ``downsample_layers[i]`` then ``stages[i]`` for i in 0..3, a BatchNorm2d ``norm``,
     average pooling and a linear ``head``, plus the timm feature API."""
@@ -661,6 +685,35 @@ class _BiFormerBase(PretrainedFromLoader, ClassifierHead, nn.Module):
         for index in self.checkpoint_stages:
             if isinstance(self.stages[index], StlStage):
                 self.stages[index].grad_checkpointing = True
+
+    def _check_img_size(self, img_size) -> tuple[int, int]:
+        """``img_size`` as (H, W), or a ValueError naming the sides that work when the model cannot take it."""
+        size = tuple(int(s) for s in to_2tuple(img_size))
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"BiFormer: img_size must be a positive int or (height, width), got {img_size!r}")
+        stages = self._partitioned_stages()
+        bad = [side for side in size if not _side_fits(side, self.stem_kind, stages)]
+        if bad:
+            n_wins = "/".join(str(n) for n in sorted({n for _, n in stages}))
+            raise ValueError(
+                f"BiFormer: img_size {size} gives routed stage maps that are not multiples of n_win={n_wins}, which a "
+                f"model built with auto_pad=False cannot split into regions; it takes image sides "
+                f"{_fitting_sides(self.stem_kind, stages, 4 * 224)}, ... Pass one of those, or build with "
+                f"auto_pad=True (the default) to take any size."
+            )
+        return size
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
+        """timm's ``set_input_size``: the model's nominal input size becomes ``img_size`` (None: unchanged).
+
+        Nothing in BiFormer's weights or buffers depends on the size, so only the size is recorded (timm's
+        ``update_model_input_size``); a size the model cannot take (auto_pad=False) raises as the constructor does.
+        """
+        if img_size is None:
+            return
+        self.img_size = self._check_img_size(img_size)
+        update_model_input_size(self, self.img_size)
 
     # -- timm API --------------------------------------------------------------------------------------------------
 
@@ -820,6 +873,8 @@ class BiFormer(_BiFormerBase):
         mlp_dwconv: 3x3 depthwise conv inside the MLP.
         global_pool: 'avg' or ''.
         extra_norms: per-stage LayerNorm2d on the returned feature maps (official dense-prediction backbone).
+        img_size: nominal input size (a timm model trait; nothing in the weights depends on it). With
+            auto_pad=False a size whose routed stage maps are not multiples of n_win is refused.
     """
 
     def __init__(
@@ -852,6 +907,7 @@ class BiFormer(_BiFormerBase):
             mlp_dwconv: bool = False,
             global_pool: str = "avg",
             extra_norms: bool = False,
+            img_size: int | tuple[int, int] = 224,
     ):
         super().__init__()
         if pe is not None:
@@ -910,6 +966,7 @@ class BiFormer(_BiFormerBase):
         self._init_head_and_features(embed_dim, num_classes, in_chans, global_pool, drop_rate, nn.BatchNorm2d,
                                      extra_norms, use_checkpoint_stages)
         self.apply(_init_weights)
+        self.img_size = self._check_img_size(img_size)
 
     stem_kind = "overlap"
 
@@ -929,7 +986,7 @@ class BiFormerSTL(_BiFormerBase):
         n_wins, topks: per stage.
         auto_pad: legacy (nchw=False) only: zero-pad each BRA input to multiples of n_win (default; False refuses
             such inputs).
-        Others as :class:`BiFormer`.
+        Others (``img_size`` included) as :class:`BiFormer`.
     """
 
     def __init__(
@@ -953,6 +1010,7 @@ class BiFormerSTL(_BiFormerBase):
             auto_pad: bool = True,
             global_pool: str = "avg",
             extra_norms: bool = False,
+            img_size: int | tuple[int, int] = 224,
     ):
         super().__init__()
         self.nchw = nchw
@@ -987,6 +1045,7 @@ class BiFormerSTL(_BiFormerBase):
         self._init_head_and_features(embed_dim, num_classes, in_chans, global_pool, drop_rate,
                                      pre_head_norm_layer or norm_layer, extra_norms, use_checkpoint_stages)
         self.apply(_init_weights)
+        self.img_size = self._check_img_size(img_size)
 
     stem_kind = "patchify"
 

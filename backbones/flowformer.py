@@ -17,6 +17,10 @@ checkpoints load strictly. Quirks kept for checkpoint fidelity (and marked where
   grid is followed from the input, and sizes other than the built ``img_size`` need ``dynamic_img_size=True``
   (the stage-1 position embedding is then resampled, bicubic, as timm does for ViTs).
 
+Input sizes as timm's ViTs: ``img_size=`` at construction, ``set_input_size(img_size=...)`` afterwards (the stage-1
+position embedding, the only size-dependent tensor, resampled in place), and a checkpoint saved at another size
+resampled the same way by ``checkpoint_filter_fn`` (``resample_state_dict_to_size``), so the two agree exactly.
+
 Attention runs through ``kernels.flow.flow_attention``: the fused Triton kernel on CUDA, the reference elsewhere.
 """
 
@@ -30,6 +34,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, resample_abs_pos_embed, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 
 from kernels.flow import flow_attention
 
@@ -173,8 +178,7 @@ class Flowformer(ClassifierHead, nn.Module):
         self.output_fmt = "NHWC"  # forward_features' layout (timm's attribute for channels-last maps)
         self.dynamic_img_size = dynamic_img_size
         self.patch_size = patch_size
-        img_size = to_2tuple(img_size)
-        self.pos_embed_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.pos_embed_grid = _patch_grid(img_size, patch_size, num_stages)
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
 
         self.patch_embed = nn.ModuleList([PatchStem(patch_size, in_chans, embed_dim[0])])
@@ -221,6 +225,35 @@ class Flowformer(ClassifierHead, nn.Module):
     def group_matcher(self, coarse=False):
         return dict(stem=r"^pos_embed|^patch_embed\.0", blocks=[(r"^patch_embed\.(\d+)", None),
                                                                 (r"^blocks\.(\d+)\.(\d+)", None)])  # fmt: skip
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
+        """timm's ``set_input_size``: build-time size becomes ``img_size`` (None: unchanged), in place, keeping the
+        weights; the stage-1 position embedding is resampled (bicubic, timm's ``resample_abs_pos_embed``)."""
+        if img_size is None:
+            return
+        grid = _patch_grid(img_size, self.patch_size, self.num_stages)
+        if grid != self.pos_embed_grid:
+            resampled = resample_abs_pos_embed(self.pos_embed.detach(), new_size=grid, old_size=self.pos_embed_grid,
+                                               num_prefix_tokens=0)  # fmt: skip
+            self.pos_embed = nn.Parameter(resampled, requires_grad=self.pos_embed.requires_grad)
+            self.pos_embed_grid = grid
+        update_model_input_size(self, (grid[0] * self.patch_size, grid[1] * self.patch_size))
+
+    def resample_state_dict_to_size(self, state_dict: dict) -> dict:
+        """A state dict of this architecture saved at another size -> this model's size: a square stage-1 position
+        embedding of another length is resampled as :meth:`set_input_size` does. Reads only shapes (works on meta)."""
+        pos = state_dict.get("pos_embed")
+        if pos is None or pos.dim() != 3 or pos.shape[1] == self.pos_embed.shape[1] \
+                or pos.shape[2] != self.pos_embed.shape[2]:
+            return state_dict
+        side = int(round(pos.shape[1] ** 0.5))
+        if side * side != pos.shape[1]:
+            return state_dict  # not a square grid: left for the loader to name as misshapen
+        out = dict(state_dict)
+        out["pos_embed"] = resample_abs_pos_embed(pos, new_size=self.pos_embed_grid, old_size=(side, side),
+                                                  num_prefix_tokens=0)  # fmt: skip
+        return out
 
     def _stage1_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
         return stage1_pos_embed(self.pos_embed, hw, self.pos_embed_grid, self.patch_size, self.dynamic_img_size)
@@ -292,6 +325,16 @@ class Flowformer(ClassifierHead, nn.Module):
         return take_indices
 
 
+def _patch_grid(img_size, patch_size: int, num_stages: int) -> tuple[int, int]:
+    """The stage-1 grid of an ``img_size`` input, or a ValueError naming the sizes the model takes."""
+    size = tuple(int(s) for s in to_2tuple(img_size))
+    smallest = patch_size * 2 ** (num_stages - 1)  # one token in the last stage
+    if len(size) != 2 or min(size) < smallest:
+        raise ValueError(f"Flowformer: img_size must be an int or (height, width) of at least {smallest} (one token "
+                         f"in the last stage), got {img_size!r}")
+    return size[0] // patch_size, size[1] // patch_size
+
+
 def _tokens_to_nhwc(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, H*W, C) row-major tokens -> (B, H, W, C)."""
     return x.reshape(x.shape[0], hw[0], hw[1], x.shape[-1])
@@ -310,13 +353,7 @@ def checkpoint_filter_fn(state_dict, model: Flowformer):
             break
     out = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
-    pos = out.get("pos_embed")
-    if pos is not None and pos.shape[1] != model.pos_embed.shape[1] and pos.shape[2] == model.pos_embed.shape[2]:
-        side = int(round(pos.shape[1] ** 0.5))
-        if side * side == pos.shape[1]:
-            out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.pos_embed_grid, old_size=(side, side),
-                                                      num_prefix_tokens=0)  # fmt: skip
-    return out
+    return model.resample_state_dict_to_size(out)
 
 
 def _create_flowformer(variant: str, pretrained: bool = False, **kwargs) -> Flowformer:

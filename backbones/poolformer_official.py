@@ -21,9 +21,10 @@ metaformer_baselines.py, ``forward_features``) pools and then applies LayerNorm,
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import GroupNorm1
+from timm.layers import GroupNorm1, to_2tuple
 from timm.models import generate_default_cfgs, register_model
 from timm.models import metaformer as timm_metaformer
+from timm.models._input import update_model_input_size
 from torch import nn
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
@@ -36,6 +37,9 @@ class PoolFormerV1Official(PretrainedFromLoader, timm_metaformer.MetaFormer):
 
     Everything but ``forward_head`` and the class of ``head.norm`` is inherited from timm, so features_only,
     forward_intermediates, prune_intermediate_layers and reset_classifier behave exactly as for timm's poolformer_*.
+
+    ``img_size`` (not a timm MetaFormer argument) and ``set_input_size`` only record the nominal input size: a conv
+    net with pooling token mixers has nothing that depends on it, and takes any size per call.
     """
 
     def __init__(
@@ -43,8 +47,10 @@ class PoolFormerV1Official(PretrainedFromLoader, timm_metaformer.MetaFormer):
             depths: tuple = (2, 2, 6, 2),
             dims: tuple = (64, 128, 320, 512),
             layer_scale_init_values: float | None = 1e-5,
+            img_size: int | tuple[int, int] = 224,
             **kwargs,
     ):
+        size = _checked_size(img_size)  # checked before timm builds anything
         # The PoolFormer v1 arguments timm passes in metaformer.poolformer_s12 ... poolformer_m48 (checked against
         # timm's models by tests/backbones/test_poolformer.py), except output_norm.
         super().__init__(
@@ -62,6 +68,14 @@ class PoolFormerV1Official(PretrainedFromLoader, timm_metaformer.MetaFormer):
             output_norm=GroupNorm1,
             **kwargs,
         )
+        self.img_size = size
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
+        """timm's ``set_input_size``: records ``img_size`` (None: unchanged); no weight depends on the size."""
+        if img_size is not None:
+            self.img_size = _checked_size(img_size)
+            update_model_input_size(self, self.img_size)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         # Quirk kept for checkpoint fidelity: the official v1 head normalises the whole (B, C, H, W) map with
@@ -71,6 +85,13 @@ class PoolFormerV1Official(PretrainedFromLoader, timm_metaformer.MetaFormer):
         x = self.head.flatten(x)
         x = self.head.drop(x)
         return x if pre_logits else self.head.fc(x)
+
+
+def _checked_size(img_size) -> tuple[int, int]:
+    size = tuple(int(s) for s in to_2tuple(img_size))
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"PoolFormer: img_size must be a positive int or (height, width), got {img_size!r}")
+    return size
 
 
 class _TargetlessKey:

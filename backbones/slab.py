@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import register_notrace_module
+from timm.layers import register_notrace_module, to_2tuple
 from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models.vision_transformer import Attention as VitAttention
 
@@ -42,6 +42,7 @@ from kernels.slab import simplified_linear_attention
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin
 from .skeletons.folding import ChannelAffine
+from .skeletons.resample import TIMM_POS_EMBED_RULES, TIMM_RULES, init_arguments, resample_grid_embed
 from .skeletons.shared import merge_heads, split_heads, stage_letters
 
 # torch.fx cannot trace Python branches on tensor sizes: the op and the size-dependent helpers below are opaque calls
@@ -215,11 +216,13 @@ def stretched_values(v: torch.Tensor, n: int) -> torch.Tensor:
 
 class PvtLinearAttention(pvt.SpatialReductionFolding, nn.Module):
     """SLAB linear attention of SLAB-PVT (official ``slab_pvt.SimplifiedLinearAttention``): q and kv projections,
-    optional spatial reduction of the keys (sr conv + the family norm), ``k += positional_encoding``."""
+    optional spatial reduction of the keys (sr conv + the family norm), ``k += positional_encoding``. On another key
+    grid the encoding is resized bilinearly, or with ``dynamic_img_size`` by timm's rule (as set_input_size)."""
 
     def __init__(self, dim, num_patches, num_heads=8, qkv_bias=False, proj_drop=0.0, sr_ratio=1, kernel_size=5,
-                 focusing_factor=3, norm_layer=nn.LayerNorm):
+                 focusing_factor=3, norm_layer=nn.LayerNorm, dynamic_img_size=False):
         super().__init__()
+        self.dynamic_img_size = dynamic_img_size
         if dim % num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.num_heads = num_heads
@@ -248,7 +251,10 @@ class PvtLinearAttention(pvt.SpatialReductionFolding, nn.Module):
             key_hw = (x.shape[2], x.shape[3])
             x = self.norm(x.flatten(2).transpose(1, 2))
         k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
-        k = k + resized_positional_encoding(self.positional_encoding, key_hw, self.trained_key_grid)
+        if self.dynamic_img_size:
+            k = k + resample_grid_embed(self.positional_encoding, self.trained_key_grid, key_hw, 0, "timm")
+        else:
+            k = k + resized_positional_encoding(self.positional_encoding, key_hw, self.trained_key_grid)
         out, v = _linear_attention_heads(q, k, v, self.num_heads)
         if self.sr_ratio > 1:
             v = stretched_values(v, n)
@@ -301,13 +307,19 @@ _stage_letters = partial(stage_letters, mixed=("L", "S"), mixed_count="linear",
 class SlabPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
     """SLAB-PVT / PVT-PRepBN (official ``slab_pvt.PyramidVisionTransformer``) on the PVT skeleton: 'L' stages use
     linear attention with spatial reduction ``la_sr_ratios``, 'S' stages PVT softmax attention with ``sr_ratios``;
-    ``norm_layer`` (the PRepBN LinearNorm) everywhere, patch embeddings and reduced-key norms included."""
+    ``norm_layer`` (the PRepBN LinearNorm) everywhere, patch embeddings and reduced-key norms included.
+    No official high-resolution SLAB model exists: another size (``img_size``, :meth:`set_input_size`, checkpoints
+    saved at another size, ``dynamic_img_size``) resamples the stage embeddings and the linear attentions' key
+    encodings by timm's ``resample_abs_pos_embed``."""
+
+    resample_rules = {**TIMM_RULES, **TIMM_POS_EMBED_RULES}
 
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dims=(64, 128, 320, 512),
                  num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), qkv_bias=True, qk_scale=None, drop_rate=0.0,
                  attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, depths=(2, 2, 2, 2),
                  sr_ratios=(8, 4, 2, 1), la_sr_ratios="1111", num_stages=4, focusing_factor=3, kernel_size=5,
-                 attn_type="LLLL", global_pool="avg"):
+                 attn_type="LLLL", global_pool="avg", dynamic_img_size=False):
+        config = init_arguments(locals())  # set_input_size builds the same model at another size
         norm_layer = norm_layer or slab_norm(300000, 1e-6)
         _check_letters("SLAB-PVT", attn_type, num_stages)
         letters = [_stage_letters(attn_type, i, num_stages, 1, "SLAB-PVT")[0] for i in range(num_stages)]
@@ -317,7 +329,8 @@ class SlabPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
             if letters[stage] == "L":
                 attn_layer = partial(PvtLinearAttention, num_patches=num_patches, num_heads=num_heads,
                                      qkv_bias=qkv_bias, proj_drop=drop, sr_ratio=int(str(la_sr_ratios)[stage]),
-                                     kernel_size=kernel_size, focusing_factor=focusing_factor, norm_layer=norm_layer)
+                                     kernel_size=kernel_size, focusing_factor=focusing_factor, norm_layer=norm_layer,
+                                     dynamic_img_size=dynamic_img_size)
             else:
                 attn_layer = partial(pvt.PvtAttention, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
                                      attn_drop=attn_drop, proj_drop=drop, sr_ratio=sr_ratios[stage],
@@ -328,7 +341,9 @@ class SlabPVT(PretrainedFromLoader, pvt.PyramidVisionTransformer):
                          num_classes=num_classes, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
                          qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate, norm_layer=norm_layer, embed_norm_layer=norm_layer,
-                         depths=depths, num_stages=num_stages, global_pool=global_pool)
+                         depths=depths, num_stages=num_stages, global_pool=global_pool,
+                         dynamic_img_size=dynamic_img_size)
+        self._init_config = config
 
 
 class SlabSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
@@ -340,13 +355,21 @@ class SlabSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
     Downstream (the official ``SwinTransformer_SLAB`` detection backbone): ``stage_window_sizes=(56, 28, 7, 7)``
     (every block of a stage, both kinds), ``always_partition=True`` (windows and shifts at any size, maps padded to
     the window), ``out_norms=True`` with LayerNorm ``norm0..norm3``.
+    ``window_size=None`` (default) follows ``img_size`` as Agent-Swin's high-resolution configs do (the first stage
+    grid, img_size // patch_size: 56 at 224), so 'L' stages stay global; an explicit value wins. No official
+    high-resolution SLAB model exists: checkpoints saved at another size are resampled by timm's helpers (TIMM_RULES).
     """
 
+    resample_rules = TIMM_RULES
+
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96, depths=(2, 2, 6, 2),
-                 num_heads=(3, 6, 12, 24), window_size=56, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+                 num_heads=(3, 6, 12, 24), window_size=None, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
                  drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, norm_layer=None, ape=False, patch_norm=True,
                  focusing_factor=3, kernel_size=5, attn_type="LLSS", stage_window_sizes=None, always_partition=False,
                  out_norms=False, global_pool="avg"):
+        config = init_arguments(locals())
+        if window_size is None:
+            window_size = max(int(s) for s in to_2tuple(img_size)) // patch_size
         norm_layer = norm_layer or slab_norm(60000)
         num_stages = len(depths)
         _check_letters("SLAB-Swin", attn_type, num_stages)
@@ -378,22 +401,46 @@ class SlabSwinTransformer(PretrainedFromLoader, swin.SwinTransformer):
                          drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
                          norm_layer=norm_layer, ape=ape, patch_norm=patch_norm, always_partition=always_partition,
                          out_norms=out_norms, out_norm_layer=nn.LayerNorm, global_pool=global_pool)
+        self._init_config = config
+
+
+class DeitLinearAttention(SimplifiedLinearAttention):
+    """SLAB-DeiT's linear attention on the patch grid; ``forward(x, grid)`` runs on another grid (dynamic_img_size),
+    the positional encoding resampled by timm's rule (as set_input_size does)."""
+
+    takes_grid = True  # the DeiT skeleton passes the actual patch grid under dynamic_img_size
+
+    def forward(self, x, grid=None):
+        if grid is None:
+            return super().forward(x)
+        grid = (int(grid[0]), int(grid[1]))
+        b, n, c = checked_token_count(x, grid[0] * grid[1], f"DeitLinearAttention on a {grid[0]}x{grid[1]} grid").shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)
+        pe = resample_grid_embed(self.positional_encoding, self.grid, grid, 0, "timm")
+        out, v = _linear_attention_heads(q, k + pe, v, self.num_heads)
+        out = out + _depthwise_heads(self.dwc, v, grid)
+        return self.proj_drop(self.proj(merge_heads(out)))
 
 
 class SlabDeiT(PretrainedFromLoader, deit.VisionTransformer):
     """SLAB-DeiT / DeiT-PRepBN (official ``slab_deit.VisionTransformer`` / ``deit.VisionTransformer``) on the DeiT
     skeleton. ``linear=True`` (SLAB): linear attention on the patch grid, no class token (the official model keeps an
     unused ``cls_token``, which checkpoint_filter_fn drops), average pooling. ``linear=False`` (PRepBN baseline):
-    DeiT softmax attention with the class token."""
+    DeiT softmax attention with the class token. Another size resamples pos_embed and the linear attentions'
+    positional encodings by timm's ``resample_abs_pos_embed`` (no official high-resolution model exists)."""
+
+    resample_rules = {**TIMM_RULES, **TIMM_POS_EMBED_RULES}
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=192, depth=12,
                  num_heads=3, mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 norm_layer=None, act_layer=None, linear=True, kernel_size=5, focusing_factor=3, global_pool=None):
+                 norm_layer=None, act_layer=None, linear=True, kernel_size=5, focusing_factor=3, global_pool=None,
+                 dynamic_img_size=False):
+        config = init_arguments(locals())  # set_input_size builds the same model at another size
         norm_layer = norm_layer or slab_norm(60000, 1e-6)
 
         def block_fn(index, dim, num_heads, qkv_bias, drop, attn_drop, grid_size, **block_kwargs):
             if linear:
-                attn_layer = partial(SimplifiedLinearAttention, grid=grid_size, num_heads=num_heads,
+                attn_layer = partial(DeitLinearAttention, grid=grid_size, num_heads=num_heads,
                                      qkv_bias=qkv_bias, proj_drop=drop, kernel_size=kernel_size,
                                      focusing_factor=focusing_factor)
             else:
@@ -405,20 +452,27 @@ class SlabDeiT(PretrainedFromLoader, deit.VisionTransformer):
                          num_classes=num_classes, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                          mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate, norm_layer=norm_layer, act_layer=act_layer,
-                         class_token=not linear, global_pool=global_pool or ("avg" if linear else "token"))
+                         class_token=not linear, global_pool=global_pool or ("avg" if linear else "token"),
+                         dynamic_img_size=dynamic_img_size)
+        self._init_config = config
 
 
 class SlabCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
     """SLAB-CSWin (official ``slab_cswin.CSWinTransformer``) on the CSWin skeleton: linear attention in the 'L'
     stages on strips ``la_split_size`` ('56-28-14-7' at 224: the whole map), CSWin LePE attention in the 'S' stages
-    on ``split_size`` strips; the PRepBN norm everywhere (stem and merge blocks included)."""
+    on ``split_size`` strips; the PRepBN norm everywhere (stem and merge blocks included). Both strip sizes default
+    (None) to what they are at ``img_size`` in the official configs (:func:`cswin.cswin_split_sizes`; 1-2-7-7 and
+    '56-28-14-7' at 224); an explicit value wins."""
+
+    resample_rules = TIMM_RULES
 
     def __init__(self, img_size=224, in_chans=3, num_classes=1000, embed_dim=64, depth=(2, 4, 18, 1),
-                 split_size=(1, 2, 7, 7), la_split_size="56-28-14-7", num_heads=(2, 4, 8, 16), mlp_ratio=4.0,
+                 split_size=None, la_split_size=None, num_heads=(2, 4, 8, 16), mlp_ratio=4.0,
                  qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
                  norm_layer=None, focusing_factor=3, kernel_size=5, attn_type="LLSS", global_pool="avg"):
+        config = init_arguments(locals())
         norm_layer = norm_layer or slab_norm(120000)
-        la_split = [int(s) for s in str(la_split_size).split("-")]
+        split_size, la_split = cswin.cswin_split_sizes(int(to_2tuple(img_size)[0]), split_size, la_split_size)
         _check_letters("SLAB-CSWin", attn_type, 4)
         letters = [_stage_letters(attn_type, i, 4, depth[i], "SLAB-CSWin") for i in range(4)]
 
@@ -438,6 +492,7 @@ class SlabCSWin(PretrainedFromLoader, cswin.CSWinTransformer):
                          qkv_bias=qkv_bias, qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
                          drop_path_rate=drop_path_rate, norm_layer=norm_layer, embed_norm_layer=norm_layer,
                          global_pool=global_pool)
+        self._init_config = config
 
 
 def _cswin_linear_branch(dim, branch, num_heads, reso, split_size, kernel_size, focusing_factor):
@@ -493,7 +548,10 @@ def checkpoint_filter_fn(state_dict, model):
         out.update({k: v for k, v in expected.items() if k.split(".", 1)[0][4:].isdigit() and k.startswith("norm")})
     if not any(k.startswith("head.") for k in expected):
         out = {k: v for k, v in out.items() if not k.startswith("head.")}  # num_classes=0: no classifier to load
-    return out
+    # Size-dependent tensors (position embeddings, agent biases, relative-position tables) saved at another input
+    # size are resampled to this model's size by the skeleton / family (ARCHITECTURE.md, "Input sizes").
+    resample = getattr(model, "resample_state_dict_to_size", None)
+    return resample(out) if resample is not None else out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -596,16 +654,17 @@ def prepbn_pvt_medium(pretrained=False, **kwargs):
     return _create(SlabPVT, "prepbn_pvt_medium", pretrained, **{**args, **kwargs})
 
 
-# SLAB-Swin: cfgs/slab_swin_{t,s}.yaml (window 56, attn LLSS, focusing 3, kernel 5; LinearNorm step 60000).
+# SLAB-Swin: cfgs/slab_swin_{t,s}.yaml (window 56, attn LLSS, focusing 3, kernel 5; LinearNorm step 60000); the window
+# follows img_size (56 at 224), see SlabSwinTransformer.
 @register_model
 def slab_swin_tiny(pretrained=False, **kwargs):
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="LLSS")
+    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), attn_type="LLSS")
     return _create(SlabSwinTransformer, "slab_swin_tiny", pretrained, **{**args, **kwargs})
 
 
 @register_model
 def slab_swin_small(pretrained=False, **kwargs):
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=56, attn_type="LLSS")
+    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type="LLSS")
     return _create(SlabSwinTransformer, "slab_swin_small", pretrained, **{**args, **kwargs})
 
 
@@ -620,6 +679,5 @@ def prepbn_swin_tiny(pretrained=False, **kwargs):
 # SLAB-CSWin: slab_cswin.SLAB_CSWin_64_24181_tiny_224 + cfgs/slab_cswin_t.yaml (attn LLSS, strips 56-28-14-7).
 @register_model
 def slab_cswin_tiny(pretrained=False, **kwargs):
-    args = dict(embed_dim=64, depth=(2, 4, 18, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16),
-                la_split_size="56-28-14-7", attn_type="LLSS")
+    args = dict(embed_dim=64, depth=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), attn_type="LLSS")  # strips follow img_size
     return _create(SlabCSWin, "slab_cswin_tiny", pretrained, **{**args, **kwargs})

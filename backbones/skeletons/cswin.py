@@ -2,7 +2,8 @@
 family.
 
 Shared by Agent-CSWin and SLAB-CSWin (same state-dict layout: ``stage1_conv_embed.{0,2}``, ``stage{i}.{j}.{qkv,
-norm1, attns.k.*, proj, norm2, mlp.*}``, ``merge{i}``, ``norm``, ``head``). Fixed input size, as the official model.
+norm1, attns.k.*, proj, norm2, mlp.*}``, ``merge{i}``, ``norm``, ``head``). Fixed input size, as the official model:
+``img_size`` at construction, :meth:`CSWinTransformer.set_input_size` to change it in place.
 """
 
 from __future__ import annotations
@@ -19,10 +20,24 @@ from timm.models._features import feature_take_indices
 
 from .folding import fold_into_linear_input, fold_into_output, fold_norm
 from .heads import ClassifierHead
+from .resample import adopt_size_dependent_modules, resample_state_dict
 from .shared import init_weights, merge_heads, split_heads
 
 __all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinStem", "CSWinTransformer",
-           "cswin_lepe_branch", "cswin_strip", "strip_partition", "strip_reverse"]
+           "cswin_lepe_branch", "cswin_split_sizes", "cswin_strip", "strip_partition", "strip_reverse"]
+
+
+def cswin_split_sizes(img_size: int, split_size=None, la_split_size=None) -> tuple[list[int], list[int]]:
+    """Strip sizes per stage for ``img_size``, as the official configs set them: the softmax stages' ``split_size``
+    (1, 2, img/32, img/32) (official ``CSWinTransformer``'s comment; 1-2-7-7 at 224, 1-2-12-12 at 384) and the
+    agent / linear stages' strips = the stage grids (img/4 .. img/32: '56-28-14-7' at 224, '96-48-24-12' at 384,
+    i.e. global). An explicit value wins."""
+    split = [1, 2, img_size // 32, img_size // 32] if split_size is None else [int(s) for s in split_size]
+    if la_split_size is None:
+        la_split = [img_size // 2 ** (i + 2) for i in range(4)]
+    else:
+        la_split = [int(s) for s in str(la_split_size).split("-")]
+    return split, la_split
 
 
 def strip_partition(x, hw, strip):
@@ -171,7 +186,11 @@ class CSWinTransformer(ClassifierHead, nn.Module):
     """CSWin Transformer. ``block_fn(stage=, index=, dim=, reso=, num_heads=, mlp_ratio=, qkv_bias=, qk_scale=,
     drop=, attn_drop=, drop_path=, norm_layer=, last_stage=)`` builds block ``index`` of stage ``stage`` (a
     :class:`CSWinBlock` with the family's attention and split size). ``norm_layer`` is the blocks' and the final norm,
-    ``embed_norm_layer`` the stem's and the merge blocks' (default: the same)."""
+    ``embed_norm_layer`` the stem's and the merge blocks' (default: the same). ``img_size``: square, a multiple of
+    32; the family's ``resample_rules`` resample size-dependent tensors (:meth:`resample_state_dict_to_size`)."""
+
+    # Family rules for size-dependent tensors (backbones/skeletons/resample.py); none: nothing is resampled.
+    resample_rules: dict = {}
 
     def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, in_chans=3, num_classes=1000, embed_dim=96,
                  depth=(2, 2, 6, 2), num_heads=(2, 4, 8, 16), mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
@@ -179,10 +198,11 @@ class CSWinTransformer(ClassifierHead, nn.Module):
                  embed_norm_layer=None, global_pool="avg"):
         super().__init__()
         embed_norm_layer = embed_norm_layer or norm_layer
-        img_size = to_2tuple(img_size)
-        if img_size[0] != img_size[1]:
-            raise ValueError(f"{type(self).__name__} needs a square input (official model), got img_size={img_size}")
-        img_size = img_size[0]
+        size = to_2tuple(img_size)
+        if size[0] != size[1] or int(size[0]) <= 0 or int(size[0]) % 32:
+            raise ValueError(f"{type(self).__name__} cannot take img_size={img_size}: square sizes, multiples of 32 "
+                             "from 32 (e.g. 224, 384; the official model is square with whole, even stage grids)")
+        self.img_size = img_size = int(size[0])
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.stage1_conv_embed = CSWinStem(in_chans, embed_dim, embed_norm_layer)
@@ -208,6 +228,22 @@ class CSWinTransformer(ClassifierHead, nn.Module):
         self.norm = norm_layer(dim)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
+
+    def resample_state_dict_to_size(self, state_dict):
+        """A state dict saved at another input size with its size-dependent tensors resampled to this model's shapes
+        (family rules); reads only shapes, so it works on a meta-device model."""
+        shapes = {k: v.shape for k, v in self.state_dict().items()}
+        return resample_state_dict(state_dict, shapes, self.resample_rules)
+
+    def set_input_size(self, img_size=None):
+        """timm's meaning: rebuilds the size-dependent parts (stage grids, strips, biases) for ``img_size`` in place
+        and keeps the weights, resampled as :meth:`resample_state_dict_to_size` does. Strip sizes the model was
+        built with explicitly stay; derived ones follow ``img_size``."""
+        overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
+                         global_pool=self.global_pool)
+        twin = adopt_size_dependent_modules(self, overrides, lambda model: [
+            f"stage{i + 1}.{j}" for i in range(model.num_stages) for j in range(len(getattr(model, f"stage{i + 1}")))])
+        self.img_size, self.resolutions = twin.img_size, list(twin.resolutions)
 
     def _stage(self, index, x):
         """Stage ``index`` on the image (index 0) or the previous stage's tokens; returns (B, N, C) tokens."""

@@ -1,8 +1,10 @@
 """DeiT skeleton: the official DeiT ``VisionTransformer`` with the block chosen per index by the family.
 
 Shared by Agent-DeiT and SLAB-DeiT (same state-dict layout: ``patch_embed.proj``, ``cls_token``, ``pos_embed``,
-``blocks.i.{norm1, attn.*, norm2, mlp.*}``, ``norm``, ``head``). Fixed input size: the position embedding (and the
-families' attention tables) are tied to the patch grid.
+``blocks.i.{norm1, attn.*, norm2, mlp.*}``, ``norm``, ``head``). The position embedding (and the families' attention
+tables) are tied to the patch grid of ``img_size``; ``set_input_size`` / ``resample_state_dict_to_size`` move them to
+another size by the family's rules, and ``dynamic_img_size=True`` (timm's ViT option) resamples them on the fly for
+any input size (multiples of the patch size), equal to ``set_input_size`` at that size.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
+from timm.layers import DropPath, Mlp, PatchEmbed, to_2tuple, trunc_normal_
 from timm.models._features import feature_take_indices
 
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_norm
 from .heads import ClassifierHead
+from .pvt import checked_input_size
+from .resample import rebuild_in_place, resample_grid_embed, resample_state_dict
 from .shared import init_weights
+from .swin import checked_img_size
 
 __all__ = ["DeitBlock", "VisionTransformer"]
 
@@ -34,8 +39,13 @@ class DeitBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-    def forward(self, x):
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+    @property
+    def takes_grid(self) -> bool:
+        """Whether the attention takes the patch grid per call (``attn(x, grid)``: a size-dependent attention)."""
+        return getattr(self.attn, "takes_grid", False)
+
+    def forward(self, x, grid=None):
+        x = x + self.drop_path(self.attn(self.norm1(x)) if grid is None else self.attn(self.norm1(x), grid))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def reparameterize(self):
@@ -47,20 +57,32 @@ class DeitBlock(nn.Module):
 class VisionTransformer(ClassifierHead, nn.Module):
     """DeiT. ``block_fn(index=, dim=, num_heads=, mlp_ratio=, qkv_bias=, drop=, attn_drop=, drop_path=, norm_layer=,
     act_layer=, grid_size=)`` builds block ``index``. ``class_token=True``: a class token is prepended (and has a
-    position embedding); ``class_token=False``: patch tokens only."""
+    position embedding); ``class_token=False``: patch tokens only. ``img_size``: multiples of ``patch_size``. The
+    family sets ``resample_rules`` (checkpoints and :meth:`set_input_size`) and ``pos_embed_rule``
+    (``dynamic_img_size``: blocks whose ``takes_grid`` is true get the actual patch grid per call)."""
+
+    # Family rules for size-dependent tensors (backbones/skeletons/resample.py); none: nothing is resampled.
+    resample_rules: dict = {}
+    # resample_grid_embed rule for pos_embed under dynamic_img_size ('agent' or 'timm').
+    pos_embed_rule = "timm"
 
     def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, patch_size=16, in_chans=3, num_classes=1000,
                  embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0,
                  attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, act_layer=None, class_token=True,
-                 global_pool="token"):
+                 global_pool="token", dynamic_img_size=False):
         super().__init__()
+        self.img_size = img_size = checked_img_size(img_size, to_2tuple(patch_size)[0], type(self).__name__)
+        self.dynamic_img_size = dynamic_img_size
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
         act_layer = act_layer or nn.GELU
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        # dynamic: any input size, the grid read from the NHWC patch map (timm's ViT does the same)
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+                                      strict_img_size=not dynamic_img_size, flatten=not dynamic_img_size,
+                                      output_fmt="NHWC" if dynamic_img_size else None)
         grid = self.patch_embed.grid_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + self.num_prefix_tokens, embed_dim))
@@ -86,14 +108,44 @@ class VisionTransformer(ClassifierHead, nn.Module):
     def no_weight_decay(self):
         return {"pos_embed", "cls_token"}
 
+    def resample_state_dict_to_size(self, state_dict):
+        """A state dict saved at another input size with its size-dependent tensors (pos_embed, the family's attention
+        tables) resampled to this model's shapes by ``resample_rules``; reads only shapes (meta-safe)."""
+        shapes = {k: v.shape for k, v in self.state_dict().items()}
+        return resample_state_dict(state_dict, shapes, self.resample_rules)
+
+    def set_input_size(self, img_size=None):
+        """timm's meaning: the size-dependent parts rebuilt for ``img_size`` in place, the weights kept and resampled
+        as :meth:`resample_state_dict_to_size` does (so equal to building at ``img_size`` and loading this model's
+        state dict through the family's checkpoint filter)."""
+        overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
+                         global_pool=self.global_pool)
+        twin = rebuild_in_place(self, overrides, ["patch_embed", "blocks"], ["pos_embed"])
+        self.img_size = twin.img_size
+
     def _embed(self, x):
-        x = self.patch_embed(x)
+        """Tokens with their position embedding, and the patch grid."""
+        if self.dynamic_img_size:
+            x = self.patch_embed(checked_input_size(x, self.patch_embed.patch_size[0], type(self).__name__))
+            grid = (x.shape[1], x.shape[2])
+            x = x.flatten(1, 2)
+            pos_embed = resample_grid_embed(self.pos_embed, self.patch_embed.grid_size, grid, self.num_prefix_tokens,
+                                            self.pos_embed_rule)
+        else:
+            x, grid, pos_embed = self.patch_embed(x), self.patch_embed.grid_size, self.pos_embed
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pos_drop(x + self.pos_embed)
+        return self.pos_drop(x + pos_embed), grid
+
+    def _blocks(self, x, grid):
+        if not self.dynamic_img_size:
+            return self.blocks(x)
+        for blk in self.blocks:
+            x = blk(x, grid) if getattr(blk, "takes_grid", False) else blk(x)
+        return x
 
     def forward_features(self, x):
-        return self.norm(self.blocks(self._embed(x)))
+        return self.norm(self._blocks(*self._embed(x)))
 
     def forward_head(self, x, pre_logits: bool = False):
         if self.global_pool == "token":
@@ -110,12 +162,11 @@ class VisionTransformer(ClassifierHead, nn.Module):
         """Block outputs (patch tokens as NCHW maps, or NLC with the prefix tokens)."""
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         b = x.shape[0]
-        grid = self.patch_embed.grid_size
-        x = self._embed(x)
+        x, grid = self._embed(x)
         blocks = self.blocks if not (stop_early or intermediates_only) else self.blocks[:max_index + 1]
         intermediates = []
         for i, blk in enumerate(blocks):
-            x = blk(x)
+            x = blk(x, grid) if self.dynamic_img_size and getattr(blk, "takes_grid", False) else blk(x)
             if i in take_indices:
                 feat = self.norm(x) if norm else x
                 if output_fmt == "NCHW":

@@ -2,6 +2,12 @@
 
 Shared by Agent-PVT and SLAB-PVT (same state-dict layout: ``patch_embed{i}``, ``pos_embed{i}``, ``block{i}.{j}``).
 Quirk kept for checkpoint fidelity: no final norm; the classifier sees the mean of the last stage's tokens.
+
+Input size: ``img_size`` sizes the position embeddings (and the families' size-dependent attention tables);
+``set_input_size`` / ``resample_state_dict_to_size`` move them to another size by the family's rules
+(``resample_rules``, backbones/skeletons/resample.py). Any other input size runs too: by default the stage embeddings
+are resized bilinearly on the fly (the official ``_get_pos_embed``, as the official detection / segmentation models
+do); with ``dynamic_img_size=True`` by the family's rule instead, so a forward at size N equals ``set_input_size(N)``.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from .folding import (
     fold_norm,
 )
 from .heads import ClassifierHead
+from .resample import rebuild_in_place, resample_grid_embed, resample_state_dict
 from .shared import init_weights, merge_heads, split_heads
+from .swin import checked_img_size
 
-__all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer", "SpatialReductionFolding"]
+__all__ = ["PvtAttention", "PvtBlock", "PvtPatchEmbed", "PyramidVisionTransformer", "SpatialReductionFolding",
+           "checked_input_size"]
 
 
 class SpatialReductionFolding:
@@ -141,19 +150,39 @@ def resized_pos_embed(pos_embed, trained_hw, hw):
     return F.interpolate(grid, size=hw, mode="bilinear").flatten(2).transpose(1, 2)
 
 
+@register_notrace_function  # checks the input's size: an opaque call in torch.fx graphs
+def checked_input_size(x: torch.Tensor, multiple: int, who: str) -> torch.Tensor:
+    """Returns the image batch ``x`` when its height and width are positive multiples of ``multiple``, else raises."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        raise ValueError(f"{who} with dynamic_img_size=True cannot take a {h}x{w} input: sizes are multiples of "
+                         f"{multiple} from {multiple}")
+    return x
+
+
 class PyramidVisionTransformer(ClassifierHead, nn.Module):
     """PVT v1 with flat official stage names (``patch_embed{i}``, ``pos_embed{i}``, ``pos_drop{i}``, ``block{i}``).
 
     ``block_fn(stage=, index=, dim=, num_patches=, num_heads=, mlp_ratio=, qkv_bias=, qk_scale=, drop=, attn_drop=,
     drop_path=, norm_layer=)`` builds block ``index`` of stage ``stage`` (a :class:`PvtBlock` with the family's
     attention). ``norm_layer`` is the blocks' norm, ``embed_norm_layer`` the patch embeddings' (default: the same).
+    ``img_size``: multiples of ``patch_size * 2 ** (num_stages - 1)`` (every stage grid whole). The family sets
+    ``resample_rules`` (checkpoints and :meth:`set_input_size`) and ``pos_embed_rule`` (``dynamic_img_size``).
     """
+
+    # Family rules for size-dependent tensors (backbones/skeletons/resample.py); none: nothing is resampled.
+    resample_rules: dict = {}
+    # resample_grid_embed rule for the stage embeddings under dynamic_img_size ('agent' or 'timm').
+    pos_embed_rule = "timm"
 
     def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, patch_size=16, in_chans=3, num_classes=1000,
                  embed_dims=(64, 128, 256, 512), num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4), qkv_bias=False,
                  qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None,
-                 embed_norm_layer=None, depths=(3, 4, 6, 3), num_stages=4, global_pool="avg"):
+                 embed_norm_layer=None, depths=(3, 4, 6, 3), num_stages=4, global_pool="avg", dynamic_img_size=False):
         super().__init__()
+        self.stride = patch_size * 2 ** (num_stages - 1)
+        self.img_size = img_size = checked_img_size(img_size, self.stride, type(self).__name__)
+        self.dynamic_img_size = dynamic_img_size
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
         embed_norm_layer = embed_norm_layer or norm_layer
         self.num_classes = num_classes
@@ -166,8 +195,9 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         cur = 0
         for i in range(num_stages):
+            reduction = 1 if i == 0 else 2 ** (i - 1) * patch_size
             patch_embed = PvtPatchEmbed(
-                img_size=img_size if i == 0 else img_size // (2 ** (i - 1) * patch_size),
+                img_size=(img_size[0] // reduction, img_size[1] // reduction),
                 patch_size=patch_size if i == 0 else 2,
                 in_chans=in_chans if i == 0 else embed_dims[i - 1],
                 embed_dim=embed_dims[i],
@@ -196,10 +226,34 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
     def no_weight_decay(self):
         return {f"pos_embed{i + 1}" for i in range(self.num_stages)}
 
+    def resample_state_dict_to_size(self, state_dict):
+        """A state dict saved at another input size with its size-dependent tensors (stage embeddings, the family's
+        attention tables) resampled to this model's shapes by ``resample_rules``; reads only shapes (meta-safe)."""
+        shapes = {k: v.shape for k, v in self.state_dict().items()}
+        return resample_state_dict(state_dict, shapes, self.resample_rules)
+
+    def set_input_size(self, img_size=None):
+        """timm's meaning: the size-dependent parts rebuilt for ``img_size`` in place, the weights kept and resampled
+        as :meth:`resample_state_dict_to_size` does (so equal to building at ``img_size`` and loading this model's
+        state dict through the family's checkpoint filter)."""
+        overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
+                         global_pool=self.global_pool)
+        n = self.num_stages
+        twin = rebuild_in_place(self, overrides, [f"{name}{i + 1}" for i in range(n) for name in ("patch_embed", "block")],
+                                [f"pos_embed{i + 1}" for i in range(n)])
+        self.img_size = twin.img_size
+
     def _pos_embed(self, index, hw):
-        """Stage position embedding on the actual grid (:func:`resized_pos_embed`)."""
+        """Stage position embedding on the actual grid: :func:`resized_pos_embed` (bilinear, the official on-the-fly
+        resize), or with ``dynamic_img_size`` the family's resampling rule."""
         patch_embed = getattr(self, f"patch_embed{index + 1}")
-        return resized_pos_embed(getattr(self, f"pos_embed{index + 1}"), (patch_embed.H, patch_embed.W), hw)
+        pos_embed = getattr(self, f"pos_embed{index + 1}")
+        if self.dynamic_img_size:
+            return resample_grid_embed(pos_embed, (patch_embed.H, patch_embed.W), hw, 0, self.pos_embed_rule)
+        return resized_pos_embed(pos_embed, (patch_embed.H, patch_embed.W), hw)
+
+    def _checked(self, x):
+        return checked_input_size(x, self.stride, type(self).__name__) if self.dynamic_img_size else x
 
     def _stage(self, index, x):
         """Runs stage ``index`` on an NCHW map (or the image); returns tokens (B, H*W, C) and (H, W)."""
@@ -215,6 +269,7 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
 
     def forward_features(self, x):
         """The last stage's map, NCHW (B, C, H/32, W/32), as timm's PVT-v2 returns it."""
+        x = self._checked(x)
         for i in range(self.num_stages):
             x, hw = self._stage(i, x)
             x = self._to_nchw(x, hw)
@@ -235,6 +290,7 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"{type(self).__name__} intermediates are NCHW only")
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        x = self._checked(x)
         intermediates = []
         last = max_index if stop_early or intermediates_only else self.num_stages - 1
         for i in range(last + 1):

@@ -18,10 +18,21 @@ from timm.models._features import feature_take_indices
 
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_into_output, fold_norm
 from .heads import ClassifierHead
+from .resample import adopt_size_dependent_modules, resample_state_dict
 from .shared import init_weights
 
 __all__ = ["PatchMerging", "SwinBlock", "SwinPatchEmbed", "SwinStage", "SwinTransformer", "WindowAttention",
-           "shifted_window_mask", "window_partition", "window_reverse"]
+           "checked_img_size", "shifted_window_mask", "window_partition", "window_reverse"]
+
+
+def checked_img_size(img_size, multiple: int, who: str) -> tuple[int, int]:
+    """(h, w) of ``img_size``, each a positive multiple of ``multiple`` (the total stride: every stage grid is then
+    whole and even before each patch merging, as the official models need), else one ValueError naming the sizes."""
+    size = tuple(int(s) for s in to_2tuple(img_size))
+    if len(size) != 2 or any(s <= 0 or s % multiple for s in size):
+        raise ValueError(f"{who} cannot take img_size={img_size}: sizes are multiples of {multiple} from {multiple} "
+                         f"(e.g. 224, 288, 384)")
+    return size
 
 
 def window_partition(x, window_size):
@@ -263,7 +274,14 @@ class SwinTransformer(ClassifierHead, nn.Module):
     ``img_size``. ``out_norms=True`` is the official downstream layout: per-stage norms ``norm0..norm3`` (built by
     ``out_norm_layer``, default ``norm_layer``) on the intermediates and no final norm or classifier, so detection /
     segmentation checkpoints load strictly.
+
+    Input size: ``img_size`` (multiples of the total stride) is the size the size-dependent parts are built for;
+    :meth:`set_input_size` changes it in place, :meth:`resample_state_dict_to_size` brings a checkpoint saved at
+    another size to this one, both by the family's ``resample_rules``.
     """
+
+    # Family rules for size-dependent tensors (backbones/skeletons/resample.py); none: nothing is resampled.
+    resample_rules: dict = {}
 
     def __init__(self, block_fn: Callable[..., nn.Module], img_size=224, patch_size=4, in_chans=3, num_classes=1000,
                  embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4.0,
@@ -280,7 +298,8 @@ class SwinTransformer(ClassifierHead, nn.Module):
         self.embed_dim = embed_dim
         self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (self.num_layers - 1))
         self.output_fmt = "NHWC"  # forward_features' layout (timm's attribute, as its Swin)
-        img_size = to_2tuple(img_size)
+        self.img_size = img_size = checked_img_size(img_size, patch_size * 2 ** (self.num_layers - 1),
+                                                    type(self).__name__)
         grid = (img_size[0] // patch_size, img_size[1] // patch_size)
 
         self.patch_embed = SwinPatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None)
@@ -313,6 +332,24 @@ class SwinTransformer(ClassifierHead, nn.Module):
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
         return {"relative_position_bias_table"}
+
+    def resample_state_dict_to_size(self, state_dict):
+        """A state dict saved at another input size with its size-dependent tensors resampled to this model's shapes
+        (family rules); reads only shapes, so it works on a meta-device model."""
+        shapes = {k: v.shape for k, v in self.state_dict().items()}
+        return resample_state_dict(state_dict, shapes, self.resample_rules)
+
+    def set_input_size(self, img_size=None, window_size=None):
+        """timm's meaning: rebuilds the size-dependent parts (windows, shifts, masks, biases) for ``img_size`` in
+        place and keeps the weights, resampled as :meth:`resample_state_dict_to_size` does. ``window_size``: as at
+        construction (None: the family derives it from ``img_size``, else the one the model was built with)."""
+        overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
+                         global_pool=self.global_pool)
+        if window_size is not None:
+            overrides["window_size"] = window_size
+        twin = adopt_size_dependent_modules(self, overrides, lambda model: [
+            f"layers.{i}.blocks.{j}" for i, layer in enumerate(model.layers) for j in range(len(layer.blocks))])
+        self.img_size = twin.img_size
 
     def forward_features(self, x):
         """The normed last-stage map, NHWC (B, H/32, W/32, C): ``output_fmt``, as timm's Swin returns it."""

@@ -331,3 +331,42 @@ def test_module_names_are_the_official_ones():
     assert block.attn.scale == 64 ** -0.5  # legacy quirk: qk_dim ** -0.5, not head_dim ** -0.5
     last = biformer.BiFormerBlock(dim=512, num_heads=16, topk=-2)
     assert last.attn.num_heads == 8 and last.attn.qkv.bias is None and last.attn.scale == (512 // 8) ** -0.5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Input sizes (issue 22): no weight depends on the size; img_size / set_input_size only record it
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_weights_load_unchanged_at_another_img_size_and_give_the_official_outputs_there(parity):
+    """The official auto_pad fixture (n_win=8, a 186x250 input): a model built with img_size=(186, 250) loads the
+    checkpoint unchanged and gives the official stage outputs, as one moved there with set_input_size."""
+    fixture = parity("biformer_backbone_autopad")
+    kwargs = fixture.meta["official_kwargs"]
+    size = tuple(fixture.inputs["x"].shape[-2:])
+    built = timm.create_model("biformer_tiny", img_size=size, **kwargs).double().eval()
+    moved = timm.create_model("biformer_tiny", **kwargs).double().eval()
+    moved.set_input_size(img_size=size)
+    for model in (built, moved):
+        model.load_state_dict(checkpoint_filter_fn(_float64_state(fixture.state_dict), model), strict=True)
+        assert model.img_size == size
+        with torch.no_grad():
+            features = model.forward_intermediates(fixture.inputs["x"].double(), intermediates_only=True)
+        for index, feature in enumerate(features):
+            _assert_close(feature, fixture.outputs[f"stage{index}"], f"stage {index}")
+
+
+def test_a_size_auto_pad_false_cannot_take_is_one_error_naming_the_sizes_it_can():
+    kwargs = dict(SMALL["biformer_tiny"], auto_pad=False)
+    with pytest.raises(ValueError, match=r"img_size \(384, 384\).*n_win=7.*sides 109-112, 221-224, 333-336.*"
+                                         r"auto_pad=True"):
+        timm.create_model("biformer_tiny", img_size=384, **kwargs)
+    model = timm.create_model("biformer_tiny", img_size=448, **kwargs)  # 448 = 4 x 112: every routed map fits
+    with pytest.raises(ValueError, match=r"sides 109-112"):
+        model.set_input_size(img_size=(448, 300))
+    assert model.img_size == (448, 448)  # a refused size leaves the model as it was
+    model.set_input_size(img_size=224)
+    assert model.img_size == (224, 224) and model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+    stl = dict(SMALL["biformer_stl"], auto_pad=False)
+    with pytest.raises(ValueError, match=r"sides 112-115, 224-227"):  # patchify stem: floor divisions
+        timm.create_model("biformer_stl", img_size=300, **stl)

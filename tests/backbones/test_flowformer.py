@@ -103,6 +103,25 @@ def test_checkpoint_for_another_image_size_resamples_the_position_embedding(case
     model.load_state_dict(state, strict=True)
 
 
+def test_set_input_size_equals_building_at_the_size_and_loading_through_the_filter(case):
+    """The official 224 weights moved to 256 in place == built at 256 + filter == dynamic_img_size at 256."""
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    moved = timm.create_model("flowformer", num_classes=10, **SMALL).eval()
+    moved.load_state_dict(checkpoint_filter_fn(case.state_dict, moved), strict=True)
+    moved.set_input_size(img_size=256)
+    built = timm.create_model("flowformer", img_size=256, num_classes=10, **SMALL).eval()
+    built.load_state_dict(checkpoint_filter_fn(case.state_dict, built), strict=True)
+    dynamic = timm.create_model("flowformer", dynamic_img_size=True, num_classes=10, **SMALL).eval()
+    dynamic.load_state_dict(checkpoint_filter_fn(case.state_dict, dynamic), strict=True)
+    assert torch.equal(moved.pos_embed, built.pos_embed) and moved.pos_embed_grid == (64, 64)
+    with torch.no_grad():
+        logits = moved(x)
+        assert torch.equal(logits, built(x))
+        torch.testing.assert_close(dynamic(x), logits, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 32"):
+        moved.set_input_size(img_size=16)
+
+
 def test_dynamic_img_size():
     model = timm.create_model("flowformer", dynamic_img_size=True, num_classes=3, **SMALL).eval()
     with torch.no_grad():

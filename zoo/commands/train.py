@@ -56,7 +56,9 @@ def register(commands) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (hub folder + resume state)")
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
-    p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
+    p.add_argument("--img-size", type=positive_int, default=None,
+                   help="input size (default: the model's); a model whose constructor takes img_size is built at it "
+                        "and --pretrained weights of another size are resampled to it")
     p.add_argument("--crop-pct", type=positive_float, default=None,
                    help="validation centre-crop fraction, saved with the run (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s; torchrun: one per process)")

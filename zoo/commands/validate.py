@@ -178,7 +178,9 @@ def register(commands) -> None:
     validate.add_argument("--data", required=True, metavar="DIR",
                           help="an ImageFolder (DIR/<class>/<image>), a folder with val/ in it, or ImageNet val "
                                "(DIR/n01440764/*.JPEG, ...)")
-    validate.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
+    validate.add_argument("--img-size", type=positive_int, default=None,
+                          help="input size (default: the model's); a model whose constructor takes img_size is built "
+                               "at it, its weights resampled")
     validate.add_argument("--crop-pct", type=positive_float, default=None,
                           help="centre-crop fraction (default: the model's)")
     validate.add_argument("--crop-mode", default=None, choices=["center", "squash", "border"],

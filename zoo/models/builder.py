@@ -10,6 +10,7 @@ and then hands the tensors to timm (``pretrained_cfg['state_dict']``), which loa
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -21,10 +22,10 @@ from timm.models import split_model_name_tag
 from timm.models._hub import load_model_config_from_path
 
 from ..cards import Card, get_card, has_card
-from ..weights import CheckpointError, check_fit, prepare_state_dict, read_state_dict
+from ..weights import CheckpointError, check_fit, checkpoint_filter_fn_for, prepare_state_dict, read_state_dict
 from .registry import require_model
 
-__all__ = ["LOCAL_DIR_PREFIX", "build_model", "card_of", "model_kwargs_for"]
+__all__ = ["LOCAL_DIR_PREFIX", "build_model", "card_of", "folder_img_size", "img_size_kwargs", "model_kwargs_for"]
 
 LOCAL_DIR_PREFIX = "local-dir:"
 CONFIG_NAME = "config.json"
@@ -57,6 +58,57 @@ def _build_around_weights(name: str, state_dict: dict[str, torch.Tensor], origin
     return timm.create_model(name, pretrained=True, pretrained_cfg=cfg, **kwargs)
 
 
+def _square(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)[-2:]
+
+
+def folder_img_size(folder: str | os.PathLike) -> tuple[int, int] | None:
+    """The input size a model folder was built at: config.json's ``model_args.img_size``, else its pretrained_cfg's
+    ``input_size``; None when the folder says neither (or is not readable: the builder says why)."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_NAME).read_text())
+        size = (config.get("model_args") or {}).get("img_size") or (config.get("pretrained_cfg") or {}).get("input_size")
+        return _square(size)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def img_size_kwargs(source: str | os.PathLike, img_size: int | None, /, **kwargs: Any) -> dict[str, Any]:
+    """``{"img_size": img_size}`` when ``source`` (a name or a model folder, built with ``kwargs``) has a constructor
+    that takes ``img_size`` (the zoo's families, timm's ViTs and Swins), else ``{}``: a model without one (a conv net
+    such as timm's ConvNeXt) runs at any size and only the data transform changes. Judged on a meta-device build."""
+    if img_size is None:
+        return {}
+    text = os.fspath(source)
+    if text.startswith(LOCAL_DIR_PREFIX):
+        text = text[len(LOCAL_DIR_PREFIX):]
+    try:
+        if Path(text).is_dir():
+            config = json.loads((Path(text) / CONFIG_NAME).read_text())
+            name, base = config["architecture"], dict(config.get("model_args") or {})
+            base.setdefault("num_classes", config.get("num_classes"))
+        else:
+            name, base = text, model_kwargs_for(text)
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, **{**base, **kwargs})
+    except Exception:  # not ours to judge here: the real build reports what does not fit
+        return {}
+    return {"img_size": img_size} if "img_size" in inspect.signature(type(model).__init__).parameters else {}
+
+
+def _size_filter(state_dict: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A folder's own layout at another size than ``model``'s: the model's ``resample_state_dict_to_size`` (the
+    zoo's families), else its family filter (timm's resample what depends on the size, e.g. ViT position
+    embeddings)."""
+    resample = getattr(model, "resample_state_dict_to_size", None)
+    if resample is not None:
+        return resample(state_dict)
+    family_filter = checkpoint_filter_fn_for(model)
+    return family_filter(state_dict, model) if family_filter is not None else state_dict
+
+
 def _build_from_folder(folder: Path, **kwargs: Any) -> torch.nn.Module:
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
@@ -76,8 +128,11 @@ def _build_from_folder(folder: Path, **kwargs: Any) -> torch.nn.Module:
     pretrained_cfg["architecture"] = architecture
     args = {"num_classes": pretrained_cfg.get("num_classes"), **model_args, **kwargs}
     state_dict, _, origin = read_state_dict(weights)
-    # The folder holds the model's own layout: no family filter.
-    return _build_around_weights(architecture, state_dict, origin, args, filter_fn=None, pretrained_cfg=pretrained_cfg)
+    # The folder holds the model's own layout: no family filter, unless asked for another input size than the
+    # folder's (zoo validate RUN --img-size N), where what depends on the size is resampled.
+    resized = "img_size" in kwargs and _square(kwargs["img_size"]) != _square(model_args.get("img_size"))
+    return _build_around_weights(architecture, state_dict, origin, args, filter_fn=_size_filter if resized else None,
+                                 pretrained_cfg=pretrained_cfg)
 
 
 def build_model(name_or_dir: str | os.PathLike, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:

@@ -27,11 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ...models import build_model
+from ...models.builder import folder_img_size, img_size_kwargs
 from ..images import DEFAULT_MAX_PIXELS
 from .datasets import DatasetError, build_dataset, class_to_index_for_model, find_split, scan_image_folder
 from .distributed import Processes, sum_across_ranks
 from .evaluation import AMP_DTYPES, autocast, evaluate, make_eval_loader
-from .models import load_backbone_weights
+from .models import is_model_folder, load_backbone_weights
 from .runs import (
     RunError,
     RunLock,
@@ -47,13 +48,36 @@ from .runs import (
 __all__ = ["RunError", "train"]
 
 
+def _hw(size) -> tuple[int, int]:
+    """An int or (H, W) image size as (H, W)."""
+    return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+
+
 def _build_model(args, num_classes: int, processes: Processes) -> torch.nn.Module:
     kwargs = dict(args.model_kwargs)
     if args.drop_path is not None:
         kwargs["drop_path_rate"] = args.drop_path
+    # --img-size builds the model at that size where its constructor takes img_size (else only the data changes)
+    size = img_size_kwargs(args.model, args.img_size, num_classes=num_classes, **kwargs)
+    if size and "img_size" in kwargs and _hw(kwargs["img_size"]) != _hw(args.img_size):
+        raise RunError(f"--img-size {args.img_size} and --model-kwargs img_size={kwargs['img_size']!r} disagree; "
+                       "pass one of them.")
+    kwargs.update(size)
+    # A model folder holds weights at its own size (no family filter reads it): load them at that size, then move
+    # the model to --img-size with set_input_size (timm's in-place resize, resampling what depends on the size).
+    source_size = target_size = None
+    if size and args.pretrained and not args.resume and is_model_folder(args.pretrained):
+        source_size = folder_img_size(args.pretrained)
+        if source_size is not None and source_size != _hw(args.img_size):
+            target_size, kwargs["img_size"] = kwargs["img_size"], source_size
     model = build_model(args.model, pretrained=False, num_classes=num_classes, **kwargs)
     if args.pretrained and not args.resume:
         load_backbone_weights(model, args.pretrained)
+    if target_size is not None:
+        if not hasattr(model, "set_input_size"):
+            raise RunError(f"{args.model} has no set_input_size, so weights saved at {source_size} cannot move to "
+                           f"--img-size {args.img_size}; train at {source_size[0]} or start from a checkpoint file.")
+        model.set_input_size(img_size=target_size)
     if args.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise RunError(f"{args.model} has no gradient checkpointing (set_grad_checkpointing); drop "

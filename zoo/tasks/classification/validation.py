@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...models.builder import img_size_kwargs
 from ..images import DEFAULT_MAX_PIXELS
 from .datasets import ImageFolderScan, build_dataset, class_to_index_for_model, find_split, scan_image_folder
 from .distributed import Processes
@@ -48,7 +49,13 @@ def validate(model: str, data: str, processes: Processes, *, checkpoint: str | N
 
     folder = find_split(data, "val")
     scan = scan_image_folder(folder, check_images=check_images, verbose=processes.is_primary, max_pixels=max_pixels)
-    classifier = load_classifier(model, checkpoint, random_init=random_init, **(model_kwargs or {}))
+    model_kwargs = dict(model_kwargs or {})
+    # --img-size also builds the model at that size where its constructor takes img_size (position embeddings,
+    # windows); the user's own img_size in model_kwargs wins. Other models only get the data override.
+    size = (data_overrides or {}).get("img_size")
+    if "img_size" not in model_kwargs:
+        model_kwargs.update(img_size_kwargs(model, size, **model_kwargs))
+    classifier = load_classifier(model, checkpoint, random_init=random_init, **model_kwargs)
     classifier.to(processes.device)
     data_config = resolve_model_data_config(classifier, args=data_overrides or {})
     class_to_idx = class_to_index_for_model(scan, classifier.num_classes, classifier.pretrained_cfg.get("label_names"))
