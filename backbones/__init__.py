@@ -5,6 +5,6 @@ PoolFormer and FocalNet are timm's own models; ``poolformer_official`` only adds
 """
 
 # Importing a family module registers its variants with timm's registry.
-from . import agent, biformer, flowformer, poolformer_official, slab  # noqa: F401
+from . import agent, biformer, flowformer, moh_transnext, poolformer_official, slab, transnext  # noqa: F401
 
-__all__ = ["agent", "biformer", "flowformer", "poolformer_official", "slab"]
+__all__ = ["agent", "biformer", "flowformer", "moh_transnext", "poolformer_official", "slab", "transnext"]

@@ -50,7 +50,10 @@ __all__ = [
     "SimplifiedLinearAttention2d",
     "ELA",
     "ELA_PRESETS",
+    "MOH_BALANCE_WEIGHT",
+    "MixtureOfHeadAttention",
     "default_num_heads",
+    "moh_balance_loss",
 ]
 
 DEFAULT_HEAD_DIM = 32
@@ -576,3 +579,165 @@ class ELA(nn.Module):
         gate_h = self._gate(x.mean(dim=3))  # (B, C, H)
         gate_w = self._gate(x.mean(dim=2))  # (B, C, W)
         return x * gate_h.unsqueeze(-1) * gate_w.unsqueeze(-2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mixture-of-Head attention (MoH, Jin et al. 2024, arXiv:2410.11842; official code SkyworkAI/MoH)
+# ---------------------------------------------------------------------------------------------------------------------
+
+MOH_BALANCE_WEIGHT = 0.01
+"""The official weight of the load-balancing loss (SkyworkAI/MoH ``MoH-ViT/engine.py``: ``0.01 * mean``)."""
+
+
+def check_moh_heads(num_heads: int, shared_heads: int, routed_heads: int, who: str) -> None:
+    """Raises ``ValueError`` naming the fix when the shared/routed split cannot be built."""
+    routable = num_heads - shared_heads
+    if shared_heads < 0 or routed_heads < 0 or shared_heads > num_heads:
+        raise ValueError(f"{who}: shared_heads={shared_heads} and routed_heads={routed_heads} must be >= 0 with "
+                         f"shared_heads <= num_heads={num_heads}")
+    if routed_heads > routable:
+        raise ValueError(f"{who}: routed_heads={routed_heads} (the top-k of each token) exceeds the "
+                         f"{routable} routable heads (num_heads {num_heads} - shared_heads {shared_heads})")
+    if routed_heads == 0 and shared_heads < 2:
+        raise ValueError(f"{who}: with routed_heads=0 every head is shared and weighted by a softmax over the shared "
+                         f"heads, which needs shared_heads >= 2 (got {shared_heads}); set routed_heads > 0")
+    if routed_heads > 0 and routable == 0:
+        raise ValueError(f"{who}: routed_heads={routed_heads} but every head is shared; lower shared_heads")
+
+
+def build_moh_gates(module: nn.Module, dim: int, num_heads: int, shared_heads: int, routed_heads: int) -> None:
+    """Adds the official gate layers to ``module`` under the official names: ``wg`` (router over the routed heads),
+    ``wg_0`` (shared vs routed share, when both exist), ``wg_1`` (weights of the shared heads, when > 1)."""
+    module.shared_head = shared_heads
+    module.routed_head = routed_heads
+    if routed_heads > 0:
+        module.wg = nn.Linear(dim, num_heads - shared_heads, bias=False)
+        if shared_heads > 0:
+            module.wg_0 = nn.Linear(dim, 2, bias=False)
+    if shared_heads > 1:
+        module.wg_1 = nn.Linear(dim, shared_heads, bias=False)
+
+
+def moh_head_gates(module: nn.Module, x: torch.Tensor, return_heads: bool = False):
+    """Per-token head weights of a module with :func:`build_moh_gates`' layers, as the official MoH computes them.
+
+    x: (B, N, C) the attention's input. Returns ``gates`` (B, N, heads): the shared heads first, each token's top-k
+    routed heads with their renormalised router scores, the unselected routed heads exactly 0; and the
+    load-balancing loss ``mean(importance * load) * E^2`` over the routed heads (E of them) in training, else None.
+    With ``return_heads`` (routed modules only), also ``heads`` (B, N, shared + k): the heads each token uses, shared
+    first (the selection :func:`kernels.moh.head_sparse_attention` takes).
+    """
+    b, n, c = x.shape
+    tokens = x.reshape(b * n, c)
+    shared, routed = module.shared_head, module.routed_head
+    if routed == 0:
+        return F.softmax(module.wg_1(tokens), dim=1).reshape(b, n, -1) * shared, None
+    scores = F.softmax(module.wg(tokens), dim=1)
+    experts = scores.shape[1]
+    indices = torch.topk(scores, k=routed, dim=1).indices
+    mask = torch.zeros_like(scores).scatter(1, indices, 1.0)  # the official one_hot(...).sum(1), ONNX-exportable
+    balance = None
+    if module.training:
+        balance = torch.mean(scores.mean(dim=0) * mask.mean(dim=0)) * experts * experts
+    routed_gates = scores * mask
+    denom = routed_gates.sum(dim=1, keepdim=True).clamp(min=torch.finfo(routed_gates.dtype).eps)
+    routed_gates = (routed_gates / denom).reshape(b, n, -1) * routed
+    if shared == 0:
+        gates = routed_gates
+    elif shared > 1:
+        shared_gates = F.softmax(module.wg_1(tokens), dim=1).reshape(b, n, -1) * shared
+    else:
+        shared_gates = torch.full((b, n, 1), float(shared), dtype=x.dtype, device=x.device)
+    if shared:
+        share = F.softmax(module.wg_0(tokens), dim=1).reshape(b, n, 2) * 2
+        gates = torch.cat([shared_gates * share[..., :1], routed_gates * share[..., 1:]], dim=2)
+    if not return_heads:
+        return gates, balance
+    shared_idx = torch.arange(shared, device=x.device).expand(b * n, shared)
+    return gates, balance, torch.cat([shared_idx, indices + shared], dim=1).reshape(b, n, -1)
+
+
+def moh_balance_loss(model: nn.Module, weight: float = 1.0) -> torch.Tensor | None:
+    """``weight`` x the mean load-balancing loss of the MoH layers in ``model`` over its last training forward (the
+    official ``sum(losses) / len(losses)``), or None when no MoH layer routed in training mode since.
+
+    Every MoH layer (:class:`MixtureOfHeadAttention`, the MoH-TransNeXt attentions) keeps its last training forward's
+    loss in ``moh_balance`` (None after an eval forward); add ``moh_balance_loss(model, MOH_BALANCE_WEIGHT)`` to the
+    task loss, as the official training does.
+    """
+    losses = [m.moh_balance for m in model.modules() if getattr(m, "moh_balance", None) is not None]
+    if not losses:
+        return None
+    return weight * torch.stack(losses).mean()
+
+
+class MixtureOfHeadAttention(nn.Module):
+    """Mixture-of-Head attention (MoH, Jin et al. 2024, arXiv:2410.11842) for a ``(B, N, C)`` sequence: a drop-in
+    for timm's ``Attention`` in a ViT block (same ``qkv`` / ``proj`` names and shapes,
+    ``forward(x, attn_mask=None, is_causal=False)``).
+
+    Heads are experts: ``shared_heads`` are always on, each token picks its top-``routed_heads`` of the other heads
+    by a router (``wg``); the head outputs are summed with the learned weights of the official MoH (``wg_1`` over the
+    shared heads, ``wg_0`` shared-vs-routed share) instead of equally. In training each forward keeps the
+    load-balancing loss in ``moh_balance``; add :func:`moh_balance_loss` ``(model, MOH_BALANCE_WEIGHT)`` to the loss
+    (``zoo train`` does). Attention is scaled dot-product over all heads, then the unselected ones weigh 0 (the
+    official form); :attr:`head_fraction` is the share of heads a token uses.
+
+    Args:
+        dim: channels C.
+        num_heads: heads (must divide C); default C // 32 when 32 divides C, else 1.
+        shared_heads: always-on heads; default ``num_heads // 4`` (at least 1 when there are 2+ heads).
+        routed_heads: top-k routed heads per token; default half of the others (at least 1 when any).
+        qkv_bias, qk_norm, proj_bias, attn_drop, proj_drop, norm_layer: as timm's ``Attention``.
+
+    Cost, for ``N`` tokens, ``h`` heads, ``E`` routed experts: parameters ``4 C^2 (+ biases) + C (E + 2 + shared)``
+    for the gates; multiply-adds ``4 N C^2 + 2 N^2 C`` (as multi-head attention) ``+ N C (E + 2 + shared)``;
+    memory ``O(h N^2)`` for the attention map on the math path (SDPA elsewhere).
+    """
+
+    def __init__(self, dim: int, num_heads: int | None = None, shared_heads: int | None = None,
+                 routed_heads: int | None = None, qkv_bias: bool = False, qk_norm: bool = False,
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 norm_layer: type[nn.Module] | None = None, **_timm_kwargs):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = _resolve_heads(type(self).__name__, dim, num_heads)
+        self.head_dim = dim // self.num_heads
+        if shared_heads is None:
+            shared_heads = max(self.num_heads // 4, 1) if self.num_heads > 1 else 0
+        if routed_heads is None:
+            routed_heads = max((self.num_heads - shared_heads) // 2, 1) if self.num_heads > shared_heads else 0
+        check_moh_heads(self.num_heads, shared_heads, routed_heads, type(self).__name__)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        norm_layer = norm_layer or nn.LayerNorm
+        self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+        build_moh_gates(self, dim, self.num_heads, shared_heads, routed_heads)
+        self.moh_balance: torch.Tensor | None = None
+
+    @property
+    def head_fraction(self) -> float:
+        return (self.shared_head + self.routed_head) / self.num_heads
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, shared_heads={self.shared_head}, "
+                f"routed_heads={self.routed_head}")
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        name = type(self).__name__
+        if x.dim() != 3:
+            raise ValueError(f"{name} expects a (B, N, C) sequence, got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"{name} was built for {self.dim} channels but the input has {x.shape[-1]}: build it "
+                             f"with dim={x.shape[-1]}")
+        b, n, c = x.shape
+        gates, self.moh_balance = moh_head_gates(self, x)
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.transpose(1, 2) * gates.unsqueeze(-1).to(out.dtype)  # (B, N, h, d) weighted heads
+        return self.proj_drop(self.proj(out.reshape(b, n, c)))

@@ -18,6 +18,9 @@ Conventions (every layer here follows them; a new layer must too):
 As OpenMMLab plug-ins (mmcv's ``plugins=[dict(cfg=dict(type=...), ...)]`` in mmdet/mmseg ResNets) they are registered
 by :mod:`zoo.openmmlab`, which only OpenMMLab configs and tools import.
 
+:class:`MixtureOfHeadAttention` is a ``(B, N, C)`` drop-in for timm's ViT ``Attention`` (``block.attn = ...``); in
+training it keeps a load-balancing loss: add ``moh_balance_loss(model, 0.01)`` to your loss (``zoo train`` does).
+
 The modules live in :mod:`backbones.layers` (so backbone families can reuse them without importing ``zoo``); this
 module is their public name.
 """
@@ -29,8 +32,10 @@ from backbones.layers import (
     BiLevelRoutingAttention2d,
     FlowAttention1d,
     FlowAttention2d,
+    MixtureOfHeadAttention,
     SimplifiedLinearAttention2d,
     default_num_heads,
+    moh_balance_loss,
 )
 
 __all__ = [
@@ -40,6 +45,8 @@ __all__ = [
     "ELA_PRESETS",
     "FlowAttention1d",
     "FlowAttention2d",
+    "MixtureOfHeadAttention",
     "SimplifiedLinearAttention2d",
     "default_num_heads",
+    "moh_balance_loss",
 ]

@@ -16,6 +16,7 @@ _AGENT_SWIN_TINY = dict(model_kwargs=dict(depths=(1, 1, 1, 1)))
 # SLAB-Swin downstream: stage windows 56/28/7/7, so even the small synthetic maps pad to them; width 32 keeps it quick
 _SLAB_SWIN_TINY = dict(model_kwargs=dict(depths=(1, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 4, 8),
                                          stage_window_sizes=(56, 28, 7, 7), always_partition=True, out_norms=True))
+_MOH_TRANSNEXT_TINY = dict(model_kwargs=dict(depths=(1, 1, 1, 1), embed_dims=(24, 48, 96, 192)))
 CYCLES = {
     "poolformer-det": ("det/retinanet_poolformer-s12_fpn_1x_coco.py", {}),
     "poolformer-seg": ("seg/fpn_poolformer-s12_8xb4-40k_ade20k-512x512.py", {}),
@@ -28,6 +29,7 @@ CYCLES = {
     "agent-swin-det": ("det/mask-rcnn_agent-swin-t_fpn_ms-crop-1x_coco.py", _AGENT_SWIN_TINY),
     "agent-swin-seg": ("seg/upernet_agent-swin-t_8xb2-160k_ade20k-512x512.py", _AGENT_SWIN_TINY),
     "slab-swin-det": ("det/mask-rcnn_slab-swin-t_fpn_ms-crop-1x_coco.py", _SLAB_SWIN_TINY),
+    "moh-transnext-det": ("det/mask-rcnn_moh-transnext-s-75_fpn_1x_coco.py", _MOH_TRANSNEXT_TINY),
 }
 
 

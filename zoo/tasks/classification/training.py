@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ...models import build_model
 from ...models.builder import folder_img_size, img_size_kwargs
 from ..images import DEFAULT_MAX_PIXELS
+from .auxiliary_losses import add_auxiliary_losses
 from .datasets import DatasetError, build_dataset, class_to_index_for_model, find_split, scan_image_folder
 from .distributed import Processes, sum_across_ranks
 from .evaluation import AMP_DTYPES, autocast, evaluate, make_eval_loader
@@ -251,7 +252,7 @@ def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> d
             if mixup is not None:
                 inputs, targets = mixup(inputs, targets)
             with autocast(device, amp_dtype):
-                loss = criterion(train_model(inputs), targets)
+                loss = add_auxiliary_losses(criterion(train_model(inputs), targets), model)  # e.g. MoH balance
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr (or use --amp bf16 "
                                          "instead of fp16).")
