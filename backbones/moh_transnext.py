@@ -138,6 +138,30 @@ class MoHTransNeXt(PretrainedFromLoader, transnext.TransNeXt):
                 fractions.append(used / attn.num_heads)
         return fractions
 
+    @torch.no_grad()
+    def measure_head_usage(self, x: torch.Tensor) -> list[dict]:
+        """What the routers select on ``x``, per stage: ``fraction`` (the share of (token, head) pairs with a non-zero
+        gate, over every block and token) and ``load`` (per head, the share of tokens that use it). Runs one forward;
+        compare ``fraction`` with :meth:`head_fractions`, the share the configuration promises."""
+        counts: dict[int, list[torch.Tensor]] = {}
+        hooks = []
+        for i in range(self.num_stages):
+            for block in getattr(self, f"block{i + 1}"):
+                def record(module, args, stage=i):
+                    gates = moh_head_gates(module, args[0])[0]  # the gates the forward computes from this input
+                    counts.setdefault(stage, []).append((gates != 0).reshape(-1, gates.shape[-1]).float())
+                hooks.append(block.attn.register_forward_pre_hook(record))
+        try:
+            self(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        usage = []
+        for stage in sorted(counts):
+            used = torch.cat(counts[stage])
+            usage.append(dict(stage=stage + 1, fraction=used.mean().item(), load=used.mean(0).tolist()))
+        return usage
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints

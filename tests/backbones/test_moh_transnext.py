@@ -199,3 +199,13 @@ def test_registered_names_keep_the_224_pretraining_scale_at_any_img_size():
     own.load_state_dict(at_384.state_dict())
     with torch.no_grad():
         assert not torch.allclose(own.eval()(x), at_384(x))  # pretrain_size 96 rescales the relative coordinates
+
+
+def test_measured_head_usage_is_what_the_configuration_promises(tiny_moh):
+    """The routers' real selection on random images: shared + top-k heads for every token, in every stage."""
+    usage = tiny_moh.measure_head_usage(torch.randn(2, 3, 64, 64))
+    assert [u["stage"] for u in usage] == [1, 2, 3, 4]
+    assert [u["fraction"] for u in usage] == pytest.approx(tiny_moh.head_fractions())
+    assert tiny_moh.head_fractions()[-1] < 1.0  # base_50 routes in stage 4, so the check can fail
+    for u in usage:
+        assert sum(u["load"]) == pytest.approx(u["fraction"] * len(u["load"]))
