@@ -14,10 +14,11 @@ training adds ``0.01 *`` that (:data:`backbones.layers.MOH_BALANCE_WEIGHT`) to t
 
     loss = criterion(model(x), y) + MOH_BALANCE_WEIGHT * model.moh_balance_loss()
 
-The official code computes every head and weights the unselected routed heads 0. Here stage 4 (full attention)
-computes only the selected (token, head) pairs (:func:`kernels.moh.head_sparse_attention`); the routed stages with
-aggregated attention (stage 3 of every release, stages 1-3 of base_50) still compute every head and mask, as the
-aggregated-attention op has no head selection.
+The official code computes every head and weights the unselected routed heads 0. Here every routed attention
+passes the router's selection to a head-sparse op: stage 4 (full attention) to :func:`kernels.moh.head_sparse_attention`,
+the routed aggregated-attention stages (stage 3 of every release, stages 1-3 of base_50) to
+:func:`kernels.aggregated_attention.head_sparse_aggregated_attention`, whose Triton path (CUDA) computes only the
+selected (token, head) pairs; its CPU path is the official dense-then-gate form.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model, register_notrace_function, register_notrace_module
 
+from kernels.aggregated_attention import head_sparse_aggregated_attention
 from kernels.moh import head_sparse_attention
 
 from .layers import build_moh_gates, check_moh_heads, moh_balance_loss, moh_head_gates
@@ -39,6 +41,7 @@ __all__ = ["MoHAggregatedAttention", "MoHFullAttention", "MoHTransNeXt", "checkp
 
 # The kernel op validates and dispatches on sizes and devices: an opaque call in FX graphs (timm's notrace registry).
 register_notrace_function(head_sparse_attention)
+register_notrace_function(head_sparse_aggregated_attention)
 
 
 class _HeadGates:
@@ -60,11 +63,41 @@ class _HeadGates:
 
 
 class MoHAggregatedAttention(_HeadGates, transnext.AggregatedAttention):
-    """Stages 1-3: aggregated attention with MoH head gates (official ``attention_native.AggregatedAttention``)."""
+    """Stages 1-3: aggregated attention with MoH head gates (official ``attention_native.AggregatedAttention``).
+
+    With routed heads (and no attention dropout) it passes the router's selection to
+    :func:`kernels.aggregated_attention.head_sparse_aggregated_attention` in eager mode, which on CUDA attends only
+    the selected (token, head) pairs; the official form (every head, then the gates: the path taken under
+    torch.compile / export) gives the same output and gradients."""
 
     def __init__(self, dim, num_heads=8, shared_heads=0, routed_heads=0, **kwargs):
         super().__init__(dim, num_heads, **kwargs)
         self._build_gates(dim, shared_heads, routed_heads)
+
+    def forward(self, x, H, W):
+        if not self.routed_head or (self.attn_drop > 0 and self.training) or torch.compiler.is_compiling():
+            # dense-then-gate (the official form): the head-sparse kernel's selection has data-dependent sizes, which
+            # torch.compile(fullgraph=True) and torch.export (ONNX) cannot trace; the op has no attention dropout
+            return super().forward(x, H, W)
+        b, n, c = x.shape
+        h, d = self.num_heads, self.head_dim
+        gates, self.moh_balance, heads = moh_head_gates(self, x, return_heads=True)
+        # the inputs of transnext.AggregatedAttention.forward, unchanged
+        pool_hw = self.pool_hw(H, W)
+        pool_len = pool_hw[0] * pool_hw[1]
+        count, _ = transnext.local_window_mask((H, W), self.window_size, device=x.device)
+        q_norm = F.normalize(self.q(x).reshape(b, n, h, d).permute(0, 2, 1, 3), dim=-1)
+        k, v = self.kv(x).reshape(b, n, 2 * h, d).permute(0, 2, 1, 3).chunk(2, dim=1)
+        pooled = self.act(self.sr(x.transpose(1, 2).reshape(b, c, H, W)))
+        pooled = self.norm(F.adaptive_avg_pool2d(pooled, pool_hw).reshape(b, c, pool_len).transpose(1, 2))
+        k_pool, v_pool = self.kv(pooled).reshape(b, pool_len, 2 * h, d).permute(0, 2, 1, 3).chunk(2, dim=1)
+        index, table = transnext.relative_position_cpb((H, W), pool_hw, self.pretrain_hw, device=x.device)
+        q_scaled = self.scaled_queries(q_norm, torch.log(count + pool_len).to(x.dtype))
+        out = head_sparse_aggregated_attention(
+            q_scaled, F.normalize(k, dim=-1), v, F.normalize(k_pool, dim=-1), v_pool, self.relative_pos_bias_local,
+            self.position_bias(index, table, n, pool_len), q_norm @ self.learnable_tokens + self.learnable_bias,
+            H, W, self.window_size, heads, gates.gather(2, heads).to(q_scaled.dtype))
+        return self.proj_drop(self.proj(out.reshape(b, n, c)))
 
 
 class MoHFullAttention(_HeadGates, transnext.FullAttention):

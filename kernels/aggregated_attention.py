@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .backend import choose_backend, forced_backend, interpreting
+from .backend import cast_for_autocast, choose_backend, forced_backend, interpreting
 from .moh import _slots, dense_gates
 from .tiles import jit as _jit
 from .tiles import tl, triton
@@ -661,6 +661,8 @@ def aggregated_attention(
     No attention dropout. float64 always takes the reference; so do head dims above ``TRITON_MAX_HEAD_DIM`` unless
     ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them.
     """
+    q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights = cast_for_autocast(
+        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights)
     _check_inputs(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width,
                   window_size)  # fmt: skip
     args = (q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width, window_size)
@@ -704,6 +706,8 @@ def head_sparse_aggregated_attention(
     selected pairs (query-side work and the pooled-key gradients; the local key/value gradient sweep still visits
     every key pixel, skipping unselected queries). The CPU path is the official form: every head, then the gates.
     """
+    q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates = cast_for_autocast(
+        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates)
     args = (q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width, window_size)
     _check_inputs(*args)
     b, h, n, _ = q.shape

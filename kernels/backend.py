@@ -54,3 +54,16 @@ def choose_backend(*tensors: torch.Tensor) -> str:
     if tensors and all(t.is_cuda for t in tensors) and triton_available():
         return "triton"
     return "reference"
+
+
+def cast_for_autocast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Under ``torch.autocast``, the float32/16 inputs of an op in the autocast dtype (as autocast casts a matmul's
+    inputs), else the inputs unchanged. The ops take one dtype, and under autocast a module hands them linear
+    outputs in low precision next to float32 parameters (biases, temperatures)."""
+    first = next(t for t in tensors if t is not None)
+    device = first.device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    low = (torch.float32, torch.float16, torch.bfloat16)
+    return tuple(t.to(dtype) if t is not None and t.dtype in low else t for t in tensors)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from .backend import choose_backend, forced_backend, interpreting
+from .backend import cast_for_autocast, choose_backend, forced_backend, interpreting
 from .tiles import jit as _jit
 from .tiles import tl, triton
 
@@ -518,6 +518,7 @@ def head_sparse_attention(
     gathered plain-torch path otherwise; both do only the selected work. Head indices are not bounds-checked on
     the Triton path (torch.topk's output is in range).
     """
+    q, k, v, gates, bias = cast_for_autocast(q, k, v, gates, bias)
     _check_inputs(q, k, v, heads, gates, bias)
     args = (q, k, v, heads, gates, bias, float(scale))
     if choose_backend(q, k, v) == "triton" and _triton_ready():

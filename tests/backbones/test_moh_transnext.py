@@ -14,8 +14,10 @@ import timm
 import torch
 
 import backbones  # noqa: F401  (registers the families)
+import backbones.moh_transnext as moh_module
+import kernels.aggregated_attention as aggregated_kernel
 from backbones.layers import MOH_BALANCE_WEIGHT
-from backbones.moh_transnext import MoHTransNeXt, checkpoint_filter_fn
+from backbones.moh_transnext import MoHAggregatedAttention, MoHTransNeXt, checkpoint_filter_fn
 from backbones.skeletons import transnext as skeleton
 from backbones.transnext import TransNeXt
 
@@ -209,3 +211,73 @@ def test_measured_head_usage_is_what_the_configuration_promises(tiny_moh):
     assert tiny_moh.head_fractions()[-1] < 1.0  # base_50 routes in stage 4, so the check can fail
     for u in usage:
         assert sum(u["load"]) == pytest.approx(u["fraction"] * len(u["load"]))
+
+
+def test_routed_aggregated_attention_takes_the_head_sparse_kernel(monkeypatch):
+    """A routed aggregated attention (stage 3's kind) in training mode through the head-sparse Triton kernel
+    (ZOO_KERNELS=triton, the Triton interpreter here) gives the output, balancing loss and gradients of the official
+    dense-then-gate path (every head by the reference op, then the gates), float32; and really takes the kernel's
+    sparse path with each token's 2 of 3 heads. One attention at 5 x 7, not a whole model: the interpreter runs a
+    tiny model's four stages in ~15 s on a 2-core CPU."""
+    torch.manual_seed(0)
+    attn = MoHAggregatedAttention(12, num_heads=3, shared_heads=1, routed_heads=1, window_size=3, sr_ratio=2).train()
+    x, grad_out = torch.randn(1, 35, 12), torch.randn(1, 35, 12)
+    selections = []
+    slots = aggregated_kernel._slots
+    monkeypatch.setattr(aggregated_kernel, "_slots", lambda heads, *a: selections.append(heads) or slots(heads, *a))
+
+    def step(backend, forward):
+        monkeypatch.setenv("ZOO_KERNELS", backend)
+        attn.zero_grad(set_to_none=True)
+        x_in = x.clone().requires_grad_(True)
+        out = forward(attn, x_in, 5, 7)
+        balance = attn.moh_balance
+        ((out * grad_out).sum() + MOH_BALANCE_WEIGHT * balance).backward()
+        grads = {k: p.grad for k, p in attn.named_parameters() if p.grad is not None}
+        return out.detach(), balance.detach(), x_in.grad, grads
+
+    sparse = step("triton", MoHAggregatedAttention.forward)
+    assert [tuple(h.shape) for h in selections] == [(1, 35, 2)]  # the head-sparse Triton path ran, on 2 of 3 heads
+    dense = step("reference", skeleton.AggregatedAttention.forward)  # the official form: combine_heads gates after
+    assert len(selections) == 1
+    torch.testing.assert_close(sparse[0], dense[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sparse[1], dense[1], rtol=0, atol=0)  # same router, same loss
+    torch.testing.assert_close(sparse[2], dense[2], rtol=1e-4, atol=1e-5)
+    assert sparse[3].keys() == dense[3].keys() and {"wg.weight", "q.weight", "learnable_tokens"} <= dense[3].keys()
+    for key in dense[3]:
+        torch.testing.assert_close(sparse[3][key], dense[3][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_routed_aggregated_attention_is_dense_under_compile(monkeypatch):
+    """Under torch.compile / torch.export (torch.compiler.is_compiling()) the routed aggregated attention takes the
+    official dense-then-gate path, which they can trace; the same output. (The compile and ONNX runs themselves cost
+    ~16 s and ~25 s for a tiny model: see the module docstring.)"""
+    torch.manual_seed(0)
+    attn = MoHAggregatedAttention(12, num_heads=3, shared_heads=1, routed_heads=1, window_size=3, sr_ratio=2).eval()
+    x = torch.randn(1, 35, 12)
+    sparse_calls = []
+    sparse_op = moh_module.head_sparse_aggregated_attention
+    monkeypatch.setattr(moh_module, "head_sparse_aggregated_attention",
+                        lambda *a: sparse_calls.append(1) or sparse_op(*a))
+    with torch.no_grad():
+        eager = attn(x, 5, 7)
+        assert len(sparse_calls) == 1
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        traced = attn(x, 5, 7)
+    assert len(sparse_calls) == 1
+    torch.testing.assert_close(traced, eager, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["transnext_micro", "moh_transnext_base_50"])
+def test_runs_under_bf16_autocast(name):
+    """Autocast hands the attention ops bf16 linear outputs next to float32 biases: the ops take them in the autocast
+    dtype (kernels.backend.cast_for_autocast), and the logits stay near the float32 ones."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), full, rtol=0.1, atol=0.1)

@@ -28,6 +28,13 @@ from kernels.aggregated_attention import (  # noqa: E402
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def upstream_gradient(*shape):
+    """A seeded float64 upstream gradient: not the global RNG, so a result does not depend on the tests run before."""
+    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+
+
 NAMES = ("out", "grad q", "grad k_local", "grad v_local", "grad k_pool", "grad v_pool", "grad local_bias",
          "grad pool_bias", "grad local_weights")  # fmt: skip
 
@@ -101,7 +108,7 @@ def run_with_grads(fn, inputs, height, width, ws, grad_out):
 def test_reference_equals_shifted_map_form(case):
     b, h, height, width, d, dv, ws, p, lw = case
     inputs = make_inputs(b, h, height, width, d, dv, ws, p, local_weights=lw)
-    grad_out = torch.randn(b, h, height * width, dv, dtype=torch.float64, device=DEVICE)
+    grad_out = upstream_gradient(b, h, height * width, dv)
     got = run_with_grads(aggregated_attention_reference, inputs, height, width, ws, grad_out)
     want = run_with_grads(shifted_form, inputs, height, width, ws, grad_out)
     for name, g, w in zip(NAMES, got, want):
@@ -151,7 +158,7 @@ def run_both(case, dtype, heads_last=False):
     inputs = make_inputs(b, h, height, width, d, dv, ws, p, dtype=dtype, local_weights=lw)
     if heads_last:  # the model's (B, N, h, d) layout seen as (B, h, N, d): non-contiguous
         inputs[:5] = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in inputs[:5]]
-    grad_out = torch.randn(b, h, height * width, dv, dtype=torch.float64, device=DEVICE).to(dtype)
+    grad_out = upstream_gradient(b, h, height * width, dv).to(dtype)
     got = run_with_grads(AggregatedAttentionFunction.apply, inputs, height, width, ws, grad_out)
     assert got[0].transpose(1, 2).is_contiguous(), "the output is (B, N, h, dv) in memory"
     exact = [t.double() if t is not None else None for t in inputs]
@@ -234,7 +241,7 @@ def test_head_sparse_triton_matches_dense_then_gate(monkeypatch, case):
     d, ws, p = 8, 3, 6
     inputs = make_inputs(b, h, height, width, d, d, ws, p, dtype=dtype)
     chosen, gates = _routing(b, h, height * width, used, dtype)
-    grad_out = torch.randn(b, height * width, h, d, dtype=torch.float64, device=DEVICE)
+    grad_out = upstream_gradient(b, height * width, h, d)
 
     def run(fn, tensors, gate):
         leaves = [t.detach().requires_grad_() for t in tensors] + [gate.detach().requires_grad_()]
