@@ -30,6 +30,7 @@ CYCLES = {
     "agent-swin-seg": ("seg/upernet_agent-swin-t_8xb2-160k_ade20k-512x512.py", _AGENT_SWIN_TINY),
     "slab-swin-det": ("det/mask-rcnn_slab-swin-t_fpn_ms-crop-1x_coco.py", _SLAB_SWIN_TINY),
     "moh-transnext-det": ("det/mask-rcnn_moh-transnext-s-75_fpn_1x_coco.py", _MOH_TRANSNEXT_TINY),
+    "transnext-seg": ("seg/upernet_transnext-t_8xb2-160k_ade20k-512x512.py", _MOH_TRANSNEXT_TINY),
 }
 
 

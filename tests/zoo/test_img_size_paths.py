@@ -143,3 +143,46 @@ def test_zoo_backbone_builds_at_img_size_and_resamples_a_checkpoint_of_another_s
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 96, 96))
     assert [tuple(f.shape[1:]) for f in features] == [(24, 24, 24), (48, 12, 12), (72, 6, 6), (96, 3, 3)]
+
+
+def test_predict_export_and_bench_build_the_model_at_img_size(run_at_64, shapes, tmp_path, capsys):
+    """`zoo predict / export / bench --img-size 96` build the 64 px Flowformer at 96 (it refuses a 96 px input when
+    built at 64), and the weights they load are resampled by the family filter."""
+    import onnxruntime as ort
+
+    from zoo.tasks.bench import bench_model
+
+    run, _ = run_at_64
+    weights = str(run / "model.safetensors")
+    images = [str(p) for p in sorted((shapes / "val").rglob("*.png"))[:3]]
+    assert len(images) == 3
+    def top(stdout: str) -> list:  # (index, prob) per image; a bare name has no class names, the run folder has
+        return [[(c["index"], c["prob"]) for c in json.loads(line)["top"]] for line in stdout.strip().splitlines()]
+
+    assert main(["predict", str(run), *images, "--img-size", "96", "--json", "--top-k", "2"]) == 0
+    by_folder = top(capsys.readouterr().out)
+    assert main(["predict", "flowformer", *images, "--checkpoint", weights, "--img-size", "96", "--json", "--top-k",
+                 "2", "--model-kwargs", *TINY[1:], "num_classes=6"]) == 0
+    assert top(capsys.readouterr().out) == by_folder and len(by_folder) == 3
+
+    path = tmp_path / "flow96.onnx"
+    assert main(["export", "flowformer", "-o", str(path), "--img-size", "96", "--checkpoint", weights, "--exporter",
+                 "torchscript", "--model-kwargs", *TINY[1:], "num_classes=6"]) == 0
+    assert float(capsys.readouterr().out.strip().rsplit("=", 1)[1]) < 1e-4
+    # the graph is the 64 px weights with the 16x16 position grid resampled to 24x24 (timm's bicubic), run at 96 px
+    source = load_file(weights)
+    source["pos_embed"] = resample_abs_pos_embed(source["pos_embed"], new_size=(24, 24), old_size=(16, 16),
+                                                 num_prefix_tokens=0)
+    expected = timm.create_model("flowformer", img_size=96, num_classes=6, **TINY_KWARGS).eval()
+    expected.load_state_dict(source)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})[:1]
+    with torch.no_grad():
+        assert float((torch.from_numpy(onnx_out) - expected(x)).abs().max()) < 1e-4
+
+    row = bench_model("flowformer", batch=1, img_size=96, warmup=0, iters=1, model_kwargs=TINY_KWARGS)
+    assert row.error is None and row.img_size == 96 and row.gflops > 0 and row.infer_img_s > 0
+    # a size the model cannot take is that model's row error (naming the sizes it can), not the end of the run
+    row = bench_model("flowformer", batch=1, img_size=30, warmup=0, iters=1, model_kwargs=TINY_KWARGS)
+    assert row.error.startswith("ValueError: Flowformer: img_size must be") and row.params_m is None

@@ -32,7 +32,8 @@ def register(commands) -> None:
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     bench.add_argument("--train", action="store_true", help="also time a training step (forward+backward+SGD)")
     bench.add_argument("--batch", type=positive_int, default=8)
-    bench.add_argument("--img-size", type=positive_int, default=224)
+    bench.add_argument("--img-size", type=positive_int, default=224,
+                       help="input size; models that take img_size are built at it (default %(default)s)")
     bench.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     bench.add_argument("--no-peers", action="store_true", help="leave out the timm peers (Swin-T, ConvNeXt-T, ...)")
     bench.add_argument("--warmup", type=non_negative_int, default=2)

@@ -25,6 +25,7 @@ from .validate import (
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.builder import img_size_kwargs
     from ..tasks.classification import load_classifier
     from ..tasks.classification.prediction import predict
 
@@ -33,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
     if missing:  # before the model is built: a typo should not cost a download
         raise UserError(f"no such image file: {', '.join(missing)}; pass paths of image files.")
     check_model_kwargs(args)
-    model = load_classifier(args.model, args.checkpoint, random_init=args.random_init, **args.model_kwargs)
+    kwargs = dict(args.model_kwargs)
+    # --img-size builds the model at that size where its constructor takes img_size (as zoo validate; the weights
+    # are resampled on load); the user's own img_size in --model-kwargs wins. Other models only get the data override.
+    if "img_size" not in kwargs:
+        kwargs.update(img_size_kwargs(args.model, args.img_size, **kwargs))
+    model = load_classifier(args.model, args.checkpoint, random_init=args.random_init, **kwargs)
     outputs = getattr(model, "num_classes", None)
     if isinstance(outputs, int) and outputs > 0 and args.top_k > outputs:
         raise UserError(f"--top-k {args.top_k}: the model has {outputs} classes; pass --top-k {outputs} or less.")
@@ -52,7 +58,8 @@ def register(commands) -> None:
     add_model_source_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default %(default)s)")
-    p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
+    p.add_argument("--img-size", type=positive_int, default=None,
+                   help="input size (default: the model's); the model is built at it where it takes img_size")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     add_max_pixels_argument(p)

@@ -3,7 +3,8 @@
 Results go to ``<out>/bench.json``, ``bench.md`` and ``bench.png`` (throughput vs. the card's top-1, one point per
 model, families coloured). Ratios are only meaningful between rows of one run on one machine.
 
-Models are built by ``zoo.create_model(name)`` (a carded model with its card's ``model_kwargs``), random weights.
+Models are built by ``zoo.create_model(name)`` (a carded model with its card's ``model_kwargs``), random weights, at
+the measured ``img_size`` where their constructor takes one (position embeddings and windows follow the size).
 Timing and peak memory follow zoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring"): median of ``iters`` steps after
 ``warmup`` (CPU: wall clock); peak = MiB allocated by one more step above what was live before it, exact on CUDA, a
 lower bound on the CPU (replayed from the profiler's allocation records).
@@ -40,7 +41,7 @@ class BenchRow:
     name: str
     family: str
     peer: bool
-    params_m: float
+    params_m: float | None
     gflops: float | None
     top1: float | None
     device: str
@@ -115,9 +116,13 @@ def _round(value: float | None) -> float | None:
 
 
 def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int = 224, amp: str = "none",
-                train: bool = False, warmup: int = 2, iters: int = 5, peer: bool = False) -> BenchRow:
+                train: bool = False, warmup: int = 2, iters: int = 5, peer: bool = False,
+                model_kwargs: dict | None = None) -> BenchRow:
+    """One row: the model built (with ``model_kwargs``) at ``img_size`` where its constructor takes ``img_size``
+    (position embeddings, windows follow the measured size), else as it is, fed ``img_size`` images."""
     from .. import UnknownModelError, count_gflops, get_card
     from ..models import family_of
+    from ..models.builder import img_size_kwargs
 
     dev = torch.device(device)
     try:
@@ -126,10 +131,17 @@ def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int
         card = None
     top1 = card.top1 if card is not None else None
     family = "timm peer" if peer else family_of(name)
-    model = build_model(name)
-    params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    row = BenchRow(name=name, family=family, peer=peer, params_m=round(params_m, 2), gflops=None, top1=top1,
-                   device=str(dev), batch=batch, img_size=img_size, amp=amp)
+    kwargs = dict(model_kwargs or {})
+    if "img_size" not in kwargs:
+        kwargs.update(img_size_kwargs(name, img_size, **kwargs))
+    row = BenchRow(name=name, family=family, peer=peer, params_m=None, gflops=None, top1=top1, device=str(dev),
+                   batch=batch, img_size=img_size, amp=amp)
+    try:
+        model = build_model(name, **kwargs)
+    except ValueError as err:  # a size the model cannot take (its error names the sizes it can): a row, not the run
+        row.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return row
+    row.params_m = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
     try:
         row.gflops = round(count_gflops(model, (3, img_size, img_size)), 2)
     except Exception as err:  # a counter failure must not hide the timing

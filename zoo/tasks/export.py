@@ -36,11 +36,20 @@ def export_model(
     input_size: tuple[int, ...] | None = None,
     opset: int = 18,
     exporter: str = "auto",
+    model_kwargs: dict | None = None,
 ) -> OnnxExport:
-    """Build zoo model ``name`` as its card says, load ``checkpoint`` (path or card name) and export it to ONNX."""
+    """Build zoo model ``name`` as its card says (with ``model_kwargs``), load ``checkpoint`` (path or card name) and
+    export it to ONNX. An ``input_size`` other than the model's builds the model at that size where its constructor
+    takes ``img_size`` (position embeddings, windows; the checkpoint is resampled by the family filter on load), unless
+    ``model_kwargs`` sets ``img_size`` itself; other models are only traced at that size."""
     from .. import create_model, load_checkpoint
+    from ..models.builder import img_size_kwargs
 
-    model = create_model(name, pretrained=False)
+    kwargs = dict(model_kwargs or {})
+    if input_size is not None and "img_size" not in kwargs:
+        height, width = input_size[-2:]
+        kwargs.update(img_size_kwargs(name, height if height == width else (height, width), **kwargs))
+    model = create_model(name, pretrained=False, **kwargs)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     return export_onnx(model, output or f"{name}.onnx", input_size=input_size, opset=opset, exporter=exporter)
