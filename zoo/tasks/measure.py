@@ -28,6 +28,7 @@ import json
 import math
 import platform
 import statistics
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -284,7 +285,7 @@ def plot_throughput_vs_top1(path: str | Path, points: list[ScatterPoint], *, xla
         ax.legend(unique.values(), unique.keys(), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 110), fontsize=9)  # the environment label is longer than the figure is wide
     ax.grid(alpha=0.3)
     if plotted == 0:
         ax.text(0.5, 0.5, "no model has both a throughput and a card top-1", ha="center", transform=ax.transAxes)
