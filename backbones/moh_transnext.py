@@ -80,23 +80,12 @@ class MoHAggregatedAttention(_HeadGates, transnext.AggregatedAttention):
             # torch.compile(fullgraph=True) and torch.export (ONNX) cannot trace; the op has no attention dropout
             return super().forward(x, H, W)
         b, n, c = x.shape
-        h, d = self.num_heads, self.head_dim
         gates, self.moh_balance, heads = moh_head_gates(self, x, return_heads=True)
-        # the inputs of transnext.AggregatedAttention.forward, unchanged
-        pool_hw = self.pool_hw(H, W)
-        pool_len = pool_hw[0] * pool_hw[1]
-        count, _ = transnext.local_window_mask((H, W), self.window_size, device=x.device)
-        q_norm = F.normalize(self.q(x).reshape(b, n, h, d).permute(0, 2, 1, 3), dim=-1)
-        k, v = self.kv(x).reshape(b, n, 2 * h, d).permute(0, 2, 1, 3).chunk(2, dim=1)
-        pooled = self.act(self.sr(x.transpose(1, 2).reshape(b, c, H, W)))
-        pooled = self.norm(F.adaptive_avg_pool2d(pooled, pool_hw).reshape(b, c, pool_len).transpose(1, 2))
-        k_pool, v_pool = self.kv(pooled).reshape(b, pool_len, 2 * h, d).permute(0, 2, 1, 3).chunk(2, dim=1)
-        index, table = transnext.relative_position_cpb((H, W), pool_hw, self.pretrain_hw, device=x.device)
-        q_scaled = self.scaled_queries(q_norm, torch.log(count + pool_len).to(x.dtype))
+        q_norm, q_scaled, k, v, k_pool, v_pool, pool_bias = self.attention_inputs(x, H, W)
         out = head_sparse_aggregated_attention(
-            q_scaled, F.normalize(k, dim=-1), v, F.normalize(k_pool, dim=-1), v_pool, self.relative_pos_bias_local,
-            self.position_bias(index, table, n, pool_len), q_norm @ self.learnable_tokens + self.learnable_bias,
-            H, W, self.window_size, heads, gates.gather(2, heads).to(q_scaled.dtype))
+            q_scaled, k, v, k_pool, v_pool, self.relative_pos_bias_local, pool_bias,
+            q_norm @ self.learnable_tokens + self.learnable_bias, H, W, self.window_size, heads,
+            gates.gather(2, heads).to(q_scaled.dtype))
         return self.proj_drop(self.proj(out.reshape(b, n, c)))
 
 

@@ -255,7 +255,9 @@ class AggregatedAttention(_CosineAttentionBase):
             return (self.fixed_pool_size, self.fixed_pool_size)
         return (max(H // self.sr_ratio, 1), max(W // self.sr_ratio, 1))
 
-    def forward(self, x, H, W):
+    def attention_inputs(self, x, H, W):
+        """(q_norm, q_scaled, k, v, k_pool, v_pool, pool_bias): the per-head tensors the attention core takes (keys
+        l2-normalised, queries scaled), shared with the MoH attention that routes heads through the same core."""
         b, n, c = x.shape
         h, d = self.num_heads, self.head_dim
         pool_hw = self.pool_hw(H, W)
@@ -274,6 +276,10 @@ class AggregatedAttention(_CosineAttentionBase):
         q_scaled = self.scaled_queries(q_norm, length_scale)
         k, k_pool = F.normalize(k, dim=-1), F.normalize(k_pool, dim=-1)
         pool_bias = self.position_bias(index, table, n, pool_len)
+        return q_norm, q_scaled, k, v, k_pool, v_pool, pool_bias
+
+    def forward(self, x, H, W):
+        q_norm, q_scaled, k, v, k_pool, v_pool, pool_bias = self.attention_inputs(x, H, W)
         if self.attn_drop > 0 and self.training:  # the kernel op has no attention dropout (no released recipe uses it)
             heads = aggregated_attention_native(
                 q_norm, q_scaled, k, v, k_pool, v_pool, self.relative_pos_bias_local, pool_bias, self.learnable_tokens,
