@@ -20,7 +20,7 @@ from timm.models._features import feature_take_indices
 
 from .folding import fold_into_linear_input, fold_into_output, fold_norm
 from .heads import ClassifierHead
-from .resample import adopt_size_dependent_modules, resample_state_dict
+from .resample import adopt_size_dependent_modules, resample_to_model
 from .shared import init_weights, merge_heads, split_heads
 
 __all__ = ["CSWinBlock", "CSWinLePEAttention", "CSWinMergeBlock", "CSWinStem", "CSWinTransformer",
@@ -232,8 +232,7 @@ class CSWinTransformer(ClassifierHead, nn.Module):
     def resample_state_dict_to_size(self, state_dict):
         """A state dict saved at another input size with its size-dependent tensors resampled to this model's shapes
         (family rules); reads only shapes, so it works on a meta-device model."""
-        shapes = {k: v.shape for k, v in self.state_dict().items()}
-        return resample_state_dict(state_dict, shapes, self.resample_rules)
+        return resample_to_model(self, state_dict)
 
     def set_input_size(self, img_size=None):
         """timm's meaning: rebuilds the size-dependent parts (stage grids, strips, biases) for ``img_size`` in place
@@ -241,8 +240,8 @@ class CSWinTransformer(ClassifierHead, nn.Module):
         built with explicitly stay; derived ones follow ``img_size``."""
         overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
                          global_pool=self.global_pool)
-        twin = adopt_size_dependent_modules(self, overrides, lambda model: [
-            f"stage{i + 1}.{j}" for i in range(model.num_stages) for j in range(len(getattr(model, f"stage{i + 1}")))])
+        twin = adopt_size_dependent_modules(self, overrides, [
+            f"stage{i + 1}.{j}" for i in range(self.num_stages) for j in range(len(getattr(self, f"stage{i + 1}")))])
         self.img_size, self.resolutions = twin.img_size, list(twin.resolutions)
 
     def _stage(self, index, x):

@@ -20,7 +20,7 @@ from timm.models._features import feature_take_indices
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_norm
 from .heads import ClassifierHead
 from .pvt import checked_input_size
-from .resample import rebuild_in_place, resample_grid_embed, resample_state_dict
+from .resample import adopt_size_dependent_modules, resample_grid_embed, resample_to_model
 from .shared import init_weights
 from .swin import checked_img_size
 
@@ -111,8 +111,7 @@ class VisionTransformer(ClassifierHead, nn.Module):
     def resample_state_dict_to_size(self, state_dict):
         """A state dict saved at another input size with its size-dependent tensors (pos_embed, the family's attention
         tables) resampled to this model's shapes by ``resample_rules``; reads only shapes (meta-safe)."""
-        shapes = {k: v.shape for k, v in self.state_dict().items()}
-        return resample_state_dict(state_dict, shapes, self.resample_rules)
+        return resample_to_model(self, state_dict)
 
     def set_input_size(self, img_size=None):
         """timm's meaning: the size-dependent parts rebuilt for ``img_size`` in place, the weights kept and resampled
@@ -120,7 +119,7 @@ class VisionTransformer(ClassifierHead, nn.Module):
         state dict through the family's checkpoint filter)."""
         overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
                          global_pool=self.global_pool)
-        twin = rebuild_in_place(self, overrides, ["patch_embed", "blocks"], ["pos_embed"])
+        twin = adopt_size_dependent_modules(self, overrides, ["patch_embed", "blocks"], ["pos_embed"])
         self.img_size = twin.img_size
 
     def _embed(self, x):

@@ -30,7 +30,7 @@ from .folding import (
     fold_norm,
 )
 from .heads import ClassifierHead
-from .resample import rebuild_in_place, resample_grid_embed, resample_state_dict
+from .resample import adopt_size_dependent_modules, resample_grid_embed, resample_to_model
 from .shared import init_weights, merge_heads, split_heads
 from .swin import checked_img_size
 
@@ -229,8 +229,7 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
     def resample_state_dict_to_size(self, state_dict):
         """A state dict saved at another input size with its size-dependent tensors (stage embeddings, the family's
         attention tables) resampled to this model's shapes by ``resample_rules``; reads only shapes (meta-safe)."""
-        shapes = {k: v.shape for k, v in self.state_dict().items()}
-        return resample_state_dict(state_dict, shapes, self.resample_rules)
+        return resample_to_model(self, state_dict)
 
     def set_input_size(self, img_size=None):
         """timm's meaning: the size-dependent parts rebuilt for ``img_size`` in place, the weights kept and resampled
@@ -239,7 +238,7 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
         overrides = dict(img_size=self.img_size if img_size is None else img_size, num_classes=self.num_classes,
                          global_pool=self.global_pool)
         n = self.num_stages
-        twin = rebuild_in_place(self, overrides, [f"{name}{i + 1}" for i in range(n) for name in ("patch_embed", "block")],
+        twin = adopt_size_dependent_modules(self, overrides, [f"{name}{i + 1}" for i in range(n) for name in ("patch_embed", "block")],
                                 [f"pos_embed{i + 1}" for i in range(n)])
         self.img_size = twin.img_size
 

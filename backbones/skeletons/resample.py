@@ -16,7 +16,7 @@ this works on a meta-device model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -30,15 +30,12 @@ __all__ = ["AGENT_RULES", "TIMM_RULES", "adopt_size_dependent_modules", "agent_b
            "square_pos_embed_timm",
            # PVT / DeiT position embeddings
            "AGENT_POS_EMBED_RULES", "TIMM_POS_EMBED_RULES", "abs_pos_embed_agent", "abs_pos_embed_timm",
-           "rebuild_in_place", "resample_grid_embed"]
-
+           "resample_grid_embed", "resample_to_model"]
 
 
 class Rule(NamedTuple):
     """``fits(name, old_shape, new_shape)``: whether the tensor is this rule's to resample (only its size-dependent
-    axes differ); ``apply(name, tensor, new_shape)``: the resampled tensor. A plain function ``(name, tensor,
-    new_shape) -> tensor`` that returns what it cannot resample unchanged is a rule too (computed on meta tensors
-    for a meta fit check: slower)."""
+    axes differ); ``apply(name, tensor, new_shape)``: the resampled tensor."""
 
     fits: Callable[[str, torch.Size, torch.Size], bool]
     apply: Callable[[str, torch.Tensor, torch.Size], torch.Tensor]
@@ -158,9 +155,7 @@ def resample_state_dict(state_dict: Mapping[str, torch.Tensor], target_shapes: M
         leaf, rule = _rule_for(key, rules)
         if rule is not None and target is not None and tuple(value.shape) != tuple(target):
             target = torch.Size(target)
-            if not isinstance(rule, Rule):  # a plain function: resamples what fits, returns the rest unchanged
-                value = rule(leaf, value, target)
-            elif rule.fits(leaf, value.shape, target):
+            if rule.fits(leaf, value.shape, target):
                 value = (torch.empty(target, dtype=value.dtype, device="meta") if value.is_meta
                          else rule.apply(leaf, value, target))
         out[key] = value
@@ -173,10 +168,19 @@ def init_arguments(frame_locals: Mapping[str, object]) -> dict[str, object]:
     return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
 
 
-def adopt_size_dependent_modules(model: nn.Module, overrides: Mapping[str, object], module_names) -> nn.Module:
+def resample_to_model(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` resampled to ``model``'s shapes by ``model.resample_rules`` (the body of every skeleton's
+    ``resample_state_dict_to_size``); reads only shapes from the model, so it works on a meta-device model."""
+    return resample_state_dict(state_dict, {k: v.shape for k, v in model.state_dict().items()}, model.resample_rules)
+
+
+def adopt_size_dependent_modules(model: nn.Module, overrides: Mapping[str, object], module_names: Iterable[str],
+                                 param_names: Iterable[str] = ()) -> nn.Module:
     """In-place input-size change shared by the skeletons: builds the model again with ``overrides`` (the new size,
-    and what the model was built with), swaps in the rebuilt modules named by ``module_names(twin)`` and loads the
-    model's own weights, resampled by ``resample_state_dict_to_size``. Returns the rebuilt model (the twin)."""
+    and what the model was built with), swaps in the rebuilt modules ``module_names`` and, for size-dependent
+    parameters on the model itself (PVT's ``pos_embed1..4``, DeiT's ``pos_embed``), parameters ``param_names`` of the
+    rebuilt shapes, then loads the model's own weights, resampled by ``resample_state_dict_to_size``. On a misfit the
+    model is left as it was; frozen parameters stay frozen. Returns the rebuilt model (the twin)."""
     config = getattr(model, "_init_config", None)
     if config is None:
         raise ValueError(f"{type(model).__name__}.set_input_size needs a model built by a family class "
@@ -187,19 +191,26 @@ def adopt_size_dependent_modules(model: nn.Module, overrides: Mapping[str, objec
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     twin = type(model)(**{**config, **overrides})
     resampled = twin.resample_state_dict_to_size(state)
-    originals = {}
-    for name in module_names(model):
+    originals = []
+    for name in module_names:
         parent, _, leaf = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
-        originals[name] = (owner, leaf, getattr(owner, leaf))
+        originals.append((owner, leaf, getattr(owner, leaf)))
         replacement = twin.get_submodule(name).to(device=device, dtype=dtype)
         replacement.train(model.training)
         setattr(owner, leaf, replacement)
+    for name in param_names:
+        parent, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        old = getattr(owner, leaf)
+        originals.append((owner, leaf, old))
+        shape = twin.get_parameter(name).shape
+        setattr(owner, leaf, nn.Parameter(torch.empty(shape, device=device, dtype=old.dtype)))
     try:
         model.load_state_dict(resampled, strict=True)
     except RuntimeError as err:
-        for owner, leaf, module in originals.values():  # the model as it was
-            setattr(owner, leaf, module)
+        for owner, leaf, original in originals:  # the model as it was
+            setattr(owner, leaf, original)
         raise ValueError(f"{type(model).__name__}.set_input_size: the model's weights do not fit the model rebuilt at "
                          f"the new size (call set_input_size before reparameterize()): {err}") from err
     for name, p in model.named_parameters():
@@ -209,7 +220,7 @@ def adopt_size_dependent_modules(model: nn.Module, overrides: Mapping[str, objec
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Absolute position embeddings (PVT / DeiT skeletons) and the in-place rebuild with root parameters
+# Absolute position embeddings (PVT / DeiT skeletons)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -242,18 +253,21 @@ def _square_tokens(count: int) -> tuple[int, int]:
     return count - side * side, side
 
 
+def _abs_pos_embed_fits(name, old, new):
+    """Only the token axis of a (1, prefix + S*S, C) embedding differs, with the same prefix (a non-square grid or
+    another token count is not this rule's: the loader names it)."""
+    return (len(new) == 3 and _differs_only_at(old, new, {1})
+            and _square_tokens(old[1])[0] == _square_tokens(new[1])[0])
+
+
 def _abs_pos_embed(rule: str) -> Rule:
     def resample(name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        if not _differs_only_at(tensor.shape, shape, {1}) or len(shape) != 3:
-            return tensor
-        (p1, s1), (p2, s2) = _square_tokens(tensor.shape[1]), _square_tokens(shape[1])
-        if p1 != p2:  # not the same square layout (a non-square grid, another token count): the loader names it
-            return tensor
-        return resample_grid_embed(tensor, (s1, s1), (s2, s2), p1, rule)
+        (prefix, s1), (_, s2) = _square_tokens(tensor.shape[1]), _square_tokens(shape[1])
+        return resample_grid_embed(tensor, (s1, s1), (s2, s2), prefix, rule)
 
     resample.__doc__ = (f"Rule '{rule}' of :func:`resample_grid_embed` for a (1, prefix + S*S, C) position embedding "
                         "saved on a square grid (the prefix read as the tokens beyond the largest square).")
-    return resample
+    return Rule(_abs_pos_embed_fits, resample)
 
 
 abs_pos_embed_agent = _abs_pos_embed("agent")
@@ -263,37 +277,3 @@ abs_pos_embed_timm = _abs_pos_embed("timm")
 _POS_EMBED_KEYS = ("pos_embed", "pos_embed1", "pos_embed2", "pos_embed3", "pos_embed4")
 AGENT_POS_EMBED_RULES: dict[str, Rule] = {key: abs_pos_embed_agent for key in _POS_EMBED_KEYS}
 TIMM_POS_EMBED_RULES: dict[str, Rule] = {key: abs_pos_embed_timm for key in _POS_EMBED_KEYS}
-
-
-def rebuild_in_place(model: nn.Module, overrides: Mapping[str, object], module_names, param_names=()) -> nn.Module:
-    """:func:`adopt_size_dependent_modules` for models whose size-dependent parameters also sit on the model itself
-    (PVT's ``pos_embed1..4``, DeiT's ``pos_embed``): those parameters are replaced by ones of the rebuilt shapes
-    before the model's own weights, resampled, are loaded. Returns the rebuilt model (the twin)."""
-    config = getattr(model, "_init_config", None)
-    if config is None:
-        raise ValueError(f"{type(model).__name__}.set_input_size needs a model built by a family class "
-                         "(e.g. timm.create_model('agent_pvt_tiny'))")
-    param = next(model.parameters(), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), None)
-    state = model.state_dict()
-    twin = type(model)(**{**config, **overrides})
-    resampled = twin.resample_state_dict_to_size(state)
-    for name in module_names:
-        parent, _, leaf = name.rpartition(".")
-        replacement = twin.get_submodule(name).to(device=device, dtype=dtype)
-        replacement.train(model.training)
-        setattr(model.get_submodule(parent) if parent else model, leaf, replacement)
-    for name in param_names:
-        parent, _, leaf = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        old = getattr(owner, leaf)
-        shape = twin.get_parameter(name).shape
-        setattr(owner, leaf, nn.Parameter(torch.empty(shape, device=device, dtype=old.dtype),
-                                          requires_grad=old.requires_grad))
-    try:
-        model.load_state_dict(resampled, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{type(model).__name__}.set_input_size: the model's weights do not fit the model rebuilt at "
-                         f"the new size (call set_input_size before reparameterize()): {err}") from err
-    model._init_config = twin._init_config
-    return twin

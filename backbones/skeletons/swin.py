@@ -18,7 +18,7 @@ from timm.models._features import feature_take_indices
 
 from .folding import fold_into_attention_input, fold_into_linear_input, fold_into_output, fold_norm
 from .heads import ClassifierHead
-from .resample import adopt_size_dependent_modules, resample_state_dict
+from .resample import adopt_size_dependent_modules, resample_to_model
 from .shared import init_weights
 
 __all__ = ["PatchMerging", "SwinBlock", "SwinPatchEmbed", "SwinStage", "SwinTransformer", "WindowAttention",
@@ -336,8 +336,7 @@ class SwinTransformer(ClassifierHead, nn.Module):
     def resample_state_dict_to_size(self, state_dict):
         """A state dict saved at another input size with its size-dependent tensors resampled to this model's shapes
         (family rules); reads only shapes, so it works on a meta-device model."""
-        shapes = {k: v.shape for k, v in self.state_dict().items()}
-        return resample_state_dict(state_dict, shapes, self.resample_rules)
+        return resample_to_model(self, state_dict)
 
     def set_input_size(self, img_size=None, window_size=None):
         """timm's meaning: rebuilds the size-dependent parts (windows, shifts, masks, biases) for ``img_size`` in
@@ -347,8 +346,8 @@ class SwinTransformer(ClassifierHead, nn.Module):
                          global_pool=self.global_pool)
         if window_size is not None:
             overrides["window_size"] = window_size
-        twin = adopt_size_dependent_modules(self, overrides, lambda model: [
-            f"layers.{i}.blocks.{j}" for i, layer in enumerate(model.layers) for j in range(len(layer.blocks))])
+        twin = adopt_size_dependent_modules(self, overrides, [
+            f"layers.{i}.blocks.{j}" for i, layer in enumerate(self.layers) for j in range(len(layer.blocks))])
         self.img_size = twin.img_size
 
     def forward_features(self, x):

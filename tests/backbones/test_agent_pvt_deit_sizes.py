@@ -221,3 +221,14 @@ def test_eval_transform_is_the_official_one_at_that_size(full_size, name, resize
     card = get_card(name)
     assert tuple(card.input_size) == (3, crop, crop)
     assert card.params_m == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6, abs=0.005)
+
+
+def test_set_input_size_keeps_frozen_parameters_frozen():
+    """The rebuilt patch embeddings, blocks and position embeddings keep what the user froze before the resize."""
+    model = timm.create_model("agent_pvt_tiny", depths=(1, 1, 1, 1), num_classes=3)
+    model.pos_embed1.requires_grad_(False)
+    model.patch_embed1.proj.weight.requires_grad_(False)
+    model.set_input_size(img_size=256)
+    assert model.pos_embed1.shape[1] == 64 * 64
+    assert not model.pos_embed1.requires_grad and not model.patch_embed1.proj.weight.requires_grad
+    assert model.pos_embed2.requires_grad and model.block1[0].attn.q.weight.requires_grad
