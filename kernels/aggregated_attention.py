@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .backend import cast_for_autocast, choose_backend, forced_backend, interpreting
 from .moh import _slots, dense_gates
 from .tiles import jit as _jit
-from .tiles import tl, triton
+from .tiles import matmul, tl, triton
 
 __all__ = [
     "aggregated_attention",
@@ -198,14 +198,6 @@ def _rows(base, rows, cols, s2, s3, mask_rows, mask_cols):
 
 
 @_jit
-def _dot(a, b, FP32_DOT: tl.constexpr):
-    if FP32_DOT:
-        return tl.dot(a, b, input_precision="tf32x3")
-    else:
-        return tl.dot(a, b, input_precision="tf32")
-
-
-@_jit
 def _neighbour(y, x, row_ok, height, width, J: tl.constexpr, WINDOW: tl.constexpr):
     """Window entry J of pixels (y, x): its token index and whether it lies inside the map."""
     ny = y + (J // WINDOW - WINDOW // 2)
@@ -288,7 +280,7 @@ def _agg_fwd_kernel(
         pcols = p0 + tl.arange(0, BLOCK_P)
         p_ok = pcols < pool_len
         kp = _rows(KP, pcols, cols_d, skp2, skp3, p_ok, d_ok)
-        s = _dot(q, tl.trans(kp), FP32_DOT)
+        s = matmul(q, tl.trans(kp), FP32_DOT)
         s += _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
         s = tl.where(p_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
@@ -296,7 +288,7 @@ def _agg_fwd_kernel(
         pp = tl.exp(s - m_new[:, None])
         l_sum = l_sum * alpha + tl.sum(pp, 1)
         vp = _rows(VP, pcols, cols_dv, svp2, svp3, p_ok, dv_ok)
-        acc = acc * alpha[:, None] + _dot(pp, vp, FP32_DOT)
+        acc = acc * alpha[:, None] + matmul(pp, vp, FP32_DOT)
         m = m_new
     p_local = tl.exp(s_local - m[:, None])
     extra = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
@@ -373,9 +365,9 @@ def _agg_bwd_query_kernel(
         p_ok = pcols < pool_len
         kp = _rows(KP, pcols, cols_d, skp2, skp3, p_ok, d_ok)
         vp = _rows(VP, pcols, cols_dv, svp2, svp3, p_ok, dv_ok)
-        s = _dot(q, tl.trans(kp), FP32_DOT) + _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
+        s = matmul(q, tl.trans(kp), FP32_DOT) + _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
         pp = tl.where(p_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
-        delta += tl.sum(pp * _dot(do, tl.trans(vp), FP32_DOT), 1)
+        delta += tl.sum(pp * matmul(do, tl.trans(vp), FP32_DOT), 1)
     tl.store(DELTA + bh.to(tl.int64) * n_tokens + rows, delta, mask=row_ok)
 
     ds_local = p_local * (dp_local - delta[:, None])
@@ -392,11 +384,11 @@ def _agg_bwd_query_kernel(
         p_ok = pcols < pool_len
         kp = _rows(KP, pcols, cols_d, skp2, skp3, p_ok, d_ok)
         vp = _rows(VP, pcols, cols_dv, svp2, svp3, p_ok, dv_ok)
-        s = _dot(q, tl.trans(kp), FP32_DOT) + _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
+        s = matmul(q, tl.trans(kp), FP32_DOT) + _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
         pp = tl.where(p_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
-        ds = pp * (_dot(do, tl.trans(vp), FP32_DOT) - delta[:, None])
+        ds = pp * (matmul(do, tl.trans(vp), FP32_DOT) - delta[:, None])
         ds = tl.where(row_ok[:, None] & p_ok[None, :], ds, 0.0)
-        dq += _dot(ds, kp, FP32_DOT)
+        dq += matmul(ds, kp, FP32_DOT)
         dpb_ptrs = DPB + rows.to(tl.int64)[:, None] * pool_len + pcols[None, :]
         tl.atomic_add(dpb_ptrs, ds, mask=row_ok[:, None] & p_ok[None, :])
     dq_ptrs = _offset4(DQ, b, h, sdq0, sdq1) + rows.to(tl.int64)[:, None] * sdq2 + cols_d[None, :] * sdq3
@@ -500,11 +492,11 @@ def _agg_bwd_pool_kv_kernel(
         do = _rows(DO, rows, cols_dv, sdo2, sdo3, row_ok, dv_ok)
         lse = tl.load(LSE + bh.to(tl.int64) * n_tokens + rows, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + bh.to(tl.int64) * n_tokens + rows, mask=row_ok, other=0.0)
-        s = _dot(q, tl.trans(kp), FP32_DOT) + _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
+        s = matmul(q, tl.trans(kp), FP32_DOT) + _rows(PB, rows, pcols, spb1, spb2, row_ok, p_ok)
         pp = tl.where(row_ok[:, None] & p_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
-        ds = pp * (_dot(do, tl.trans(vp), FP32_DOT) - delta[:, None])
-        dv += _dot(tl.trans(pp), do, FP32_DOT)
-        dk += _dot(tl.trans(ds), q, FP32_DOT)
+        ds = pp * (matmul(do, tl.trans(vp), FP32_DOT) - delta[:, None])
+        dv += matmul(tl.trans(pp), do, FP32_DOT)
+        dk += matmul(tl.trans(ds), q, FP32_DOT)
     dk_ptrs = _offset4(DKP, b, h, sdk0, sdk1) + pcols.to(tl.int64)[:, None] * sdk2 + cols_d[None, :] * sdk3
     tl.store(dk_ptrs, dk.to(DKP.dtype.element_ty), mask=p_ok[:, None] & d_ok[None, :])
     dv_ptrs = _offset4(DVP, b, h, sdv0, sdv1) + pcols.to(tl.int64)[:, None] * sdv2 + cols_dv[None, :] * sdv3
@@ -662,7 +654,8 @@ def aggregated_attention(
     ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them.
     """
     q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights = cast_for_autocast(
-        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights)
+        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights
+    )
     _check_inputs(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width,
                   window_size)  # fmt: skip
     args = (q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width, window_size)
@@ -707,7 +700,8 @@ def head_sparse_aggregated_attention(
     every key pixel, skipping unselected queries). The CPU path is the official form: every head, then the gates.
     """
     q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates = cast_for_autocast(
-        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates)
+        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates
+    )
     args = (q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width, window_size)
     _check_inputs(*args)
     b, h, n, _ = q.shape

@@ -37,7 +37,7 @@ import torch
 
 from .backend import cast_for_autocast, choose_backend, forced_backend, interpreting
 from .tiles import jit as _jit
-from .tiles import tl, triton
+from .tiles import matmul, strides4, tl, triton
 
 __all__ = [
     "head_sparse_attention",
@@ -222,14 +222,6 @@ def _attend_heads(q, k, v, bias, scale, order, group, cap, results, flat_index) 
 
 
 @_jit
-def _dot(a, b, FP32_DOT: tl.constexpr):
-    if FP32_DOT:
-        return tl.dot(a, b, input_precision="tf32x3")
-    else:
-        return tl.dot(a, b, input_precision="tf32")
-
-
-@_jit
 def _tile(base, rows, cols, s2, s3, mask_rows, mask_cols):
     ptrs = base + rows.to(tl.int64)[:, None] * s2 + cols[None, :] * s3
     return tl.load(ptrs, mask=mask_rows[:, None] & mask_cols[None, :], other=0.0).to(tl.float32)
@@ -267,7 +259,7 @@ def _hs_fwd_kernel(
         cols_n = n0 + tl.arange(0, BLOCK_N)
         n_ok = cols_n < n_keys
         k = _tile(K, cols_n, cols_d, sk2, sk3, n_ok, d_ok)
-        s = _dot(q, tl.trans(k), FP32_DOT)
+        s = matmul(q, tl.trans(k), FP32_DOT)
         if HAS_BIAS:
             s += _tile(BIAS, rows, cols_n, sb1, sb2, row_ok, n_ok)
         s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -276,7 +268,7 @@ def _hs_fwd_kernel(
         p = tl.exp(s - m_new[:, None])
         l_sum = l_sum * alpha + tl.sum(p, 1)
         v = _tile(V, cols_n, cols_dv, sv2, sv3, n_ok, dv_ok)
-        acc = acc * alpha[:, None] + _dot(p, v, FP32_DOT)
+        acc = acc * alpha[:, None] + matmul(p, v, FP32_DOT)
         m = m_new
     l_sum = tl.where(row_ok, l_sum, 1.0)  # rows of an empty slot block: no keys seen
     out = acc / l_sum[:, None]
@@ -321,13 +313,13 @@ def _hs_bwd_dq_kernel(
         n_ok = cols_n < n_keys
         k = _tile(K, cols_n, cols_d, sk2, sk3, n_ok, d_ok)
         v = _tile(V, cols_n, cols_dv, sv2, sv3, n_ok, dv_ok)
-        s = _dot(q, tl.trans(k), FP32_DOT)
+        s = matmul(q, tl.trans(k), FP32_DOT)
         if HAS_BIAS:
             s += _tile(BIAS, rows, cols_n, sb1, sb2, row_ok, n_ok)
         ok = row_ok[:, None] & n_ok[None, :]
         p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
-        ds = p * (_dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
-        dq += _dot(ds, k, FP32_DOT)
+        ds = p * (matmul(do, tl.trans(v), FP32_DOT) - delta[:, None])
+        dq += matmul(ds, k, FP32_DOT)
         if HAS_BIAS:
             tl.atomic_add(DBIAS + rows.to(tl.int64)[:, None] * n_keys + cols_n[None, :], ds, mask=ok)
     dq_ptrs = DQ + b * sdq0 + h * sdq1 + rows.to(tl.int64)[:, None] * sdq2 + cols_d[None, :] * sdq3
@@ -369,13 +361,13 @@ def _hs_bwd_dkv_kernel(
         do = _tile(DO, rows, cols_dv, sdo2, sdo3, row_ok, dv_ok)
         lse = tl.load(LSE + bh.to(tl.int64) * n_queries + rows, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + bh.to(tl.int64) * n_queries + rows, mask=row_ok, other=0.0)
-        s = _dot(q, tl.trans(k), FP32_DOT)
+        s = matmul(q, tl.trans(k), FP32_DOT)
         if HAS_BIAS:
             s += _tile(BIAS, rows, cols_n, sb1, sb2, row_ok, n_ok)
         p = tl.where(row_ok[:, None] & n_ok[None, :], tl.exp(s - lse[:, None]), 0.0)
-        ds = p * (_dot(do, tl.trans(v), FP32_DOT) - delta[:, None])
-        dv += _dot(tl.trans(p), do, FP32_DOT)
-        dk += _dot(tl.trans(ds), q, FP32_DOT)
+        ds = p * (matmul(do, tl.trans(v), FP32_DOT) - delta[:, None])
+        dv += matmul(tl.trans(p), do, FP32_DOT)
+        dk += matmul(tl.trans(ds), q, FP32_DOT)
     dk_ptrs = DK + b * sdk0 + h * sdk1 + cols_n.to(tl.int64)[:, None] * sdk2 + cols_d[None, :] * sdk3
     tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=n_ok[:, None] & d_ok[None, :])
     dv_ptrs = DV + b * sdv0 + h * sdv1 + cols_n.to(tl.int64)[:, None] * sdv2 + cols_dv[None, :] * sdv3
@@ -385,10 +377,6 @@ def _hs_bwd_dkv_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 # autograd.Function
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _s4(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
 def _blocks(head_dim: int, value_dim: int) -> dict:
@@ -433,7 +421,7 @@ class HeadSparseAttentionFunction(torch.autograd.Function):
         out_heads = out.transpose(1, 2)
         _hs_fwd_kernel[(triton.cdiv(n, blocks["BLOCK_M"]), b * h)](
             q, k, v, bias_arg, slots, counts, out_heads, lse,
-            *_s4(q), *_s4(k), *_s4(v), *bias_strides, *_s4(out_heads),
+            *strides4(q), *strides4(k), *strides4(v), *bias_strides, *strides4(out_heads),
             h, n, m, d, dv, scale,
             HAS_BIAS=has_bias, FP32_DOT=fp32_dot, num_warps=4, **blocks,
         )  # fmt: skip
@@ -456,17 +444,17 @@ class HeadSparseAttentionFunction(torch.autograd.Function):
         do_heads = grad_out.transpose(1, 2)
         dq = torch.zeros(q.shape, dtype=q.dtype, device=q.device)  # unselected pairs get no gradient
         dbias = torch.zeros(h, n, m, dtype=torch.float32, device=q.device) if has_bias else lse
-        args = (*_s4(q), *_s4(k), *_s4(v), *bias_strides, *_s4(do_heads))
+        args = (*strides4(q), *strides4(k), *strides4(v), *bias_strides, *strides4(do_heads))
         _hs_bwd_dq_kernel[(triton.cdiv(n, blocks["BLOCK_M"]), b * h)](
             q, k, v, bias_arg, slots, counts, do_heads, lse, delta, dq, dbias,
-            *args, *_s4(dq), h, n, m, d, dv, scale,
+            *args, *strides4(dq), h, n, m, d, dv, scale,
             HAS_BIAS=has_bias, FP32_DOT=fp32_dot, num_warps=4, **blocks,
         )  # fmt: skip
         dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
         dv_ = torch.empty(v.shape, dtype=v.dtype, device=v.device)
         _hs_bwd_dkv_kernel[(triton.cdiv(m, blocks["BLOCK_N"]), b * h)](
             q, k, v, bias_arg, slots, counts, do_heads, lse, delta, dk, dv_,
-            *args, *_s4(dk), *_s4(dv_), h, n, m, d, dv, scale,
+            *args, *strides4(dk), *strides4(dv_), h, n, m, d, dv, scale,
             HAS_BIAS=has_bias, FP32_DOT=fp32_dot, num_warps=4, **blocks,
         )  # fmt: skip
         return dq, dk, dv_, None, None, dbias.to(bias.dtype) if has_bias else None, None
