@@ -185,4 +185,14 @@ def test_predict_export_and_bench_build_the_model_at_img_size(run_at_64, shapes,
     assert row.error is None and row.img_size == 96 and row.gflops > 0 and row.infer_img_s > 0
     # a size the model cannot take is that model's row error (naming the sizes it can), not the end of the run
     row = bench_model("flowformer", batch=1, img_size=30, warmup=0, iters=1, model_kwargs=TINY_KWARGS)
-    assert row.error.startswith("ValueError: Flowformer: img_size must be") and row.params_m is None
+    assert row.error.startswith("UserError: --img-size 30: Flowformer: img_size must be") and row.params_m is None
+
+
+def test_a_size_the_model_cannot_take_is_one_line(capsys):
+    """--img-size the architecture cannot take: the CLI's one line naming the sizes it can, exit 2, no traceback."""
+    from zoo.cli import main
+
+    assert main(["export", "agent_pvt_tiny", "--img-size", "72", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("zoo: error: --img-size 72: AgentPVT cannot take img_size=72: sizes are multiples of 32 from 32 "
+                   "(e.g. 224, 288, 384)")

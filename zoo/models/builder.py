@@ -22,6 +22,7 @@ from timm.models import split_model_name_tag
 from timm.models._hub import load_model_config_from_path
 
 from ..cards import Card, get_card, has_card
+from ..errors import UserError
 from ..weights import CheckpointError, check_fit, checkpoint_filter_fn_for, prepare_state_dict, read_state_dict
 from .registry import require_model
 
@@ -95,7 +96,14 @@ def img_size_kwargs(source: str | os.PathLike, img_size: int | None, /, **kwargs
             model = timm.create_model(name, pretrained=False, **{**base, **kwargs})
     except Exception:  # not ours to judge here: the real build reports what does not fit
         return {}
-    return {"img_size": img_size} if "img_size" in inspect.signature(type(model).__init__).parameters else {}
+    if "img_size" not in inspect.signature(type(model).__init__).parameters:
+        return {}
+    try:  # a size the architecture cannot take is the user's mistake: one line naming the sizes it can take
+        with torch.device("meta"):
+            timm.create_model(name, pretrained=False, **{**base, **kwargs, "img_size": img_size})
+    except ValueError as err:
+        raise UserError(f"--img-size {img_size}: {err}") from None
+    return {"img_size": img_size}
 
 
 def _size_filter(state_dict: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:

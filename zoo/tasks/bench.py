@@ -121,6 +121,7 @@ def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int
     """One row: the model built (with ``model_kwargs``) at ``img_size`` where its constructor takes ``img_size``
     (position embeddings, windows follow the measured size), else as it is, fed ``img_size`` images."""
     from .. import UnknownModelError, count_gflops, get_card
+    from ..errors import UserError
     from ..models import family_of
     from ..models.builder import img_size_kwargs
 
@@ -132,13 +133,13 @@ def bench_model(name: str, *, device: str = "cpu", batch: int = 8, img_size: int
     top1 = card.top1 if card is not None else None
     family = "timm peer" if peer else family_of(name)
     kwargs = dict(model_kwargs or {})
-    if "img_size" not in kwargs:
-        kwargs.update(img_size_kwargs(name, img_size, **kwargs))
     row = BenchRow(name=name, family=family, peer=peer, params_m=None, gflops=None, top1=top1, device=str(dev),
                    batch=batch, img_size=img_size, amp=amp)
     try:
+        if "img_size" not in kwargs:
+            kwargs.update(img_size_kwargs(name, img_size, **kwargs))
         model = build_model(name, **kwargs)
-    except ValueError as err:  # a size the model cannot take (its error names the sizes it can): a row, not the run
+    except (ValueError, UserError) as err:  # a size the model cannot take (named with the sizes it can): a row
         row.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         return row
     row.params_m = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
