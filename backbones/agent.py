@@ -11,7 +11,7 @@ biases, the ``attn_type`` letters that pick them per block ('A' agent, 'B' the s
 checkpoint filter, default cfgs and registrations.
 
 Parameter and module names follow the official code so official checkpoints load with ``strict=True``
-(through :func:`checkpoint_filter_fn`). The attention itself runs through :func:`kernels.agent.agent_attention`
+(through :func:`checkpoint_filter_fn`). The attention itself runs through :func:`attnzoo.kernels.agent.agent_attention`
 (reference or fused path); the position biases are built here, once per call, shaped ``(1, heads, ...)`` so they
 broadcast over the batch.
 
@@ -36,7 +36,7 @@ from timm.layers import to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models.vision_transformer import Block as VitBlock
 
-from kernels.agent import agent_attention, pool_agent_tokens
+from attnzoo.kernels.agent import agent_attention, pool_agent_tokens
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin

@@ -7,7 +7,7 @@ models/biformer_stl_nchw.py, models/_common.py, ops/bra_legacy.py, ops/bra_nchw.
 
 A faithful re-implementation: parameter names and shapes equal the official ones, so the released checkpoints
 (``{'model': state_dict}``) load with ``strict=True`` and give the official outputs (checked against fixtures made by
-the official code, tests/backbones/test_biformer.py). The attention itself is :mod:`kernels.bra` (plain-torch
+the official code, tests/backbones/test_biformer.py). The attention itself is :mod:`attnzoo.kernels.bra` (plain-torch
 reference on the CPU, Triton on CUDA); this file only projects, partitions into regions and assembles.
 
 Variants (all ImageNet-1k, 224x224):
@@ -68,7 +68,7 @@ from timm.models._features import feature_take_indices
 from timm.models._input import update_model_input_size
 from torch import nn
 
-from kernels.bra import bra_attention, region_routing
+from attnzoo.kernels.bra import bra_attention, region_routing
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons.heads import ClassifierHead

@@ -12,7 +12,7 @@ checkpoints load strictly. Quirks kept for checkpoint fidelity (and marked where
 - ``Flow_Attention(dim)`` is built without a head count, so every stage has the class default of **12 heads**
   (head dims 8/16/32/64); ``num_heads`` here keeps 12 by default and accepts another int or one per stage.
 - LayerScale (``gamma``) multiplies the MLP branch only; the attention branch has none.
-- The attention's flow sums carry the vision copy's extra ``+ 1e-6`` (``sum_eps`` in ``kernels.flow``).
+- The attention's flow sums carry the vision copy's extra ``+ 1e-6`` (``sum_eps`` in ``attnzoo.kernels.flow``).
 - The official ``PatchEmbed`` asserts the training image size and ``DownLayer`` reshapes to a fixed grid; here the
   grid is followed from the input, and sizes other than the built ``img_size`` need ``dynamic_img_size=True``
   (the stage-1 position embedding is then resampled, bicubic, as timm does for ViTs).
@@ -21,7 +21,7 @@ Input sizes as timm's ViTs: ``img_size=`` at construction, ``set_input_size(img_
 position embedding, the only size-dependent tensor, resampled in place), and a checkpoint saved at another size
 resampled the same way by ``checkpoint_filter_fn`` (``resample_state_dict_to_size``), so the two agree exactly.
 
-Attention runs through ``kernels.flow.flow_attention``: the fused Triton kernel on CUDA, the reference elsewhere.
+Attention runs through ``attnzoo.kernels.flow.flow_attention``: the fused Triton kernel on CUDA, the reference elsewhere.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_input_size
 
-from kernels.flow import flow_attention
+from attnzoo.kernels.flow import flow_attention
 
 from .skeletons.heads import ClassifierHead
 
@@ -375,7 +375,7 @@ def _cfg(url="", **kwargs):
 
 
 # Weights: Flowformer_CV/README.md links a Tsinghua cloud *folder* share (no direct file URL, no checksum), so the
-# cfg names it as origin_url and pretrained=True has nothing to fetch; load a downloaded file with zoo.load_checkpoint.
+# cfg names it as origin_url and pretrained=True has nothing to fetch; load a downloaded file with attnzoo.load_checkpoint.
 default_cfgs = generate_default_cfgs({
     "flowformer.in1k": _cfg(
         origin_url="https://cloud.tsinghua.edu.cn/d/82d93375f97f4ca58886/", paper_ids="arXiv:2202.06258",

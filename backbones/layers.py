@@ -1,6 +1,6 @@
 """Plug-in attention layers: drop-in ``nn.Module``s for anyone's network, over the ops in :mod:`kernels`.
 
-Published as :mod:`zoo.layers` (``from zoo.layers import BiLevelRoutingAttention2d``); they live here, next to the
+Published as :mod:`attnzoo.layers` (``from attnzoo.layers import BiLevelRoutingAttention2d``); they live here, next to the
 backbones, so that a backbone family may reuse them without importing ``zoo`` (the arrows point down:
 ``zoo`` -> ``backbones`` -> ``kernels``). The BiFormer / Agent / Flowformer / SLAB backbones keep their own attention
 modules: those reproduce the official architectures and checkpoints exactly, quirks included; these layers are the
@@ -14,7 +14,7 @@ One convention for every 2D layer:
   (``num_heads=None`` means ``dim // 32`` heads of 32 channels when 32 divides ``dim``, else one head), so a config
   naming only the type builds for any channel count;
 * no residual connection inside: the caller adds ``x + layer(x)`` where its architecture wants one (the OpenMMLab
-  plug-in wrappers in :mod:`zoo.openmmlab` do: mmcv plug-ins replace a block's feature map with their output);
+  plug-in wrappers in :mod:`attnzoo.openmmlab` do: mmcv plug-ins replace a block's feature map with their output);
 * wrong inputs raise ``ValueError`` naming the problem and the fix (a rank-3 tensor, channels that differ from
   ``dim``, a head count that does not divide ``dim``);
 * each class docstring states its cost (parameters, multiply-adds and activation memory in ``H, W, C``), and each
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.agent import agent_attention, agent_attention_reference, pool_agent_tokens
-from kernels.bra import bra_attention, region_routing
-from kernels.flow import flow_attention
-from kernels.slab import simplified_linear_attention
+from attnzoo.kernels.agent import agent_attention, agent_attention_reference, pool_agent_tokens
+from attnzoo.kernels.bra import bra_attention, region_routing
+from attnzoo.kernels.flow import flow_attention
+from attnzoo.kernels.slab import simplified_linear_attention
 
 __all__ = [
     "BiLevelRoutingAttention2d",
@@ -98,7 +98,7 @@ def _check_nchw(layer: str, x: torch.Tensor, dim: int) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 # Padded keys get a logit of -_MASK_LOGIT through one extra q/k channel per head (q side sqrt(M / scale), key side
-# -sqrt(M / scale) on padded tokens, 0 on real ones), so the same kernels.bra op masks them on every backend without a
+# -sqrt(M / scale) on padded tokens, 0 on real ones), so the same attnzoo.kernels.bra op masks them on every backend without a
 # mask argument; exp(-1e4) is exactly 0 in fp32. The split square root keeps both factors small enough for fp16.
 _MASK_LOGIT = 1e4
 
@@ -118,7 +118,7 @@ def _from_regions(x: torch.Tensor, regions_h: int, regions_w: int, region: int) 
 
 
 class BiLevelRoutingAttention2d(nn.Module):
-    """Bi-level routing attention (BiFormer, Zhu et al. CVPR 2023) for any NCHW map, on :func:`kernels.bra.bra_attention`.
+    """Bi-level routing attention (BiFormer, Zhu et al. CVPR 2023) for any NCHW map, on :func:`attnzoo.kernels.bra.bra_attention`.
 
     The map is cut into square regions of ``region_size x region_size`` tokens (a fixed token size: a larger map gets
     more regions, not larger ones). Each query region picks the ``topk`` key regions whose mean key is most similar to
@@ -145,7 +145,7 @@ class BiLevelRoutingAttention2d(nn.Module):
       ``+ R^2 C`` (region affinity: quadratic in the region count, but ``S^4`` times smaller than full attention);
     * memory (activations, training): ``O(N C)`` for q, k, v, output and a per-token fp32 log-sum-exp; the routed
       ``k S^2``-token key/value copies, logits and probabilities exist one block of query regions at a time
-      (``kernels.bra.REFERENCE_CHUNK_LOGITS`` logits on the CPU path; the Triton path reads routed regions in place),
+      (``attnzoo.kernels.bra.REFERENCE_CHUNK_LOGITS`` logits on the CPU path; the Triton path reads routed regions in place),
       and the region affinity one block of rows at a time. So memory is linear in ``H * W`` at fixed S and k.
     """
 
@@ -241,7 +241,7 @@ class BiLevelRoutingAttention2d(nn.Module):
 
 
 class AgentAttention2d(nn.Module):
-    """Agent attention (Han et al., ECCV 2024) for any NCHW map, on :func:`kernels.agent.agent_attention`.
+    """Agent attention (Han et al., ECCV 2024) for any NCHW map, on :func:`attnzoo.kernels.agent.agent_attention`.
 
     ``agent_num`` agent tokens (the queries average-pooled to a ``sqrt(agent_num)`` square grid) attend to all keys
     and values; then every query attends to the agents (two softmax attentions, each linear in the token count). As
@@ -326,7 +326,7 @@ class AgentAttention2d(nn.Module):
 
 
 class FlowAttention1d(nn.Module):
-    """Flow-Attention (Flowformer, Wu et al. ICML 2022) over a ``(B, N, C)`` sequence, on :func:`kernels.flow`.
+    """Flow-Attention (Flowformer, Wu et al. ICML 2022) over a ``(B, N, C)`` sequence, on :func:`attnzoo.kernels.flow`.
 
     The core ``Flow_Attention`` of thuml/Flowformer: q/k/v projections, per-head sigmoid feature map, the
     flow-conservation normalisation, output projection. ``causal=True`` is the official ``Flow_Attention_Causal``
@@ -416,7 +416,7 @@ class FlowAttention2d(nn.Module):
 
 class SimplifiedLinearAttention2d(nn.Module):
     """SLAB's simplified linear attention (Guo et al., ICML 2024) for any NCHW map, on
-    :func:`kernels.slab.simplified_linear_attention`.
+    :func:`attnzoo.kernels.slab.simplified_linear_attention`.
 
     As the official ``SimplifiedLinearAttention``: q/k/v projections, a positional encoding added to k, the ReLU
     feature map on q and k, then ``out_i = (q_i @ (k^T v)) / (q_i . sum_j k_j + 1e-6)`` per head (global over all
@@ -625,7 +625,7 @@ def moh_head_gates(module: nn.Module, x: torch.Tensor, return_heads: bool = Fals
     routed heads with their renormalised router scores, the unselected routed heads exactly 0; and the
     load-balancing loss ``mean(importance * load) * E^2`` over the routed heads (E of them) in training, else None.
     With ``return_heads`` (routed modules only), also ``heads`` (B, N, shared + k): the heads each token uses, shared
-    first (the selection :func:`kernels.moh.head_sparse_attention` takes).
+    first (the selection :func:`attnzoo.kernels.moh.head_sparse_attention` takes).
     """
     b, n, c = x.shape
     tokens = x.reshape(b * n, c)

@@ -5,19 +5,19 @@ https://arxiv.org/abs/2410.11842. Official code: https://github.com/SkyworkAI/Mo
 ``attention.py``, ``attention_native.py``; the loss weight in ``engine.py``). The architecture is TransNeXt
 (``backbones/skeletons/transnext.py``); this file supplies what is MoH's own: the attentions with the head gates
 (``wg`` router over the routed heads, ``wg_0`` shared-vs-routed share, ``wg_1`` weights of the shared heads; built and
-applied by :func:`backbones.layers.build_moh_gates` / :func:`backbones.layers.moh_head_gates`), the per-stage
+applied by :func:`attnzoo.backbones.layers.build_moh_gates` / :func:`attnzoo.backbones.layers.moh_head_gates`), the per-stage
 ``shared_head`` / ``routed_head`` counts of the four releases, the checkpoint filter, default cfgs and registrations.
 
 The load-balancing loss: in training mode every routed attention keeps its loss of the last forward in
 ``moh_balance``; :meth:`MoHTransNeXt.moh_balance_loss` is their mean (the official ``sum / len``). The official
-training adds ``0.01 *`` that (:data:`backbones.layers.MOH_BALANCE_WEIGHT`) to the task loss; ``zoo train`` does::
+training adds ``0.01 *`` that (:data:`attnzoo.backbones.layers.MOH_BALANCE_WEIGHT`) to the task loss; ``zoo train`` does::
 
     loss = criterion(model(x), y) + MOH_BALANCE_WEIGHT * model.moh_balance_loss()
 
 The official code computes every head and weights the unselected routed heads 0. Here every routed attention
-passes the router's selection to a head-sparse op: stage 4 (full attention) to :func:`kernels.moh.head_sparse_attention`,
+passes the router's selection to a head-sparse op: stage 4 (full attention) to :func:`attnzoo.kernels.moh.head_sparse_attention`,
 the routed aggregated-attention stages (stage 3 of every release, stages 1-3 of base_50) to
-:func:`kernels.aggregated_attention.head_sparse_aggregated_attention`, whose Triton path (CUDA) computes only the
+:func:`attnzoo.kernels.aggregated_attention.head_sparse_aggregated_attention`, whose Triton path (CUDA) computes only the
 selected (token, head) pairs; its CPU path is the official dense-then-gate form.
 """
 
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model, register_notrace_function, register_notrace_module
 
-from kernels.aggregated_attention import head_sparse_aggregated_attention
-from kernels.moh import head_sparse_attention
+from attnzoo.kernels.aggregated_attention import head_sparse_aggregated_attention
+from attnzoo.kernels.moh import head_sparse_attention
 
 from .layers import build_moh_gates, check_moh_heads, moh_balance_loss, moh_head_gates
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
@@ -66,7 +66,7 @@ class MoHAggregatedAttention(_HeadGates, transnext.AggregatedAttention):
     """Stages 1-3: aggregated attention with MoH head gates (official ``attention_native.AggregatedAttention``).
 
     With routed heads (and no attention dropout) it passes the router's selection to
-    :func:`kernels.aggregated_attention.head_sparse_aggregated_attention` in eager mode, which on CUDA attends only
+    :func:`attnzoo.kernels.aggregated_attention.head_sparse_aggregated_attention` in eager mode, which on CUDA attends only
     the selected (token, head) pairs; the official form (every head, then the gates: the path taken under
     torch.compile / export) gives the same output and gradients."""
 
@@ -93,7 +93,7 @@ class MoHFullAttention(_HeadGates, transnext.FullAttention):
     """Stage 4: full attention with MoH head gates (official ``attention.Attention``).
 
     With routed heads (and no attention dropout) it attends only the (token, head) pairs the router selected,
-    through :func:`kernels.moh.head_sparse_attention`, in eager mode; the official code computes every head and
+    through :func:`attnzoo.kernels.moh.head_sparse_attention`, in eager mode; the official code computes every head and
     zeroes the unselected ones (the path taken under torch.compile / export), which gives the same output and
     gradients."""
 
@@ -122,7 +122,7 @@ register_notrace_module(MoHFullAttention)
 
 
 class MoHTransNeXt(PretrainedFromLoader, transnext.TransNeXt):
-    """MoH-ViT: :class:`~backbones.skeletons.transnext.TransNeXt` whose stage ``i`` attentions keep
+    """MoH-ViT: :class:`~attnzoo.backbones.skeletons.transnext.TransNeXt` whose stage ``i`` attentions keep
     ``shared_head[i]`` heads always on and route each token to its top ``routed_head[i]`` of the other heads
     (official argument names; ``routed_head[i] == 0``: all heads shared, weighted per token by ``wg_1``)."""
 

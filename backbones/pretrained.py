@@ -10,10 +10,10 @@ with a file name of its own (:func:`official_weights`: ``url=(url, filename)``, 
 way goes through the same loader.)
 
 Why a loader that someone installs: the safe loading (weights-only unpickling, the card's sha256, the family's
-checkpoint filter, strict keys, errors that name every misfit) is ``zoo.load_checkpoint``, and ``backbones`` never
-imports ``zoo`` (the arrows point down: zoo -> backbones -> kernels). ``import zoo`` installs its loader here with
+checkpoint filter, strict keys, errors that name every misfit) is ``attnzoo.load_checkpoint``, and ``backbones`` never
+imports ``zoo`` (the arrows point down: zoo -> backbones -> kernels). ``import attnzoo`` installs its loader here with
 :func:`install_checkpoint_loader`, the same import that a user needs anyway to register the models by name
-(``import zoo; timm.create_model(..., pretrained=True)``). Without it, ``load_pretrained`` says to ``import zoo``
+(``import attnzoo; timm.create_model(..., pretrained=True)``). Without it, ``load_pretrained`` says to ``import attnzoo``
 rather than load the file some weaker way.
 
 :func:`build_with_official_weights` wraps timm's ``build_model_with_cfg`` so that a download that cannot happen
@@ -67,7 +67,7 @@ class PretrainedFromLoader:
         if _checkpoint_loader is None:
             raise RuntimeError(
                 f"{checkpoint_path}: official checkpoints load through the zoo's safe loader (weights-only, sha256, "
-                f"strict keys); `import zoo` before timm.create_model(..., pretrained=True) installs it."
+                f"strict keys); `import attnzoo` before timm.create_model(..., pretrained=True) installs it."
             )
         _checkpoint_loader(self, checkpoint_path)
 

@@ -13,7 +13,7 @@ state-dict layout as Agent attention); this file supplies what is SLAB's own:
   ``warm`` and ``iter`` count down once per training forward, so a fine-tune resumed from a checkpoint continues the
   schedule) and is RepBN alone at inference;
 - the simplified linear attention (ReLU feature map on q and k + a learnt positional encoding on k, the linear
-  attention core of :func:`kernels.slab.simplified_linear_attention`, plus a depth-wise conv of v shared by the
+  attention core of :func:`attnzoo.kernels.slab.simplified_linear_attention`, plus a depth-wise conv of v shared by the
   heads) for each skeleton, picked per stage by the ``attn_type`` letters ('L' linear, 'S' the skeleton's softmax
   attention);
 - ``reparameterize()`` (timm's ``reparameterize_model``): every RepBN is folded into the linear / conv layer next to
@@ -37,7 +37,7 @@ from timm.layers import register_notrace_module, to_2tuple
 from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models.vision_transformer import Attention as VitAttention
 
-from kernels.slab import simplified_linear_attention
+from attnzoo.kernels.slab import simplified_linear_attention
 
 from .pretrained import PretrainedFromLoader, build_with_official_weights, official_weights
 from .skeletons import cswin, deit, pvt, swin

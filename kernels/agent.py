@@ -37,7 +37,7 @@ With a bias that needs a gradient (training) the CPU SDPA falls back to its unfu
 speed-up is for tools/gpu_check.sh to measure. The backward of the fused path is SDPA's own fused backward, so no
 autograd.Function is needed: autograd composes the two SDPA calls and the pooling.
 
-Dispatch (``agent_attention``): ``kernels.backend.choose_backend`` -> "reference" runs the reference, "triton"
+Dispatch (``agent_attention``): ``attnzoo.kernels.backend.choose_backend`` -> "reference" runs the reference, "triton"
 (CUDA tensors, or ``ZOO_KERNELS=triton``) runs the fused path; the fused path needs no Triton, so it also runs on
 CPU tensors when forced. Nothing here knows about models.
 """

@@ -26,8 +26,8 @@ released recipe has ``attn_drop_rate=0``); a module that needs it in training us
 
 In this file, in order: the reference (plain torch, the official order of operations: the spec), the Triton
 kernels, the autograd.Function, and :func:`aggregated_attention`, which dispatches through
-:func:`kernels.backend.choose_backend`; then :func:`head_sparse_aggregated_attention`, MoH's gated variant (the
-same kernels restricted to the (token, head) pairs a router selected, as ``kernels.moh`` does for full attention).
+:func:`attnzoo.kernels.backend.choose_backend`; then :func:`head_sparse_aggregated_attention`, MoH's gated variant (the
+same kernels restricted to the (token, head) pairs a router selected, as ``attnzoo.kernels.moh`` does for full attention).
 """
 
 from __future__ import annotations
@@ -692,7 +692,7 @@ def head_sparse_aggregated_attention(
     """MoH on aggregated attention (MoH-TransNeXt's stage 3): :func:`aggregated_attention` for the (token, head)
     pairs a router selected, gated; the arguments as there, plus ``heads`` (B, N, K) int64/int32 (the K distinct
     heads each token uses, shared heads included) and ``gates`` (B, N, K) (the official ``masked_gates`` at those
-    heads), as :func:`kernels.moh.head_sparse_attention`.
+    heads), as :func:`attnzoo.kernels.moh.head_sparse_attention`.
 
     Returns (B, N, h, dv) in q's dtype, zero at unselected pairs: ``.reshape(B, N, h * dv)`` is the projection's
     input, equal to the official ``einsum("bne,bned->bned", masked_gates, x)``. The Triton path computes only the

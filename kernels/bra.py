@@ -29,7 +29,7 @@ Four implementations of the same function live here:
 
 ``r_idx`` must hold valid key-region indices in [0, Rk) (torch.topk's output does); the kernels do not bounds-check.
 
-:func:`bra_attention` dispatches through :func:`kernels.backend.choose_backend`.
+:func:`bra_attention` dispatches through :func:`attnzoo.kernels.backend.choose_backend`.
 """
 
 from __future__ import annotations

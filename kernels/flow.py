@@ -36,7 +36,7 @@ In this file, in order:
   Causal forward: one sweep (every statistic is a prefix sum, carried across blocks), reading q, k, v once; it
   stores the carried state at each block start for the backward (L/64 states, never (L, d, dv)). Causal backward:
   one reverse sweep carrying the suffix sums of every gradient.
-- ``FlowAttentionFunction`` (autograd) and ``flow_attention`` (dispatch through ``kernels.backend``).
+- ``FlowAttentionFunction`` (autograd) and ``flow_attention`` (dispatch through ``attnzoo.kernels.backend``).
 
 Head dims up to 64 run in Triton (padded to a power of two >= 16 for ``tl.dot``); larger ones use the reference
 (the causal backward at 128 does not fit an H100's shared memory).

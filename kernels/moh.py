@@ -28,7 +28,7 @@ In this file, in order:
   the tokens that picked it are gathered (heads of similar load batched, padded to the group's most-loaded head),
   attended and scattered back; autograd differentiates the same gathered work.
 - Triton kernels, the autograd.Function and :func:`head_sparse_attention`, which dispatches through
-  :func:`kernels.backend.choose_backend`.
+  :func:`attnzoo.kernels.backend.choose_backend`.
 """
 
 from __future__ import annotations

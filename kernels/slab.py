@@ -43,7 +43,7 @@ In this file, in order:
 
   two sweeps (queries: dq, dS and ds; keys: dk and dv), no atomics (deterministic).
 - ``SimplifiedLinearAttentionFunction`` (autograd) and ``simplified_linear_attention`` (dispatch through
-  ``kernels.backend``).
+  ``attnzoo.kernels.backend``).
 
 Head dims up to 64 run in Triton (padded to a power of two >= 16 for ``tl.dot``), which covers every released SLAB
 model (DeiT-T/S, PVT, Swin, CSWin: 32 or 64); larger ones use the reference. The kernels always take the state-first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,18 @@ import torch
 from safetensors.torch import load_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _make_attnzoo_importable() -> None:
+    """A clone that is not installed (the GPU machine's copy of the tree) maps its folders to attnzoo
+    (tools/_clone_import.py); an installed attnzoo (make test's editable install) is used as it is."""
+    spec = importlib.util.spec_from_file_location("_clone_import", Path(__file__).parents[1] / "tools" / "_clone_import.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make_attnzoo_importable()
+
+
+_make_attnzoo_importable()
 
 # Triton decides at @triton.jit time whether to interpret, so the switch must be set before any kernels module is
 # imported. Without a GPU (CI, this machine) the Triton paths run in the CPU interpreter; on a GPU machine

@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("zoo", "backbones", "heads", "kernels")
-SCANNED = (*PACKAGES, "tools")  # tools/ imports the packages; its scripts are checked for the weights rule too
-WEIGHTS_READER = "zoo.weights.files"  # the one module that opens weight files
+# The one import root: each repository folder is built into attnzoo under this name (setup.py's PACKAGE_DIRS).
+FOLDER_PACKAGES = {"zoo": "attnzoo", "backbones": "attnzoo.backbones", "heads": "attnzoo.heads",
+                   "kernels": "attnzoo.kernels"}
+# The layers of docs/ARCHITECTURE.md, by package; a module belongs to the longest package its name starts with.
+LAYERS = ("attnzoo.kernels", "attnzoo.backbones", "attnzoo.heads", "attnzoo")
+SCANNED = (*FOLDER_PACKAGES, "tools")  # tools/ imports the packages; its scripts are checked for the weights rule too
+WEIGHTS_READER = "attnzoo.weights.files"  # the one module that opens weight files
 # Calls that read or write weight files (unpickling, safetensors, torch hub's unpickling download).
 WEIGHT_FILE_CALLS = {"torch.load", "torch.save", "safetensors.torch.load_file", "safetensors.torch.save_file",
                      "safetensors.torch.load", "safetensors.safe_open", "safetensors.torch.safe_open",
@@ -23,20 +27,27 @@ WEIGHT_FILE_CALLS = {"torch.load", "torch.save", "safetensors.torch.load_file", 
 # Scripts that hand weights to the official code in a child process, which must not import the zoo (its memory is
 # what they measure): the only other places allowed to read or write a weight file (tests make fixtures freely).
 OFFICIAL_CODE_DRIVERS = {"tools.benchmarks.biformer_cpu_train"}
-# What each top-level package may import of the others (docs/ARCHITECTURE.md: zoo -> heads -> backbones -> kernels).
+# What each layer may import of the others (docs/ARCHITECTURE.md: attnzoo -> heads -> backbones -> kernels).
 ALLOWED = {
-    "kernels": set(),
-    "backbones": {"kernels"},
-    "heads": {"backbones", "kernels"},
-    "zoo": {"heads", "backbones", "kernels"},
+    "attnzoo.kernels": set(),
+    "attnzoo.backbones": {"attnzoo.kernels"},
+    "attnzoo.heads": {"attnzoo.backbones", "attnzoo.kernels"},
+    "attnzoo": {"attnzoo.heads", "attnzoo.backbones", "attnzoo.kernels"},
 }
 
 
 def _module_name(path: Path) -> str:
+    """The import name of a source file: zoo/x.py is attnzoo.x, backbones/x.py attnzoo.backbones.x, tools/x.py tools.x."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    parts[:1] = FOLDER_PACKAGES.get(parts[0], parts[0]).split(".")
     return ".".join(parts)
+
+
+def layer_of(module: str) -> str | None:
+    """The layer a module belongs to, or None for modules outside attnzoo (tools)."""
+    return next((layer for layer in LAYERS if module == layer or module.startswith(layer + ".")), None)
 
 
 def _sources() -> dict[str, tuple[Path, ast.Module]]:
@@ -94,7 +105,7 @@ def _imports(module: str) -> set[str]:
     return targets
 
 
-GRAPH = {module: _imports(module) for module in SOURCES if module.split(".")[0] in PACKAGES}
+GRAPH = {module: _imports(module) for module in SOURCES if layer_of(module)}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -132,8 +143,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_is_read():
     assert len(GRAPH) > 80
-    assert "zoo.weights.files" in GRAPH["zoo.weights.loading"]
-    assert "zoo.models.builder" in GRAPH["zoo.models"]
+    assert "attnzoo.weights.files" in GRAPH["attnzoo.weights.loading"]
+    assert "attnzoo.models.builder" in GRAPH["attnzoo.models"]
+    assert "attnzoo.kernels.bra" in GRAPH["attnzoo.backbones.biformer"]
 
 
 def test_no_import_cycle_anywhere():
@@ -144,12 +156,38 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("package", sorted(ALLOWED))
-def test_imports_point_down(package):
-    wrong = sorted(f"{module} -> {target}" for module, targets in GRAPH.items() if module.split(".")[0] == package
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_imports_point_down(layer):
+    wrong = sorted(f"{module} -> {target}" for module, targets in GRAPH.items() if layer_of(module) == layer
                    for target in targets
-                   if target.split(".")[0] != package and target.split(".")[0] not in ALLOWED[package])
+                   if layer_of(target) not in (layer, *ALLOWED[layer]))
     assert wrong == []
+
+
+def test_the_layers_are_told_apart():
+    assert [layer_of(m) for m in ("attnzoo.kernels.bra", "attnzoo.backbones", "attnzoo.heads.xray.metric",
+                                  "attnzoo.weights.files", "attnzoo", "tools.train")] == [
+        "attnzoo.kernels", "attnzoo.backbones", "attnzoo.heads", "attnzoo", "attnzoo", None]
+
+
+OLD_ROOTS = set(FOLDER_PACKAGES)  # the four top-level names the wheel no longer installs
+
+
+def _old_root_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [f"{path.relative_to(ROOT)}:{node.lineno} {name}" for name in names if name.split(".")[0] in OLD_ROOTS]
+    return found
+
+
+def test_nothing_imports_the_old_top_level_names():
+    """`import zoo` / `from kernels.bra import ...` would need the clone's root on sys.path, where its kernels/ shadows
+    Hugging Face's `kernels`: every import goes through attnzoo (the folder guards refuse the old names at run time)."""
+    files = [p for top in (*SCANNED, "tests") for p in sorted((ROOT / top).rglob("*.py")) if ".mim" not in p.parts]
+    assert len(files) > 200
+    assert [hit for path in files for hit in _old_root_imports(path)] == []
 
 
 def _weight_file_calls(module: str) -> list[str]:
@@ -184,6 +222,6 @@ def test_only_the_weights_room_reads_or_writes_weight_files():
 def test_the_weight_call_finder_sees_aliases(tmp_path, monkeypatch):
     source = "import torch as t\nfrom safetensors.torch import load_file as lf\nt.load('x')\nlf('y')\n"
     path = ROOT / "zoo" / "_probe_for_test.py"
-    monkeypatch.setitem(SOURCES, "zoo._probe_for_test", (path, ast.parse(source)))
-    assert [c.split()[-1] for c in _weight_file_calls("zoo._probe_for_test")] == [
+    monkeypatch.setitem(SOURCES, "attnzoo._probe_for_test", (path, ast.parse(source)))
+    assert [c.split()[-1] for c in _weight_file_calls("attnzoo._probe_for_test")] == [
         "torch.load", "safetensors.torch.load_file"]

@@ -16,9 +16,11 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def make_repo_importable() -> None:
-    """Running ``python tools/train.py`` from a clone puts tools/ on sys.path, not the repo root: add it."""
-    if osp.isdir(osp.join(REPO_ROOT, "zoo")) and REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
+    """``python tools/train.py`` from a clone that is not installed: map the clone's folders to ``attnzoo`` (an installed
+    attnzoo wins; tools/ is on sys.path, the repository root never is)."""
+    from _clone_import import make_attnzoo_importable
+
+    make_attnzoo_importable()
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +43,10 @@ def load_config(args):
         os.environ["LOCAL_RANK"] = str(args.local_rank)
     # The glue makes mmengine read checkpoints through the zoo's reader (weights-only, with the Runner's extra globals
     # for those reads only) and registers ZooBackbone, also for configs that do not list it in custom_imports.
-    from mmengine.config import Config
+    import attnzoo.openmmlab  # noqa: F401
+    from attnzoo.openmmlab.configs import read_config
 
-    import zoo.openmmlab  # noqa: F401
-
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)  # a config saved by attnzoo 0.1 names its old modules: read_config moves them
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -61,9 +62,9 @@ def load_config(args):
 
 @contextlib.contextmanager
 def one_error_line(tool: str):
-    """A mistake the zoo names (``zoo.errors.ZooError``: a checkpoint that is refused or unreadable, ...) or a missing
+    """A mistake the zoo names (``attnzoo.errors.ZooError``: a checkpoint that is refused or unreadable, ...) or a missing
     file ends the tool with one line, ``<tool>: error: <message>``, and exit code 2, as the ``zoo`` command does."""
-    from zoo.errors import EXIT_USER_ERROR, ZooError
+    from attnzoo.errors import EXIT_USER_ERROR, ZooError
 
     try:
         yield
@@ -78,7 +79,7 @@ def check_checkpoint(path: str, tool: str) -> None:
     Runner's start-up log. URLs are left to mmengine."""
     if "://" in path:
         return
-    from zoo.openmmlab.checkpoints import load_from_zoo_reader
+    from attnzoo.openmmlab.checkpoints import load_from_zoo_reader
 
     with one_error_line(tool):
         load_from_zoo_reader(path, map_location="cpu")

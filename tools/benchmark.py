@@ -9,7 +9,7 @@
 
 Writes ``<out>/op_<name>.{json,md,png}`` and ``<out>/models.{json,md,png}``; every comparison is taken within one run
 on one machine (ratios), and absolute numbers carry the device they came from. Ops are pluggable: see
-tools/benchmarks/__init__.py. Timing, peak memory, tables and plots: zoo.tasks.measure, the harness ``zoo bench`` uses
+tools/benchmarks/__init__.py. Timing, peak memory, tables and plots: attnzoo.tasks.measure, the harness ``zoo bench`` uses
 too (docs/ARCHITECTURE.md, "Measuring").
 """
 
@@ -22,13 +22,15 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
-sys.path.insert(1, str(TOOLS.parent))  # run from a checkout without `pip install -e .`
+from _clone_import import make_attnzoo_importable  # noqa: E402
+
+make_attnzoo_importable()  # run from a checkout without `pip install -e .`
 
 import torch  # noqa: E402
 from benchmarks import OP_BENCHMARKS, load_op_benchmark  # noqa: E402
 from benchmarks.harness import op_markdown, plot_op, run_op_benchmark  # noqa: E402
 
-from zoo.tasks.measure import device_label, environment, write_json  # noqa: E402
+from attnzoo.tasks.measure import device_label, environment, write_json  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
         names = REPARAM_MODELS if args.reparameterize == "default" else args.reparameterize.split(",")
         batch_size = args.batch_size or (64 if on_cuda else 8)
         print(f"[reparameterize] {names}, batch {batch_size}, {args.img_size}px")
-        import backbones  # noqa: F401  (registers the families with timm)
+        import attnzoo.backbones  # noqa: F401  (registers the families with timm)
 
         records = run_reparameterize_benchmark(names, device, batch_size, args.img_size, warmup, repeats,
                                                cpu_clock=args.cpu_clock)

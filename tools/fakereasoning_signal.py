@@ -33,13 +33,16 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
 
-from heads.forgery.data import load_rgb, read_annotations  # noqa: E402
-from heads.forgery.metrics import average_precision  # noqa: E402
-from heads.forgery.mllm import IGNORE_INDEX, EncodedSample  # noqa: E402
-from zoo.tasks.forgery.runs import load_run  # noqa: E402
+make_attnzoo_importable()  # a clone that is not installed
+
+from attnzoo.heads.forgery.data import load_rgb, read_annotations  # noqa: E402
+from attnzoo.heads.forgery.metrics import average_precision  # noqa: E402
+from attnzoo.heads.forgery.mllm import IGNORE_INDEX, EncodedSample  # noqa: E402
+from attnzoo.tasks.forgery.runs import load_run  # noqa: E402
 
 
 def _balanced(records, limit: int):

@@ -19,16 +19,19 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
 
-from heads.forgery.data import read_annotations  # noqa: E402
-from heads.forgery.metrics import ForgeryRecord, forgery_metrics_table, format_table  # noqa: E402
-from zoo.tasks.forgery.runs import ForgeryRun, load_run  # noqa: E402
+make_attnzoo_importable()
+
+from attnzoo.heads.forgery.data import read_annotations  # noqa: E402
+from attnzoo.heads.forgery.metrics import ForgeryRecord, forgery_metrics_table, format_table  # noqa: E402
+from attnzoo.tasks.forgery.runs import ForgeryRun, load_run  # noqa: E402
 
 
 def css_model(kind: str):
-    from heads.forgery.metrics import CLIPTextSimilarity
+    from attnzoo.heads.forgery.metrics import CLIPTextSimilarity
 
     if kind == "none":
         return None
@@ -36,14 +39,14 @@ def css_model(kind: str):
         return CLIPTextSimilarity.from_pretrained()
     import open_clip
 
-    from heads.forgery.tiny import tiny_open_clip_config
+    from attnzoo.heads.forgery.tiny import tiny_open_clip_config
 
     torch.manual_seed(0)
     return CLIPTextSimilarity(open_clip.CLIP(**tiny_open_clip_config()), open_clip.get_tokenizer("ViT-L-14-336"))
 
 
 def evaluate_detector(run: ForgeryRun, test_file: str, batch_size: int = 64) -> list[ForgeryRecord]:
-    from heads.forgery.data import ForgeryImageDataset
+    from attnzoo.heads.forgery.data import ForgeryImageDataset
 
     annotations = read_annotations(test_file)
     dataset = ForgeryImageDataset(annotations, run.preprocess)
@@ -56,7 +59,7 @@ def evaluate_detector(run: ForgeryRun, test_file: str, batch_size: int = 64) -> 
 
 def evaluate_fakereasoning(run: ForgeryRun, test_file: str, max_new_tokens: int,
                            batch_size: int = 16) -> list[ForgeryRecord]:
-    from heads.forgery.data import load_rgb
+    from attnzoo.heads.forgery.data import load_rgb
 
     annotations = read_annotations(test_file)
     records = []

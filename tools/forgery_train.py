@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a forgery head: the UnivFD / NPR detectors or FakeReasoning, on annotations in heads.forgery.data's format.
+"""Train a forgery head: the UnivFD / NPR detectors or FakeReasoning, on annotations in attnzoo.heads.forgery.data's format.
 
     # the synthetic set (tools/make_forgery_set.py, 32 px), CPU; UnivFD on a tiny random frozen CLIP
     python tools/forgery_train.py --head npr --train data/forgery_synth/train.jsonl --out runs/npr --epochs 1 --batch-size 32
@@ -9,15 +9,15 @@
         --out runs/fr --epochs 1 --batch-size 4 --lr 1e-3
 
 Without ``--tiny`` UnivFD uses CLIP ViT-L/14 (openai weights) with a new linear layer, and
-FakeReasoning the paper's branches and released weights (downloads; ``heads.forgery.mllm.build_official_fakereasoning``,
-its projectors and fusion read by ``zoo.tasks.forgery.official.read_official_fakereasoning_state``).
+FakeReasoning the paper's branches and released weights (downloads; ``attnzoo.heads.forgery.mllm.build_official_fakereasoning``,
+its projectors and fusion read by ``attnzoo.tasks.forgery.official.read_official_fakereasoning_state``).
 UnivFD without ``--augment`` trains its linear layer on features computed once (the backbone is frozen). After
 training, NPR's BatchNorm running statistics are recomputed in one pass over the training images with the final
-weights (``heads.forgery.baselines.recalibrate_batchnorm``; ``--no-bn-recalibration`` skips it): a short run leaves
+weights (``attnzoo.heads.forgery.baselines.recalibrate_batchnorm``; ``--no-bn-recalibration`` skips it): a short run leaves
 them near their initial values, which puts every image on one side of the 0.5 threshold. The run
 folder gets the weights (``model.safetensors`` for the detectors, the trainable part ``trainable.safetensors`` for
-FakeReasoning), written by ``zoo.weights.save_safetensors``, and ``run.json`` (the arguments, so
-``tools/forgery_eval.py`` and ``zoo forgery check`` rebuild the same head: ``zoo.tasks.forgery.runs.load_run``).
+FakeReasoning), written by ``attnzoo.weights.save_safetensors``, and ``run.json`` (the arguments, so
+``tools/forgery_eval.py`` and ``zoo forgery check`` rebuild the same head: ``attnzoo.tasks.forgery.runs.load_run``).
 """
 
 from __future__ import annotations
@@ -31,19 +31,22 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
 
-from heads.forgery.baselines import (  # noqa: E402
+make_attnzoo_importable()  # a clone that is not installed
+
+from attnzoo.heads.forgery.baselines import (  # noqa: E402
     UnivFD,
     evaluation_transform,
     recalibrate_batchnorm,
     training_augmentation,
 )
-from heads.forgery.builders import HEADS, build_detector, build_fakereasoning  # noqa: E402
-from heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
-from zoo.tasks.forgery.runs import DETECTOR_WEIGHTS, FAKEREASONING_WEIGHTS, RUN_FILE, TINY_RESPONSES  # noqa: E402
-from zoo.weights import save_safetensors  # noqa: E402
+from attnzoo.heads.forgery.builders import HEADS, build_detector, build_fakereasoning  # noqa: E402
+from attnzoo.heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
+from attnzoo.tasks.forgery.runs import DETECTOR_WEIGHTS, FAKEREASONING_WEIGHTS, RUN_FILE, TINY_RESPONSES  # noqa: E402
+from attnzoo.weights import save_safetensors  # noqa: E402
 
 
 def detector_loaders(model, train_file, crop: int, batch_size: int, augment: bool, test_file=None):
@@ -126,13 +129,13 @@ def train_fakereasoning(args, log=print) -> dict:
     """Projectors + fusion + the LM (LoRA, or every weight with ``--lm-training full``) on the staged answers;
     loss = LM + mapper CE (weights 1 and 1, temperature 10, as the official trainer). ``args.steps`` (when set) fixes
     the number of steps, cycling through the shuffled set; otherwise ``args.epochs`` passes."""
-    from heads.forgery.data import load_rgb
+    from attnzoo.heads.forgery.data import load_rgb
 
     records = read_annotations(args.train)
     responses = [r.target_response() for r in records]
     projector_state = None
     if not args.tiny:  # the paper's recipe starts from the released projectors and fusion
-        from zoo.tasks.forgery.official import read_official_fakereasoning_state
+        from attnzoo.tasks.forgery.official import read_official_fakereasoning_state
 
         projector_state = read_official_fakereasoning_state()
     model = build_fakereasoning(args.tiny, args.image_size, responses, args.lm_training, projector_state)

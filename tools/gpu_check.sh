@@ -4,8 +4,8 @@
 #   OUT=/some/dir bash tools/gpu_check.sh            # on the GPU machine (whole run < 8 minutes on one H100)
 #   OUT=/tmp/gc bash tools/gpu_check.sh --dry-run    # anywhere: the same steps at tiny sizes on the CPU
 #
-# Needs only what the machine has (torch, triton, timm, pytest; no pip, no internet, no mmcv): the checkout is put on
-# PYTHONPATH instead of being installed. Each stage has its own time limit and a failing stage does not stop the
+# Needs only what the machine has (torch, triton, timm, pytest; no pip, no internet, no mmcv): the checkout is not
+# installed; tests/conftest.py and tools/_clone_import.py map its folders to the attnzoo package. Each stage has its own time limit and a failing stage does not stop the
 # next. Results (at most 8 files, the device tool's return limit):
 #   $OUT/summary.md     environment, test summary, benchmark tables (Markdown)
 #   $OUT/tests.log      full pytest output (the issue-24 kernel tests, run as their own stage, appended)
@@ -30,7 +30,6 @@ done
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
 elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
 else PY="$(command -v python3 || command -v python)"; fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$OUT"
 BENCH="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_bench.XXXXXX")"
@@ -157,7 +156,7 @@ stage "zoo bench"
 if [ "$DRY_RUN" = 1 ]; then ZB_ARGS=(poolformer_s12 --device cpu --batch 1 --img-size 64 --iters 1 --warmup 0 --no-peers)
 else ZB_ARGS=("biformer_tiny,poolformer_s12,focalnet_tiny_srf,agent_pvt_tiny,agent_swin_tiny,flowformer" --device cuda
               --batch 64 --amp bf16 --train --iters 5 --warmup 2); fi
-timeout "$LIMIT_ZOO_BENCH" "$PY" -m zoo.cli bench "${ZB_ARGS[@]}" --out "$BENCH/zoo_bench" > "$BENCH/zoo_bench.log" 2>&1
+timeout "$LIMIT_ZOO_BENCH" "$PY" tools/_clone_import.py -m attnzoo.cli bench "${ZB_ARGS[@]}" --out "$BENCH/zoo_bench" > "$BENCH/zoo_bench.log" 2>&1
 RC=$?
 if [ -f "$BENCH/zoo_bench/bench.md" ]; then
     { echo; echo "## zoo bench"; echo; cat "$BENCH/zoo_bench/bench.md"; } >> "$SUMMARY"

@@ -49,12 +49,8 @@ if ! "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null; then
 fi
 
 log "attnzoo (editable, extras mm,mllm,dev,yolo)"
+# A venv made before the one import root (attnzoo) may still hold the old editable install's four top-level names.
+"$PY" -m pip uninstall -y -q attnzoo >/dev/null 2>&1 || true
 pip_ -e ".[mm,mllm,dev,yolo]"
-# Hugging Face's `kernels` distribution (pulled in by transformers 5.25+, see tools/pins.txt) installs an import
-# package named like this project's kernels/; a venv made before the pin may still hold it.
-if "$PY" -m pip show -q kernels >/dev/null 2>&1; then
-  log "removing Hugging Face's 'kernels' distribution (its import name collides with this project's kernels/)"
-  "$PY" -m pip uninstall -y -q kernels
-fi
 echo "$want" > "$STAMP"
 log "done"

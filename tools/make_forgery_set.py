@@ -12,7 +12,7 @@ upsampled 2x the way generator decoders do:
   colours but leaves the periodic checkerboard GAN decoders are known for).
 
 These are the traces NPR and frequency-aware detectors look for; the set checks that training and evaluation code
-work end to end, not how a detector fares on real generators. Layout (what ``heads.forgery.data`` reads)::
+work end to end, not how a detector fares on real generators. Layout (what ``attnzoo.heads.forgery.data`` reads)::
 
     <out>/train.jsonl, <out>/test.jsonl        one JSON object per image (image, label, generator, reasoning)
     <out>/{train,test}/real/00000.png
@@ -34,11 +34,14 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
 
-from heads.forgery.data import ForgeryAnnotation, write_annotations  # noqa: E402
-from heads.forgery.prompt import AUTHENTIC_ATTRIBUTES, FORGERY_ATTRIBUTES  # noqa: E402
+make_attnzoo_importable()  # a clone that is not installed
+
+from attnzoo.heads.forgery.data import ForgeryAnnotation, write_annotations  # noqa: E402
+from attnzoo.heads.forgery.prompt import AUTHENTIC_ATTRIBUTES, FORGERY_ATTRIBUTES  # noqa: E402
 
 GENERATORS = ("nearest", "bilinear", "transposed_conv")
 SPLITS = ("train", "test")

@@ -8,7 +8,7 @@ Each class is its own shape and colour (tools/_synthetic_shapes.py, shared with 
 learnable; the boxes are the drawn pixels' extent.
 
     python tools/make_yolo_set.py data/yolo_shapes --num-train 64 --num-val 16 --seed 0
-    python -c "from zoo.integrations.ultralytics import register; register(); from ultralytics import YOLO; \\
+    python -c "from attnzoo.integrations.ultralytics import register; register(); from ultralytics import YOLO; \\
                YOLO('configs/yolo/yolo11n-bra-neck.yaml').train(data='data/yolo_shapes/data.yaml', epochs=30, imgsz=128)"
 """
 

@@ -1,12 +1,15 @@
 """attnzoo's public face: create and list models, model cards, safe checkpoints, hub-style folders, the `zoo` CLI.
 
-``import zoo`` registers every family with timm, so ``timm.create_model("biformer_tiny")`` works afterwards, and
+``import attnzoo`` registers every family with timm, so ``timm.create_model("biformer_tiny")`` works afterwards, and
 installs the zoo's safe loader behind ``pretrained=True`` for the zoo's own families. The rooms of this package and
 their rules are described in docs/ARCHITECTURE.md.
 """
 
-import backbones  # noqa: F401  (registers every family with timm)
-from backbones.pretrained import install_checkpoint_loader
+if __name__ != "attnzoo":  # a clone's root on sys.path finds this folder as a top-level package: not ours to claim
+    raise ImportError(f"'{__name__}' is a folder of an attnzoo clone, not a package of its own: import attnzoo")
+
+import attnzoo.backbones  # noqa: F401  (registers every family with timm)
+from attnzoo.backbones.pretrained import install_checkpoint_loader
 
 from .cards import Card, CardError, UnknownModelError, get_card, list_cards, render_card
 from .errors import UserError, ZooError

@@ -1,7 +1,7 @@
 """The ``zoo`` command. Each verb lives in its own module under ``zoo/commands`` (see its ``__init__``).
 
 User mistakes end with one line on stderr and exit code 2, never a traceback: every error type the zoo raises for
-them subclasses ``zoo.errors.ZooError`` (unknown model, bad card, checkpoint that does not fit, dataset or run
+them subclasses ``attnzoo.errors.ZooError`` (unknown model, bad card, checkpoint that does not fit, dataset or run
 folder, bad flag value), so a new verb with a new error type needs nothing here; a missing file
 (``FileNotFoundError``) is mapped too. Bugs still raise. A reader that closes the pipe early (``zoo card x | head``)
 ends the command quietly. Ctrl-C ends it with one line, ``zoo: interrupted`` plus what the verb says about where it

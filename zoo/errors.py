@@ -2,7 +2,7 @@
 
 Every mistake a user can fix (an unknown model, a bad card, a checkpoint that does not fit, a dataset or run folder
 that is not what the command needs, a bad flag value) raises a subclass of :class:`ZooError` whose message names the
-problem and the fix in one line. ``zoo.cli`` prints any ``ZooError`` as ``zoo: error: <message>`` and exits with
+problem and the fix in one line. ``attnzoo.cli`` prints any ``ZooError`` as ``zoo: error: <message>`` and exits with
 :data:`EXIT_USER_ERROR`, so a new verb with a new error type never edits the CLI. Bugs raise anything else and keep
 their traceback.
 """

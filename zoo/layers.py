@@ -1,4 +1,4 @@
-"""Drop-in attention layers for anyone's network: ``from zoo.layers import BiLevelRoutingAttention2d, ...``.
+"""Drop-in attention layers for anyone's network: ``from attnzoo.layers import BiLevelRoutingAttention2d, ...``.
 
 Conventions (every layer here follows them; a new layer must too):
 
@@ -16,16 +16,16 @@ Conventions (every layer here follows them; a new layer must too):
   :mod:`kernels` op (Triton on CUDA, the plain-torch reference elsewhere; ``ZOO_KERNELS`` forces a path).
 
 As OpenMMLab plug-ins (mmcv's ``plugins=[dict(cfg=dict(type=...), ...)]`` in mmdet/mmseg ResNets) they are registered
-by :mod:`zoo.openmmlab`, which only OpenMMLab configs and tools import.
+by :mod:`attnzoo.openmmlab`, which only OpenMMLab configs and tools import.
 
 :class:`MixtureOfHeadAttention` is a ``(B, N, C)`` drop-in for timm's ViT ``Attention`` (``block.attn = ...``); in
 training it keeps a load-balancing loss: add ``moh_balance_loss(model, 0.01)`` to your loss (``zoo train`` does).
 
-The modules live in :mod:`backbones.layers` (so backbone families can reuse them without importing ``zoo``); this
+The modules live in :mod:`attnzoo.backbones.layers` (so backbone families can reuse them without importing ``zoo``); this
 module is their public name.
 """
 
-from backbones.layers import (
+from attnzoo.backbones.layers import (
     ELA,
     ELA_PRESETS,
     AgentAttention2d,

@@ -23,7 +23,7 @@ INSTALLED_DIR = PACKAGE_DIR / ".mim"  # what setup.py's build step writes into t
 REPO_ROOT = PACKAGE_DIR.parent
 
 # The tools the zoo's commands run or tell users to run; setup.py copies exactly these into the wheel.
-SHIPPED_TOOLS = ("train.py", "test.py", "_mm_entry.py", "make_pidray.py")
+SHIPPED_TOOLS = ("train.py", "test.py", "_mm_entry.py", "_clone_import.py", "make_pidray.py")
 
 
 def configs_dir() -> Path:
@@ -54,7 +54,7 @@ def tool_path(name: str) -> Path:
 
 def list_configs(pattern: str = "*") -> list[str]:
     """Shipped configs as paths relative to the configs folder (``_base_`` files left out), matching ``pattern``: the
-    OpenMMLab configs (``*.py``) and the Ultralytics model YAMLs (``yolo/*.yaml``, :mod:`zoo.integrations.ultralytics`)."""
+    OpenMMLab configs (``*.py``) and the Ultralytics model YAMLs (``yolo/*.yaml``, :mod:`attnzoo.integrations.ultralytics`)."""
     root = configs_dir()
     names = (p.relative_to(root).as_posix() for suffix in ("*.py", "*.yaml") for p in root.rglob(suffix)
              if "_base_" not in p.parts)

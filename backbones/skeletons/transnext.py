@@ -31,7 +31,7 @@ from timm.layers import DropPath, to_2tuple, trunc_normal_
 from timm.models import register_notrace_function, register_notrace_module
 from timm.models._features import feature_take_indices
 
-from kernels.aggregated_attention import aggregated_attention
+from attnzoo.kernels.aggregated_attention import aggregated_attention
 
 from .heads import ClassifierHead
 
@@ -116,7 +116,7 @@ def local_window_mask(hw, window_size, device=None):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Aggregated attention, the plain-torch math of the official attention_native.py (with attention dropout; the
-# model runs kernels.aggregated_attention, the same math without dropout, whenever dropout is off)
+# model runs attnzoo.kernels.aggregated_attention, the same math without dropout, whenever dropout is off)
 # ---------------------------------------------------------------------------------------------------------------------
 
 

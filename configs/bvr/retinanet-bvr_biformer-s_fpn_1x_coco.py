@@ -4,7 +4,7 @@
 # (n_win 16 with auto_pad, extra norms, drop path 0.2, official ImageNet weights through the biformer_small card,
 # AdamW lr 1e-4 wd 1e-4 as the BiFormer detection recipe).
 _base_ = ['./retinanet-bvr_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['heads.detection', 'zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.detection', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

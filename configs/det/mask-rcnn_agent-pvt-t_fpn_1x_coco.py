@@ -3,7 +3,7 @@
 # Setup of downstream/detection/configs/agent_pvt/agent_pvt_t_mrcnn_1x_12-16-28-28.py: downstream agent grids
 # 12x12/16x16/28x28/28x28, drop path 0.1, AdamW lr 2e-4 wd 1e-4, 8 GPUs x 2 images, 12 epochs, steps at 8 and 11.
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -4,7 +4,7 @@
 # n_win=16 with auto_pad, a LayerNorm2d on each output, drop path 0.2, AdamW lr 1e-4 wd 0.05 with no decay on norms
 # and position tables, 8 GPUs x 2 images, 12 epochs, steps at 8 and 11; trained with AMP (add --amp).
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -5,7 +5,7 @@
 # drop path 0.1, Swin's multi-scale + crop training, AdamW lr 1e-4 wd 0.05 with no decay on norms, 12 epochs with
 # steps at 9 and 11, trained with AMP (add --amp). The official config sets 1 image per GPU (GPU count not stated).
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -3,7 +3,7 @@
 # Setup of sail-sg/poolformer detection/configs/mask_rcnn_poolformer_s12_fpn_1x_coco.py: GroupNorm(1) on each output,
 # AdamW lr 2e-4 wd 1e-4 (no parameter-wise rules there), 8 GPUs x 2 images, 12 epochs, steps at 8 and 11.
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

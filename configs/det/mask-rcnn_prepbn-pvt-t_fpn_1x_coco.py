@@ -4,7 +4,7 @@
 # AdamW lr 1e-4 wd 0.05, no gradient clipping, 12 epochs, steps at 8 and 11. BatchNorms (inside the PRepBN norms)
 # kept in eval mode while training, as the official SLAB detection backbones do.
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -7,7 +7,7 @@
 # official _freeze_stages does; drop path 0.1; Swin's multi-scale + crop training; AdamW lr 1e-4 wd 0.05 with no decay
 # on norms and position tables; 8 GPUs x 2 images, 12 epochs, steps at 8 and 11.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

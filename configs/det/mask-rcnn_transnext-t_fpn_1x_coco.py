@@ -5,7 +5,7 @@
 # default, its tables follow the input), AdamW lr 1e-4 wd 0.05 without decay on query_embedding,
 # relative_pos_bias_local, cpb, temperature and the norms, no gradient clipping, 2 images per GPU.
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

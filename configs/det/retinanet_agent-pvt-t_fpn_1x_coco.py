@@ -4,7 +4,7 @@
 # 12x12/16x16/28x28/28x28 (agent biases interpolated), drop path 0.1, AdamW lr 1e-4 wd 1e-4 (no parameter-wise
 # rules there), 8 GPUs x 2 images, 12 epochs, steps at 8 and 11.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # Agent-Swin's detection backbone (agent grids 9x9/12x12/14x14/7x7, LayerNorm on each output, drop path 0.1) with the
 # optimizer of its Mask R-CNN recipe (AdamW lr 1e-4 wd 0.05, no decay on norms and agent biases), single-scale 1x.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -7,7 +7,7 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', '../_base_/datasets/coco-synth_detection.py',
     'mmdet::_base_/default_runtime.py'
 ]
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -5,7 +5,7 @@
 # auto_pad (any input size), a LayerNorm2d on each output (extra_norms), drop path 0.2, AdamW lr 1e-4 wd 1e-4 (no
 # parameter-wise rules there), 8 GPUs x 2 images, 12 epochs, steps at 8 and 11; trained with AMP (add --amp).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

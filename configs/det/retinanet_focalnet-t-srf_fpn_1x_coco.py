@@ -2,7 +2,7 @@
 # FocalNet's detection backbone (focal kernels 9/11, LayerNorm on each output, drop path 0.1) with the optimizer of
 # its Mask R-CNN recipe (AdamW lr 1e-4, wd 0.05, no decay on norms), single-scale 1x as the other RetinaNet configs.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

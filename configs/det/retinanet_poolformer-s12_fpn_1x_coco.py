@@ -5,7 +5,7 @@
 # Stage 0 only feeds stage 1 here (RetinaNet's FPN starts at stride 8), so it is not returned: same network, and DDP
 # needs no find_unused_parameters.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # repository (no reported number): Agent-PVT's segmentation backbone (agent grids 12x12/16x16/28x28/28x28, drop path
 # 0.1) with Swin's UperNet recipe (AdamW lr 6e-5 wd 0.01, no decay on norms and agent biases, warmup 1500 then poly).
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     pretrained=None,

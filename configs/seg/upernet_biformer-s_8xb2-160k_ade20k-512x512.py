@@ -4,7 +4,7 @@
 # n_win=8 with auto_pad, a LayerNorm2d on each output, drop path 0.3, AdamW lr 6e-5 wd 0.01 with no decay on norms,
 # linear warmup 1500 iterations then poly decay 1.0, 8 GPUs x 2 images; trained with AMP (add --amp).
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     pretrained=None,

@@ -7,7 +7,7 @@
 # wd 0.05 without decay on query_embedding, relative_pos_bias_local, cpb, temperature and the norms, linear warmup 1500
 # iterations from 1e-6 then poly decay 1.0 to 0, sliding-window test (512 crops, stride 341), 8 GPUs x 2 images.
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 model = dict(

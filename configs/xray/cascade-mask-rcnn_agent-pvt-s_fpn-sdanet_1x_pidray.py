@@ -10,7 +10,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['heads.xray', 'zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.xray', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
@@ -20,7 +20,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         model_kwargs=dict(downstream_agent_shapes=[(12, 12), (16, 16), (28, 28), (28, 28)]),
-        # ImageNet weights: a path or card name for zoo.load_checkpoint, e.g. pretrained='agent_pvt_small'
+        # ImageNet weights: a path or card name for attnzoo.load_checkpoint, e.g. pretrained='agent_pvt_small'
         pretrained=None),
     neck=dict(type='SDANetFPN', in_channels=[64, 128, 320, 512]))
 

@@ -9,7 +9,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['heads.xray', 'zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.xray', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
@@ -19,7 +19,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         model_kwargs=dict(n_win=16, auto_pad=True, extra_norms=True),
-        # ImageNet weights: a path or card name for zoo.load_checkpoint, e.g. pretrained='biformer_small'
+        # ImageNet weights: a path or card name for attnzoo.load_checkpoint, e.g. pretrained='biformer_small'
         pretrained=None),
     neck=dict(type='SDANetFPN', in_channels=[64, 128, 256, 512]))
 

@@ -9,7 +9,7 @@ _base_ = [
     './_base_/pidray_instance.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['heads.xray', 'zoo.openmmlab'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.xray', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 channels = 64
 

@@ -7,8 +7,8 @@ Importing this package registers, in mmdet's registries:
 * ``BVR`` (MODELS): the official detector name (a SingleStageDetector);
 * ``PointKptAssigner`` (TASK_UTILS): the keypoint targets.
 
-It imports mmdet, so only configs (``custom_imports=dict(imports=['heads.detection'])``) and the mm tools import it;
-``import heads`` does not.
+It imports mmdet, so only configs (``custom_imports=dict(imports=['attnzoo.heads.detection'])``) and the mm tools import it;
+``import attnzoo.heads`` does not.
 """
 
 from .bvr_head import BVR, SUPPORTED_HEADS, BVRHead, checkpoint_head_type, convert_official_bvr_checkpoint

@@ -12,7 +12,7 @@
 
 Both heads output one logit per image; P(fake) = sigmoid(logit).
 
-Nothing here reads a file: the official weights come in as state dicts. ``zoo.tasks.forgery.official`` downloads and
+Nothing here reads a file: the official weights come in as state dicts. ``attnzoo.tasks.forgery.official`` downloads and
 reads them (``load_official_univfd``, ``load_official_npr``: sha256 where published, weights-only reading).
 """
 
@@ -68,7 +68,7 @@ class UnivFD(nn.Module):
                         fc_state: dict[str, torch.Tensor] | None = None) -> UnivFD:
         """The paper's backbone (CLIP ViT-L/14, openai weights, through open_clip; downloads, not used in tests) and,
         when ``fc_state`` is given, the official linear layer (the state dict of ``fc_weights.pth``; read it with
-        ``zoo.tasks.forgery.official.load_official_univfd``). Without it the linear layer is freshly initialised."""
+        ``attnzoo.tasks.forgery.official.load_official_univfd``). Without it the linear layer is freshly initialised."""
         import open_clip
 
         model = cls(open_clip.create_model(name, pretrained=pretrained))
@@ -152,7 +152,7 @@ class NPR(nn.Module):
 
 def load_official_npr(state_dict: dict[str, torch.Tensor], model: NPR | None = None) -> NPR:
     """The official ``NPR.pth``'s state dict (plain or ``{'model': ...}``; ``module.`` prefixes stripped) loaded
-    strictly into ``model`` (a new :class:`NPR` by default). ``zoo.tasks.forgery.official.load_official_npr`` reads
+    strictly into ``model`` (a new :class:`NPR` by default). ``attnzoo.tasks.forgery.official.load_official_npr`` reads
     the file (or URL)."""
     model = model or NPR()
     state = state_dict.get("model", state_dict)

@@ -1,5 +1,5 @@
 """The forgery heads as ``tools/forgery_train.py`` builds them, before any weights are loaded: the models a run folder
-(``zoo.tasks.forgery.runs``, which reads the folder and its weights) is rebuilt from.
+(``attnzoo.tasks.forgery.runs``, which reads the folder and its weights) is rebuilt from.
 
 * UnivFD / NPR (:func:`build_detector`): untrained; a tiny UnivFD's frozen CLIP is seeded random weights;
 * FakeReasoning (:func:`build_fakereasoning`): the tiny random build (its word-level tokenizer built from the training
@@ -7,7 +7,7 @@
   with LoRA on the LM or the whole LM trainable.
 
 No file is read here: the released weights a build starts from (FakeReasoning's projectors and fusion) are passed in
-as a state dict; ``zoo.tasks.forgery.official`` reads them.
+as a state dict; ``attnzoo.tasks.forgery.official`` reads them.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def build_fakereasoning(tiny: bool, image_size: int, responses: list[str] | None
 
     ``lm_training``: ``lora`` (the paper's recipe for a pretrained LM; the default without ``tiny``) or ``full``
     (every LM weight trains; the default for the tiny build, whose LM weights are random). Runs from before this
-    choice was recorded used LoRA; their run.json has no ``lm_training`` and ``zoo.tasks.forgery.runs.load_run``
+    choice was recorded used LoRA; their run.json has no ``lm_training`` and ``attnzoo.tasks.forgery.runs.load_run``
     passes ``lora``. ``projector_state`` (paper build only): the released projectors and fusion in the official
-    checkpoint's keys (``zoo.tasks.forgery.official.read_official_fakereasoning_state``) to start from; without it
+    checkpoint's keys (``attnzoo.tasks.forgery.official.read_official_fakereasoning_state``) to start from; without it
     they keep their random initialisation (enough when a run's trained weights replace them).
     """
     lm_training = lm_training or ("full" if tiny else "lora")

@@ -20,7 +20,7 @@ Known difference: timm's DINOv2 resamples its 37x37 position embedding to the 33
 official DINOv2 interpolates at run time (bicubic with a 0.1 offset). Token features differ slightly from the
 official ones for the same weights; the architecture and the weights are the same.
 
-open_clip and timm are imported inside the functions that need them, so ``import heads`` stays light.
+open_clip and timm are imported inside the functions that need them, so ``import attnzoo.heads`` stays light.
 """
 
 from __future__ import annotations

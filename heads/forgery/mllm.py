@@ -294,7 +294,7 @@ TRAINED_VISUAL_PREFIXES = ("visual.high_projector.", "visual.low_projector.", "v
 def load_official_fakereasoning_weights(model: FakeReasoning, state_dict: dict[str, torch.Tensor]) -> FakeReasoning:
     """The released projectors and fusion (``state_dict`` in the official checkpoint's keys, e.g. the
     ``model.mm_projector.*`` / ``model.dino_mm_projector.*`` / ``model.crossattention.*`` tensors of its shards) into
-    ``model``; every one of them must be there and fit. ``zoo.tasks.forgery.official`` reads them from the shards."""
+    ``model``; every one of them must be there and fit. ``attnzoo.tasks.forgery.official`` reads them from the shards."""
     converted = convert_official_fakereasoning_state_dict(state_dict)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if k.startswith(TRAINED_VISUAL_PREFIXES)]
@@ -310,7 +310,7 @@ def build_official_fakereasoning(model_path: str = OFFICIAL_LM, device: str = "c
     tokenizer (transformers, ``model_path``: a Hub id or a folder), projectors and fusion (width 5120, 16 heads, FFN
     20480, dropout 0.1). The released projectors and fusion are loaded when ``projector_state`` (the official
     checkpoint's tensors, :func:`load_official_fakereasoning_weights`) is given; without it they keep their random
-    initialisation. ``zoo.tasks.forgery.official.load_official_fakereasoning`` reads them from the shards."""
+    initialisation. ``attnzoo.tasks.forgery.official.load_official_fakereasoning`` reads them from the shards."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .encoder import OpenCLIPTokens, TimmViTTokens

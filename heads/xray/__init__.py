@@ -7,8 +7,8 @@ Importing this package registers, in mmdet's registries:
 * ``PIDrayMetric`` (METRICS): box and mask AP per split (easy / hard / hidden) and overall, in one table;
 * ``TrainTimeBudgetHook`` (HOOKS): ends an iteration-based run after N minutes (the CPU demo).
 
-It imports mmdet, so only configs (``custom_imports=dict(imports=['heads.xray'])``) and the mm tools import it;
-``import heads`` does not. The attention itself (``heads.xray.selective_attention``) is plain torch.
+It imports mmdet, so only configs (``custom_imports=dict(imports=['attnzoo.heads.xray'])``) and the mm tools import it;
+``import attnzoo.heads`` does not. The attention itself (``attnzoo.heads.xray.selective_attention``) is plain torch.
 """
 
 from .pidray import PIDRAY_CLASSES, PIDRAY_SPLITS, PIDRAY_TEST_SPLITS, PIDrayDataset

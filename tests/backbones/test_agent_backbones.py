@@ -7,8 +7,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import backbones.agent as agent
-from backbones.agent import AgentDeiT, AgentPVT, AgentSwinTransformer, checkpoint_filter_fn
+import attnzoo.backbones.agent as agent
+from attnzoo.backbones.agent import AgentDeiT, AgentPVT, AgentSwinTransformer, checkpoint_filter_fn
 
 PARITY = {
     "agent_pvt_cls_224": AgentPVT,
@@ -303,8 +303,8 @@ def test_eval_transform_is_the_official_squash_then_centre_crop(name):
     ("agent_deit_small", "agent_deit_tiny", "shape mismatch"),  # same depth, other width
 ])
 def test_checkpoint_of_another_variant_is_a_clear_error_from_the_loader(ckpt_name, model_name, named):
-    """What the filter passes through, the zoo's loader judges (zoo.weights.check_fit, as load_checkpoint calls it)."""
-    zoo_weights = pytest.importorskip("zoo.weights")
+    """What the filter passes through, the zoo's loader judges (attnzoo.weights.check_fit, as load_checkpoint calls it)."""
+    zoo_weights = pytest.importorskip("attnzoo.weights")
     model = _meta_model(model_name)
     state = zoo_weights.prepare_state_dict({"model": dict(_meta_model(ckpt_name).state_dict())}, model)
     with pytest.raises(zoo_weights.CheckpointError, match=rf"does not fit {model_name}: .*{named}"):

@@ -11,9 +11,9 @@ import pytest
 import timm
 import torch
 
-import backbones.agent as agent
-import backbones.slab as slab
-from backbones.agent import AgentDeiT, AgentPVT
+import attnzoo.backbones.agent as agent
+import attnzoo.backbones.slab as slab
+from attnzoo.backbones.agent import AgentDeiT, AgentPVT
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -98,7 +98,7 @@ def test_official_layout_loads_strictly(hr_manifests, full_size, name):
 
 def test_224_layout_loads_into_the_256_model(official_manifests, full_size):
     """agent_pvt_medium's 224 checkpoint layout goes into agent_pvt_medium_256 through the filter (on the meta
-    device, as zoo.create_model checks the fit): the size-dependent tensors come out in the 256 shapes."""
+    device, as attnzoo.create_model checks the fit): the size-dependent tensors come out in the 256 shapes."""
     model = full_size("agent_pvt_medium_256")
     state = {k: torch.zeros(shape, device="meta") for k, shape in official_manifests["agent_pvt_medium"].items()}
     filtered = agent.checkpoint_filter_fn({"model": state}, model)
@@ -210,7 +210,7 @@ def test_eval_transform_is_the_official_one_at_that_size(full_size, name, resize
     from timm.data import create_transform, resolve_model_data_config
     from torchvision import transforms as T
 
-    from zoo.cards import get_card
+    from attnzoo.cards import get_card
 
     model = full_size(name)
     config = resolve_model_data_config(model)

@@ -11,9 +11,9 @@ import pytest
 import timm
 import torch
 
-import backbones.agent as agent
-import backbones.slab as slab
-from backbones.agent import AgentCSWin, AgentSwinTransformer
+import attnzoo.backbones.agent as agent
+import attnzoo.backbones.slab as slab
+from attnzoo.backbones.agent import AgentCSWin, AgentSwinTransformer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -91,7 +91,7 @@ def test_released_layouts_derive_window_and_strips():
 def test_224_checkpoint_into_288_equals_official_load_pretrained(parity, tmp_path):
     """A 224 Agent-Swin checkpoint (window 56) loaded through timm's pretrained=True into the model built at 288
     (window 72) gives, tensor by tensor, what the official utils.load_pretrained gives."""
-    import zoo  # noqa: F401  (installs the safe checkpoint loader)
+    import attnzoo  # noqa: F401  (installs the safe checkpoint loader)
 
     case = parity("agent_swin_load_224_to_288")
     torch.save({"model": case.state_dict}, tmp_path / "agent_swin_small_224.pth")

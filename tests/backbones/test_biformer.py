@@ -13,8 +13,8 @@ import pytest
 import timm
 import torch
 
-import backbones.biformer as biformer
-from backbones.biformer import BiFormer, BiLevelRoutingAttention, checkpoint_filter_fn
+import attnzoo.backbones.biformer as biformer
+from attnzoo.backbones.biformer import BiFormer, BiLevelRoutingAttention, checkpoint_filter_fn
 
 VARIANTS = ["biformer_tiny", "biformer_small", "biformer_base", "biformer_stl", "biformer_stl_nchw"]
 RTOL, ATOL = 1e-5, 1e-6  # fixtures were computed in float64 and stored as float32
@@ -70,7 +70,7 @@ def test_bra_module_matches_official_output_and_gradients(parity, case):
 
 def test_classification_logits_match_official_through_timm_pretrained(parity, tmp_path):
     """An official-format file ({'model': state_dict}) through timm's pretrained path gives the official logits."""
-    pytest.importorskip("zoo")  # installs the safe loader that pretrained=True (custom_load) calls
+    pytest.importorskip("attnzoo")  # installs the safe loader that pretrained=True (custom_load) calls
     fixture = parity("biformer_cls_224")
     path = tmp_path / "biformer_official.pth"
     torch.save({"model": fixture.state_dict}, path)
@@ -86,19 +86,19 @@ def test_classification_logits_match_official_through_timm_pretrained(parity, tm
 
 
 def test_official_checkpoint_file_loads_through_zoo_load_checkpoint(parity, tmp_path):
-    zoo = pytest.importorskip("zoo")
+    attnzoo = pytest.importorskip("attnzoo")
     fixture = parity("biformer_cls_224")
     path = tmp_path / "biformer_official.pth"
     torch.save({"model": fixture.state_dict}, path)
     model = timm.create_model("biformer_tiny", **fixture.meta["official_kwargs"])
-    zoo.load_checkpoint(model, path)
+    attnzoo.load_checkpoint(model, path)
     with torch.no_grad():
         logits = model.double().eval()(fixture.inputs["x"].double())
-    _assert_close(logits, fixture.outputs["logits"], "logits after zoo.load_checkpoint")
+    _assert_close(logits, fixture.outputs["logits"], "logits after attnzoo.load_checkpoint")
 
     other_depths = dict(fixture.meta["official_kwargs"], depth=[1, 1, 1, 1])  # the checkpoint's: (1, 1, 2, 1)
-    with pytest.raises(zoo.CheckpointError, match=r"stages\.2\.1\."):
-        zoo.load_checkpoint(timm.create_model("biformer_tiny", **other_depths), path)
+    with pytest.raises(attnzoo.CheckpointError, match=r"stages\.2\.1\."):
+        attnzoo.load_checkpoint(timm.create_model("biformer_tiny", **other_depths), path)
 
 
 def test_autopad_backbone_stage_features_match_official(parity):
@@ -159,7 +159,7 @@ def test_timm_lists_the_five_variants():
     [("biformer_tiny", "biformer_small"), ("biformer_small", "biformer_base"), ("biformer_stl_nchw", "biformer_stl")],
 )
 def test_filter_passes_another_variants_keys_through(official_manifests, checkpoint_variant, model_variant):
-    """Another variant's keys reach the loader unchanged (zoo.load_checkpoint names the misfit)."""
+    """Another variant's keys reach the loader unchanged (attnzoo.load_checkpoint names the misfit)."""
     checkpoint = _manifest_checkpoint(official_manifests[checkpoint_variant])
     assert checkpoint_filter_fn(checkpoint, _meta_model(model_variant)) == checkpoint["model"]
 

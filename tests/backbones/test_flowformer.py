@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from backbones.flowformer import Flowformer, checkpoint_filter_fn
+from attnzoo.backbones.flowformer import Flowformer, checkpoint_filter_fn
 
 SMALL = dict(embed_dim=(12, 24, 48, 96), depth=(1, 1, 1, 1))
 
@@ -137,15 +137,15 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_checkpoint_of_another_variant_is_named_by_the_loader(case, tmp_path):
-    """The filter passes another variant's keys through unchanged; zoo.load_checkpoint names them."""
-    zoo = pytest.importorskip("zoo")
+    """The filter passes another variant's keys through unchanged; attnzoo.load_checkpoint names them."""
+    attnzoo = pytest.importorskip("attnzoo")
     deeper = {**case.state_dict, **{k.replace("blocks.0.0.", "blocks.0.1."): v
                                     for k, v in case.state_dict.items() if k.startswith("blocks.0.0.")}}  # fmt: skip
     model = timm.create_model("flowformer", num_classes=10, **SMALL)
     assert checkpoint_filter_fn(deeper, model) == deeper
     torch.save({"model": deeper}, tmp_path / "deeper.pth")
-    with pytest.raises(zoo.CheckpointError, match=r"blocks\.0\.1\."):
-        zoo.load_checkpoint(model, tmp_path / "deeper.pth")
+    with pytest.raises(attnzoo.CheckpointError, match=r"blocks\.0\.1\."):
+        attnzoo.load_checkpoint(model, tmp_path / "deeper.pth")
 
 
 def test_triton_path_trains_like_the_reference(monkeypatch):

@@ -65,15 +65,15 @@ def test_lrf_manifest_is_the_focal_level_2_layout(official_manifests, variant):
 
 def test_zoo_load_checkpoint_loads_what_the_filter_gives(parity, tmp_path):
     """The user's path: an official-layout file ({"model": state_dict}, as microsoft/FocalNet saves it) through
-    zoo.load_checkpoint, which finds timm's focalnet.checkpoint_filter_fn next to the model class. It must end with
+    attnzoo.load_checkpoint, which finds timm's focalnet.checkpoint_filter_fn next to the model class. It must end with
     exactly the weights test_official_logits checked (no second float64 forward: FocalNet's is slow on the CPU)."""
-    import zoo
+    import attnzoo
 
     case = parity("focalnet_lrf_cls_224")
     path = tmp_path / "focalnet_official_layout.pth"
     torch.save({"model": dict(case.state_dict), "epoch": 300}, path)
     model = timm_focalnet.FocalNet(**case.meta["official_kwargs"])
-    zoo.load_checkpoint(model, path)
+    attnzoo.load_checkpoint(model, path)
     expected = _load_official(case).float().state_dict()
     loaded = model.state_dict()
     assert loaded.keys() == expected.keys()

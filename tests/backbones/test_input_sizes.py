@@ -25,8 +25,8 @@ import pytest
 import timm
 import torch
 
-import backbones  # noqa: F401  (registers the families)
-from zoo.weights import checkpoint_filter_fn_for
+import attnzoo.backbones  # noqa: F401  (registers the families)
+from attnzoo.weights import checkpoint_filter_fn_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 B, N = 224, 288

@@ -13,13 +13,13 @@ import pytest
 import timm
 import torch
 
-import backbones  # noqa: F401  (registers the families)
-import backbones.moh_transnext as moh_module
-import kernels.aggregated_attention as aggregated_kernel
-from backbones.layers import MOH_BALANCE_WEIGHT
-from backbones.moh_transnext import MoHAggregatedAttention, MoHTransNeXt, checkpoint_filter_fn
-from backbones.skeletons import transnext as skeleton
-from backbones.transnext import TransNeXt
+import attnzoo.backbones  # noqa: F401  (registers the families)
+import attnzoo.backbones.moh_transnext as moh_module
+import attnzoo.kernels.aggregated_attention as aggregated_kernel
+from attnzoo.backbones.layers import MOH_BALANCE_WEIGHT
+from attnzoo.backbones.moh_transnext import MoHAggregatedAttention, MoHTransNeXt, checkpoint_filter_fn
+from attnzoo.backbones.skeletons import transnext as skeleton
+from attnzoo.backbones.transnext import TransNeXt
 
 PARITY = {
     "moh_transnext_small_75_cls_64": MoHTransNeXt,  # the small_75 head counts: stages 1-2 all shared, 3-4 routed
@@ -127,7 +127,7 @@ def test_any_input_size_and_features(tiny_moh):
 
 
 def test_kernel_op_equals_native_math():
-    """kernels.aggregated_attention (what the model calls) equals the official native math kept in the skeleton (what
+    """attnzoo.kernels.aggregated_attention (what the model calls) equals the official native math kept in the skeleton (what
     it calls with attention dropout) on random float64 inputs at an odd, non-square map."""
     gen = torch.Generator().manual_seed(0)
     b, h, hw, d, pool = 2, 3, (7, 5), 4, 6
@@ -271,7 +271,7 @@ def test_routed_aggregated_attention_is_dense_under_compile(monkeypatch):
 @pytest.mark.parametrize("name", ["transnext_micro", "moh_transnext_base_50"])
 def test_runs_under_bf16_autocast(name):
     """Autocast hands the attention ops bf16 linear outputs next to float32 biases: the ops take them in the autocast
-    dtype (kernels.backend.cast_for_autocast), and the logits stay near the float32 ones."""
+    dtype (attnzoo.kernels.backend.cast_for_autocast), and the logits stay near the float32 ones."""
     torch.manual_seed(0)
     model = timm.create_model(name, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), num_classes=10).eval()
     x = torch.randn(2, 3, 64, 64)

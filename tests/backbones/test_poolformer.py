@@ -13,7 +13,7 @@ from timm.layers import GroupNorm1
 from timm.models import metaformer as timm_metaformer
 from torch import nn
 
-from backbones.poolformer_official import PoolFormerV1Official, checkpoint_filter_fn
+from attnzoo.backbones.poolformer_official import PoolFormerV1Official, checkpoint_filter_fn
 
 V1_SIZES = ("s12", "s24", "s36", "m36", "m48")
 
@@ -131,7 +131,7 @@ def test_official_manifest_loads_strictly(official_manifests, variant, official_
 
 def test_filter_reports_unknown_keys_instead_of_raising(case):
     """timm's filter raises a bare KeyError on a key the model lacks; ours passes it through so that the strict
-    load (or zoo.load_checkpoint) names it."""
+    load (or attnzoo.load_checkpoint) names it."""
     model = PoolFormerV1Official(**_official_kwargs_to_timm(case.meta["official_kwargs"]))
     state = dict(case.state_dict, **{"dist_head.weight": torch.zeros(10, 128)})
     filtered = checkpoint_filter_fn(state, model)
@@ -164,7 +164,7 @@ def test_features_only_and_pruning():
     assert [f.shape[1] for f in feats] == [64, 128, 320]
 
 
-# ------------------------------------------------------------------------------ the user's path: zoo.load_checkpoint
+# ------------------------------------------------------------------------------ the user's path: attnzoo.load_checkpoint
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def hub_checkpoints(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth.tar"])
 def test_zoo_load_checkpoint_gives_official_logits(case, tmp_path, suffix):
-    import zoo
+    import attnzoo
 
     path = tmp_path / f"poolformer_official_layout{suffix}"
     if suffix == ".safetensors":
@@ -188,37 +188,37 @@ def test_zoo_load_checkpoint_gives_official_logits(case, tmp_path, suffix):
     else:  # the sail-sg release files are raw state dicts pickled by torch.save
         torch.save(dict(case.state_dict), path)
     model = PoolFormerV1Official(**_official_kwargs_to_timm(case.meta["official_kwargs"]))
-    zoo.load_checkpoint(model, path)
+    attnzoo.load_checkpoint(model, path)
     with torch.no_grad():
         logits = model.double().eval()(case.inputs["x"].double())
     torch.testing.assert_close(logits, case.outputs["logits"].double(), rtol=1e-5, atol=1e-6)
 
 
 def test_zoo_load_checkpoint_names_a_foreign_key(case, tmp_path):
-    import zoo
-    from zoo import CheckpointError
+    import attnzoo
+    from attnzoo import CheckpointError
 
     path = tmp_path / "with_extra_key.safetensors"
     save_file(dict(case.state_dict, **{"dist_head.weight": torch.zeros(10, 128)}), str(path))
     model = PoolFormerV1Official(**_official_kwargs_to_timm(case.meta["official_kwargs"]))
     with pytest.raises(CheckpointError, match="unexpected key.*dist_head.weight"):
-        zoo.load_checkpoint(model, path)
+        attnzoo.load_checkpoint(model, path)
 
 
 def test_card_and_pretrained_paths_load_the_official_release_layout(official_manifests, hub_checkpoints, monkeypatch):
     """The full-size official s12 layout, placed where the release URL is cached (under the cfg's own file name), loads
-    strictly both through zoo.load_checkpoint(model, "<card name>") and timm.create_model(..., pretrained=True)."""
-    import zoo
+    strictly both through attnzoo.load_checkpoint(model, "<card name>") and timm.create_model(..., pretrained=True)."""
+    import attnzoo
 
     monkeypatch.setattr(timm_metaformer, "trunc_normal_", lambda *args, **kwargs: None)  # init is overwritten anyway
-    card = zoo.get_card("poolformer_s12_official")
+    card = attnzoo.get_card("poolformer_s12_official")
     model = timm.create_model("poolformer_s12_official")
     url, cache_name = model.pretrained_cfg["url"]
     assert card.checkpoints[0].url == url
     release = {key: torch.full(shape, 0.5) for key, shape in official_manifests["poolformer_s12"].items()}
     torch.save(release, hub_checkpoints / cache_name)
 
-    zoo.load_checkpoint(model, "poolformer_s12_official")
+    attnzoo.load_checkpoint(model, "poolformer_s12_official")
     assert all(bool((p == 0.5).all()) for p in model.parameters())
     pretrained = timm.create_model("poolformer_s12_official", pretrained=True)
     assert all(bool((p == 0.5).all()) for p in pretrained.parameters())

@@ -9,12 +9,12 @@ import pytest
 import timm
 import torch
 
-import backbones
-import backbones.agent as agent
-from zoo.weights import checkpoint_filter_fn_for
+import attnzoo.backbones
+import attnzoo.backbones.agent as agent
+from attnzoo.weights import checkpoint_filter_fn_for
 
-SKELETON_DIR = Path(backbones.__file__).parent / "skeletons"
-FAMILY_MODULES = {p.stem for p in Path(backbones.__file__).parent.glob("*.py") if p.stem != "__init__"}
+SKELETON_DIR = Path(attnzoo.backbones.__file__).parent / "skeletons"
+FAMILY_MODULES = {p.stem for p in Path(attnzoo.backbones.__file__).parent.glob("*.py") if p.stem != "__init__"}
 
 
 @pytest.mark.parametrize("path", sorted(SKELETON_DIR.glob("*.py")), ids=lambda p: p.name)
@@ -38,7 +38,7 @@ def test_skeletons_import_no_family_module(path):
 @pytest.mark.parametrize("name,features_only", [("agent_pvt_tiny", False), ("agent_swin_tiny", True),
                                                 ("agent_deit_tiny", False), ("agent_cswin_tiny", False)])
 def test_agent_models_find_their_checkpoint_filter(name, features_only):
-    """The model classes live in backbones.agent (on skeleton bases), so the registry finds the Agent filter for the
+    """The model classes live in attnzoo.backbones.agent (on skeleton bases), so the registry finds the Agent filter for the
     models and for timm's features_only wrappers of them."""
     kwargs = dict(features_only=True) if features_only else {}
     with torch.device("meta"):

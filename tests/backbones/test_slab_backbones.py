@@ -12,8 +12,16 @@ import torch
 import torch.nn as nn
 from timm.models import reparameterize_model
 
-import backbones.slab as slab
-from backbones.slab import LinearNorm, RepBN, SlabCSWin, SlabDeiT, SlabPVT, SlabSwinTransformer, checkpoint_filter_fn
+import attnzoo.backbones.slab as slab
+from attnzoo.backbones.slab import (
+    LinearNorm,
+    RepBN,
+    SlabCSWin,
+    SlabDeiT,
+    SlabPVT,
+    SlabSwinTransformer,
+    checkpoint_filter_fn,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -101,7 +109,7 @@ def test_filter_passes_another_variants_keys_through_for_the_loader_to_name(slab
     state = {k: torch.zeros(shape, device="meta") for k, shape in slab_manifests["slab_pvt_tiny"].items()}
     filtered = checkpoint_filter_fn({"model": state}, _meta_model("prepbn_pvt_tiny"))
     assert filtered == state and any("positional_encoding" in k for k in filtered)
-    zoo_weights = pytest.importorskip("zoo.weights")  # the loader then names them (as load_checkpoint calls it)
+    zoo_weights = pytest.importorskip("attnzoo.weights")  # the loader then names them (as load_checkpoint calls it)
     with pytest.raises(zoo_weights.CheckpointError, match=r"does not fit prepbn_pvt_tiny: .*unexpected key.*"
                                                           r"positional_encoding"):
         zoo_weights.check_fit(filtered, _meta_model("prepbn_pvt_tiny"), "checkpoint slab_pvt_tiny")
@@ -173,7 +181,7 @@ def test_bad_attn_type_is_a_clear_error():
 
 
 def test_released_models_find_their_filter():
-    from zoo.weights import checkpoint_filter_fn_for
+    from attnzoo.weights import checkpoint_filter_fn_for
 
     assert checkpoint_filter_fn_for(_meta_model("slab_swin_tiny", features_only=True)) is slab.checkpoint_filter_fn
 
@@ -257,7 +265,7 @@ def test_slab_modules_trace_with_torch_fx(kind, train):
 
 def test_official_file_loads_through_timm_pretrained(tmp_path, slab_manifests):
     """An official-layout file ({'model': ...} with SLAB-DeiT's unused cls_token) through timm's pretrained=True."""
-    import zoo  # noqa: F401  (installs the safe checkpoint loader)
+    import attnzoo  # noqa: F401  (installs the safe checkpoint loader)
 
     torch.manual_seed(0)
     reference = timm.create_model("slab_deit_tiny").eval()

@@ -27,7 +27,7 @@ from timm.layers import get_channel_dim, get_spatial_dim
 from timm.models import get_notrace_functions, get_notrace_modules
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor, get_graph_node_names
 
-import backbones  # noqa: F401  (registers the zoo's families)
+import attnzoo.backbones  # noqa: F401  (registers the zoo's families)
 
 SIZES = [(96, 96), (128, 128), (200, 264)]
 
@@ -140,7 +140,7 @@ def _only_output(outputs: dict | torch.Tensor) -> torch.Tensor:
 def test_the_contract_covers_every_registered_zoo_name():
     registered = sorted(
         name for name in timm.list_models()
-        if timm.models._registry._model_entrypoints[name].__module__.startswith("backbones.")
+        if timm.models._registry._model_entrypoints[name].__module__.startswith("attnzoo.backbones.")
     )
     # every name of the families above (SLAB's names, on the same skeletons, are its own helper's to add)
     families = {name.split("_")[0] for name in CONTRACT_NAMES}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heads.forgery.fusion import AttentionBias, ForgeryAwareFusion, convert_official_fusion_state_dict
+from attnzoo.heads.forgery.fusion import AttentionBias, ForgeryAwareFusion, convert_official_fusion_state_dict
 
 
 def _official_fusion(case) -> ForgeryAwareFusion:

@@ -41,7 +41,7 @@ def _subset(path: Path, count: int) -> Path:
 
 
 def test_set_layout_and_generators(synthetic_set):
-    from heads.forgery.data import read_annotations
+    from attnzoo.heads.forgery.data import read_annotations
 
     records = read_annotations(synthetic_set["test"])
     assert len(records) == 200 and sum(r.label for r in records) == 100
@@ -54,7 +54,7 @@ def test_set_layout_and_generators(synthetic_set):
 
 def test_univfd_linear_probe_reaches_high_ap(synthetic_set):
     train = _tool("forgery_train")
-    from heads.forgery.metrics import average_precision
+    from attnzoo.heads.forgery.metrics import average_precision
 
     model = train.build_detector("univfd", tiny=True, image_size=32)
     train_loader, test_loader = train.detector_loaders(model, synthetic_set["train"], 32, 64, False,
@@ -72,8 +72,8 @@ def test_npr_reaches_high_ap_and_accuracy_at_one_half(synthetic_set):
     their initial values, so the README's run scored 50% at 0.5 (every real image called fake) with AP 99; the
     recalibration tools/forgery_train.py runs after training settles them."""
     train = _tool("forgery_train")
-    from heads.forgery.baselines import recalibrate_batchnorm
-    from heads.forgery.metrics import accuracy_split, average_precision
+    from attnzoo.heads.forgery.baselines import recalibrate_batchnorm
+    from attnzoo.heads.forgery.metrics import accuracy_split, average_precision
 
     torch.manual_seed(0)
     model = train.build_detector("npr", tiny=True, image_size=32)
@@ -94,7 +94,7 @@ def test_batchnorm_recalibration_gives_the_average_batch_statistics():
     """After recalibration each BatchNorm holds the equal-weight average of its input's per-batch mean and unbiased
     variance under the current weights (not the exponential average from mean 0 / variance 1), the momenta and the
     train/eval mode are restored, and the weights are untouched."""
-    from heads.forgery.baselines import NPR, recalibrate_batchnorm
+    from attnzoo.heads.forgery.baselines import NPR, recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = NPR().eval()
@@ -118,7 +118,7 @@ def test_batchnorm_recalibration_gives_the_average_batch_statistics():
 
 
 def test_augmentation_and_npr_input_checks():
-    from heads.forgery.baselines import NPR, neighbouring_pixel_relationships, training_augmentation
+    from attnzoo.heads.forgery.baselines import NPR, neighbouring_pixel_relationships, training_augmentation
 
     augment = training_augmentation(32, blur_prob=1.0, jpeg_prob=1.0, resize_prob=1.0)
     image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
@@ -138,8 +138,8 @@ def test_official_univfd_linear_layer_loads_strictly():
     """The released UniversalFakeDetect ``fc_weights.pth`` (4 KB, MIT; copied from the official repository at
     pretrained_weights/fc_weights.pth, sha256 4771007457...) fits a UnivFD head whose CLIP embeds to 768."""
     open_clip = pytest.importorskip("open_clip")
-    from heads.forgery.baselines import UnivFD
-    from heads.forgery.tiny import tiny_open_clip_config
+    from attnzoo.heads.forgery.baselines import UnivFD
+    from attnzoo.heads.forgery.tiny import tiny_open_clip_config
 
     state = torch.load(REPO / "tests/heads/assets/univfd_fc_weights.pth", map_location="cpu", weights_only=True)
     model = UnivFD(open_clip.CLIP(**tiny_open_clip_config(embed_dim=768)))
@@ -156,7 +156,7 @@ def test_npr_matches_the_official_network():
     weights, eval mode, a 32x32 input): our NPR takes the official keys strictly and gives the same logit."""
     from safetensors.torch import load_file
 
-    from heads.forgery.baselines import NPR
+    from attnzoo.heads.forgery.baselines import NPR
 
     tensors = load_file(str(REPO / "tests/heads/assets/npr_official_r50_32.safetensors"))
     meta = json.loads((REPO / "tests/heads/assets/npr_official_r50_32.json").read_text())

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("torchmetrics")
 pytest.importorskip("nltk")  # ROUGE-L's Porter stemmer
 
-from heads.forgery.metrics import (  # noqa: E402
+from attnzoo.heads.forgery.metrics import (  # noqa: E402
     ForgeryRecord,
     accuracy_split,
     average_precision,
@@ -73,8 +73,8 @@ def test_table_per_generator_and_overall():
 
 def test_css_is_cosine_of_clip_text_embeddings():
     open_clip = pytest.importorskip("open_clip")
-    from heads.forgery.metrics import CLIPTextSimilarity
-    from heads.forgery.tiny import tiny_open_clip_config
+    from attnzoo.heads.forgery.metrics import CLIPTextSimilarity
+    from attnzoo.heads.forgery.tiny import tiny_open_clip_config
 
     torch.manual_seed(0)
     model = open_clip.CLIP(**tiny_open_clip_config())

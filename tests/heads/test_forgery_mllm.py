@@ -14,10 +14,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("open_clip")
 
-from heads.forgery.data import AnnotationError, read_annotations, read_mmfr_cot, read_mmfr_evaluation_set  # noqa: E402
-from heads.forgery.mllm import IMAGE_TOKEN_INDEX, convert_official_fakereasoning_state_dict  # noqa: E402
-from heads.forgery.prompt import MissingConclusionError, build_response, parse_conclusion  # noqa: E402
-from heads.forgery.tiny import tiny_fakereasoning  # noqa: E402
+from attnzoo.heads.forgery.data import AnnotationError, read_annotations, read_mmfr_cot, read_mmfr_evaluation_set  # noqa: E402
+from attnzoo.heads.forgery.mllm import IMAGE_TOKEN_INDEX, convert_official_fakereasoning_state_dict  # noqa: E402
+from attnzoo.heads.forgery.prompt import MissingConclusionError, build_response, parse_conclusion  # noqa: E402
+from attnzoo.heads.forgery.tiny import tiny_fakereasoning  # noqa: E402
 
 IMAGE_SIZE = 56  # 4 x 4 patches of 14 in both branches
 RESPONSES = [
@@ -148,8 +148,8 @@ def test_a_zoo_style_branch_without_attention_map_runs_unbiased():
     """Any features_only backbone can be the low-level branch; without a map the fusion is plain cross-attention."""
     import timm
 
-    from heads.forgery.encoder import DualBranchEncoder, OpenCLIPTokens, TimmFeatureTokens
-    from heads.forgery.tiny import tiny_open_clip_config
+    from attnzoo.heads.forgery.encoder import DualBranchEncoder, OpenCLIPTokens, TimmFeatureTokens
+    from attnzoo.heads.forgery.tiny import tiny_open_clip_config
 
     open_clip = pytest.importorskip("open_clip")
     clip = open_clip.CLIP(**tiny_open_clip_config(image_size=IMAGE_SIZE))
@@ -167,7 +167,7 @@ def test_official_checkpoint_names_convert(model, parity):
     converted = convert_official_fakereasoning_state_dict(official)
     assert {k.split(".")[1] for k in converted} == {"high_projector", "low_projector", "fusion"}
     # the tiny fusion has a 4-head map; the official one 16: check names and shapes against an official-sized one
-    from heads.forgery.fusion import ForgeryAwareFusion
+    from attnzoo.heads.forgery.fusion import ForgeryAwareFusion
 
     fusion = ForgeryAwareFusion(64, 16, 256, 0.0)
     fusion.load_state_dict({k[len("visual.fusion."):]: v for k, v in converted.items() if k.startswith("visual.fusion.")})
@@ -241,7 +241,7 @@ def test_timm_branch_gives_the_blocks_own_tokens_and_attention():
     softmax the last block itself used (read from its attention dropout's input on the non-fused path)."""
     import timm
 
-    from heads.forgery.encoder import TimmViTTokens
+    from attnzoo.heads.forgery.encoder import TimmViTTokens
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=IMAGE_SIZE, embed_dim=64, depth=2,
@@ -266,8 +266,8 @@ def test_timm_branch_gives_the_blocks_own_tokens_and_attention():
 def test_open_clip_branch_is_the_penultimate_block_without_cls():
     """LLaVA's mm_vision_select_layer=-2: the second-to-last residual block's output, before ln_post, CLS dropped."""
     open_clip = pytest.importorskip("open_clip")
-    from heads.forgery.encoder import OpenCLIPTokens
-    from heads.forgery.tiny import tiny_open_clip_config
+    from attnzoo.heads.forgery.encoder import OpenCLIPTokens
+    from attnzoo.heads.forgery.tiny import tiny_open_clip_config
 
     torch.manual_seed(0)
     visual = open_clip.CLIP(**tiny_open_clip_config(image_size=IMAGE_SIZE, layers=3)).visual
@@ -285,9 +285,9 @@ def test_zoo_biformer_as_the_low_level_branch():
     """A zoo BiFormer (stage 3, stride 16) gives the keys/values; it has no attention map, so the fusion is unbiased."""
     import timm
 
-    import backbones  # noqa: F401  (registers the zoo families with timm)
-    from heads.forgery.encoder import DualBranchEncoder, OpenCLIPTokens, TimmFeatureTokens
-    from heads.forgery.tiny import tiny_open_clip_config
+    import attnzoo.backbones  # noqa: F401  (registers the zoo families with timm)
+    from attnzoo.heads.forgery.encoder import DualBranchEncoder, OpenCLIPTokens, TimmFeatureTokens
+    from attnzoo.heads.forgery.tiny import tiny_open_clip_config
 
     open_clip = pytest.importorskip("open_clip")
     torch.manual_seed(0)
@@ -305,7 +305,7 @@ def test_the_tiny_random_lm_learns_only_when_its_own_weights_train():
     position |logit(fake) - logit(real)| / T can never exceed ||w_fake - w_real|| * sqrt(width) / T (the RMS-normed
     hidden state has norm sqrt(width)): about 0.2, P(fake) within 0.45..0.55. Trained in full (the tiny default), the
     same 80 steps fit the answers and the mapper; under LoRA they barely move."""
-    from heads.forgery.builders import build_fakereasoning
+    from attnzoo.heads.forgery.builders import build_fakereasoning
 
     results = {}
     for regime in ("lora", "full"):

@@ -31,7 +31,7 @@ def test_the_expected_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_wires_pidray(path):
     cfg = _load(path)
-    assert "heads.xray" in cfg.custom_imports["imports"]
+    assert "attnzoo.heads.xray" in cfg.custom_imports["imports"]
     assert cfg.default_scope == "mmdet"
     assert cfg.model.type == "CascadeRCNN"
     assert cfg.model.neck.type == ("FPN" if path.name == "cascade-mask-rcnn_r101_fpn_1x_pidray.py" else "SDANetFPN")
@@ -60,7 +60,7 @@ def test_paper_setup_matches_the_official_one():
 def test_backbone_feeds_the_neck(path):
     from mmengine.registry import init_default_scope
 
-    cfg = _load(path)  # imports heads.xray (and zoo.openmmlab) through custom_imports
+    cfg = _load(path)  # imports attnzoo.heads.xray (and attnzoo.openmmlab) through custom_imports
     init_default_scope("mmdet")
     from mmdet.registry import MODELS
 
@@ -77,7 +77,7 @@ def test_backbone_feeds_the_neck(path):
 
 
 def test_time_budget_hook_ends_the_run_after_the_current_iteration():
-    from heads.xray import TrainTimeBudgetHook
+    from attnzoo.heads.xray import TrainTimeBudgetHook
 
     logged = []
     runner = types.SimpleNamespace(iter=4, train_loop=types.SimpleNamespace(_max_iters=100),
@@ -96,12 +96,12 @@ def test_time_budget_hook_ends_the_run_after_the_current_iteration():
 
 
 def test_importing_heads_and_the_demo_module_leaves_openmmlab_alone():
-    """``import heads`` and ``import zoo.tasks.xray.demo`` must work without mmdet; only configs and tools import it."""
+    """``import attnzoo.heads`` and ``import attnzoo.tasks.xray.demo`` must work without mmdet; only configs and tools import it."""
     import subprocess
     import sys
 
-    code = ("import sys, heads, zoo.tasks.xray.demo; "
+    code = ("import sys, attnzoo.heads, attnzoo.tasks.xray.demo; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('mmdet', 'mmcv', 'mmengine') "
-            "or m == 'heads.xray'); print(loaded); sys.exit(1 if loaded else 0)")
+            "or m == 'attnzoo.heads.xray'); print(loaded); sys.exit(1 if loaded else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

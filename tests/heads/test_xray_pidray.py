@@ -57,7 +57,7 @@ def warnings_logged():
 
 
 def _dataset(root, split, **kwargs):
-    from heads.xray import PIDRAY_SPLITS, PIDrayDataset
+    from attnzoo.heads.xray import PIDRAY_SPLITS, PIDrayDataset
 
     ann_file, folder = PIDRAY_SPLITS[split]
     return PIDrayDataset(split=split, data_root=str(root), ann_file=ann_file, data_prefix=dict(img=folder),
@@ -68,7 +68,7 @@ def _dataset(root, split, **kwargs):
 
 
 def test_generator_layout_classes_and_splits(synthetic):
-    from heads.xray import PIDRAY_CLASSES, PIDRAY_SPLITS
+    from attnzoo.heads.xray import PIDRAY_CLASSES, PIDRAY_SPLITS
 
     root, files = synthetic
     assert PIDRAY_CLASSES == OFFICIAL_ORDER == _generator().PIDRAY_CLASSES
@@ -216,7 +216,7 @@ def _ground_truth_predictions(root, files, split, drop_every=0, shift=0.0):
 
 
 def _metric(files, splits=("easy", "hard", "hidden"), **kwargs):
-    from heads.xray import PIDrayMetric
+    from attnzoo.heads.xray import PIDrayMetric
 
     metric = PIDrayMetric(ann_files={s: str(files[s]) for s in splits}, **kwargs)
     metric.dataset_meta = {"classes": OFFICIAL_ORDER}

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("mmdet")
 
-from heads.xray.selective_attention import (  # noqa: E402
+from attnzoo.heads.xray.selective_attention import (  # noqa: E402
     SelectiveDenseAttention,
     convert_official_attention_state_dict,
     convert_official_sdanet_checkpoint,
@@ -30,7 +30,7 @@ def test_matches_official_attfpn(parity, level):
 
 def test_official_checkpoint_keys_load_into_the_neck(parity):
     """Whole-detector conversion: official neck.selective_attention_{l}.* land in SDANetFPN and give its outputs."""
-    from heads.xray import SDANetFPN
+    from attnzoo.heads.xray import SDANetFPN
 
     neck = SDANetFPN(in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5).double().eval()
     official = {f"neck.{k}": v for k, v in neck.state_dict().items() if not k.startswith("selective_attentions.")}
@@ -76,7 +76,7 @@ def test_attention_weights_sum_to_one_over_levels(num_levels, channels):
 
 
 def test_gathering_pools_finer_and_interpolates_coarser_levels():
-    from heads.xray.selective_attention import gather_levels
+    from attnzoo.heads.xray.selective_attention import gather_levels
 
     levels = _pyramid(4, [(8, 8), (4, 4), (2, 2)], batch=1)
     gathered = gather_levels(levels, target_level=1)
@@ -88,7 +88,7 @@ def test_gathering_pools_finer_and_interpolates_coarser_levels():
 def test_neck_output_shapes_match_fpn():
     from mmdet.models.necks import FPN
 
-    from heads.xray import SDANetFPN
+    from attnzoo.heads.xray import SDANetFPN
 
     in_channels = [16, 32, 64, 128]
     generator = torch.Generator().manual_seed(1)
@@ -137,7 +137,7 @@ def test_neck_trains_end_to_end_inside_cascade_mask_rcnn():
     from mmdet.utils import register_all_modules
     from mmengine.structures import InstanceData
 
-    import heads.xray  # noqa: F401  (registers SDANetFPN)
+    import attnzoo.heads.xray  # noqa: F401  (registers SDANetFPN)
 
     register_all_modules()
     torch.manual_seed(0)

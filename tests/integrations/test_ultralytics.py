@@ -1,4 +1,4 @@
-"""zoo.integrations.ultralytics (issue 27): the zoo layers by name in Ultralytics model YAMLs, through the whole life
+"""attnzoo.integrations.ultralytics (issue 27): the zoo layers by name in Ultralytics model YAMLs, through the whole life
 cycle on the CPU: build from YAML, train a few iterations on a drawn-shapes set, val, save, reload in a fresh process
 (with register(); without it one line naming the call), predict, Ultralytics' own ONNX export.
 
@@ -51,7 +51,7 @@ def yolo(tmp_path_factory):
         font_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font_dir / "Arial.ttf")
 
-        from zoo.integrations import ultralytics as bridge
+        from attnzoo.integrations import ultralytics as bridge
 
         bridge.register()
         yield bridge
@@ -69,7 +69,7 @@ def shapes(tmp_path_factory):
 def test_the_yamls_are_shipped_and_the_set_maker_is_deterministic(tmp_path):
     import make_yolo_set
 
-    from zoo import shipped
+    from attnzoo import shipped
 
     assert shipped.list_configs("yolo/*") == ["yolo/yolo11-bra-neck.yaml", "yolo/yolo11-ela-backbone.yaml"]
     a, b, c = (make_yolo_set.make(tmp_path / name, num_train=2, num_val=1, height=48, width=64, min_size=10,
@@ -98,13 +98,13 @@ def test_register_is_idempotent_and_puts_the_layers_where_yamls_look(yolo):
                                                     "SimplifiedLinearAttention2d", "ELA")
     assert tasks.parse_model is wrapped and wrapped._zoo_bridge and yolo.is_registered()
     assert all(getattr(tasks, name) is yolo.YOLO_LAYERS[name] for name in yolo.LAYER_NAMES)
-    assert yolo.BiLevelRoutingAttention2d.__module__ == "zoo.integrations.ultralytics"  # the class path .pt files hold
+    assert yolo.BiLevelRoutingAttention2d.__module__ == "attnzoo.integrations.ultralytics"  # the class path .pt files hold
 
 
 def test_shipped_yamls_take_channels_from_their_input_at_every_scale(yolo):
     from ultralytics import YOLO
 
-    from zoo.layers import ELA, BiLevelRoutingAttention2d
+    from attnzoo.layers import ELA, BiLevelRoutingAttention2d
 
     torch.manual_seed(0)
     plain = YOLO("yolo11n.yaml")  # Ultralytics' own YAML, shipped inside the package: no download
@@ -183,7 +183,7 @@ def test_rows_reading_any_row_with_arguments_and_either_placement(yolo, tmp_path
 def test_bad_rows_fail_with_one_line_naming_the_fix(yolo, tmp_path, row, message):
     from ultralytics import YOLO
 
-    from zoo.errors import ZooError
+    from attnzoo.errors import ZooError
 
     path = tmp_path / "bad.yaml"
     path.write_text(f"nc: 1\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - {row}\nhead:\n  - [[1], 1, Detect, [nc]]\n")
@@ -196,8 +196,8 @@ def test_bad_rows_fail_with_one_line_naming_the_fix(yolo, tmp_path, row, message
 def test_unsupported_ultralytics_version_is_one_line(yolo, monkeypatch, capsys):
     import ultralytics
 
-    from zoo.errors import ZooError
-    from zoo.integrations.__main__ import main
+    from attnzoo.errors import ZooError
+    from attnzoo.integrations.__main__ import main
 
     monkeypatch.setattr(ultralytics, "__version__", "8.2.103")
     with pytest.raises(yolo.UnsupportedUltralyticsError) as info:
@@ -227,7 +227,7 @@ try:  # the bridge is imported now (by the attempt above), still not registered
     YOLO(yaml_path)
 except Exception as err:
     report["yaml_without_register"] = f"{type(err).__name__}: {err}"
-from zoo.integrations.ultralytics import register
+from attnzoo.integrations.ultralytics import register
 register()
 model = YOLO(weights)
 result = model.predict(image, imgsz=64, conf=0.0, device="cpu", verbose=False)[0]
@@ -280,7 +280,7 @@ def test_life_cycle_train_val_save_reload_predict_export(yolo, shapes, tmp_path)
     print("YAML without register():", report["yaml_without_register"])
     for key in ("reload_without_register", "yaml_without_register"):
         assert report[key].startswith("NotRegisteredError: ") and "\n" not in report[key]
-        assert "call zoo.integrations.ultralytics.register()" in report[key]
+        assert "call attnzoo.integrations.ultralytics.register()" in report[key]
     assert report["gammas"] == pytest.approx(gammas)
     torch.testing.assert_close(torch.tensor(report["boxes"]), expected, rtol=1e-4, atol=1e-3)
     print(f"reloaded in a fresh process after register(): {len(report['gammas'])} BRA gammas as saved, "

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import agent as agent_op
-from kernels.agent import agent_attention, agent_attention_fused, agent_attention_reference, pool_agent_tokens
+from attnzoo.kernels import agent as agent_op
+from attnzoo.kernels.agent import agent_attention, agent_attention_fused, agent_attention_reference, pool_agent_tokens
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 LOW_PRECISION_FLOOR = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

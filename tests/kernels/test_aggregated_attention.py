@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
 
-from kernels.aggregated_attention import (  # noqa: E402
+from attnzoo.kernels.aggregated_attention import (  # noqa: E402
     AggregatedAttentionFunction,
     aggregated_attention,
     aggregated_attention_reference,
@@ -264,7 +264,7 @@ def test_head_sparse_triton_matches_dense_then_gate(monkeypatch, case):
 
 
 def test_head_sparse_kernel_leaves_unselected_pairs_zero():
-    from kernels.moh import _slots
+    from attnzoo.kernels.moh import _slots
 
     b, h, height, width = 1, 3, 4, 5
     inputs = make_inputs(b, h, height, width, 4, 4, 3, 2, dtype=torch.float32)

@@ -7,7 +7,7 @@ when no GPU is visible), before any test module imports ``kernels``; so every ke
 Triton and nothing here needs a subprocess. :func:`test_interpreter_is_on_without_gpu` fails loudly if that ordering
 ever breaks.
 
-bf16: under the interpreter ``tl.dot`` on bf16 operands returns garbage, so ``kernels.bra`` upcasts the dot operands
+bf16: under the interpreter ``tl.dot`` on bf16 operands returns garbage, so ``attnzoo.kernels.bra`` upcasts the dot operands
 to fp32 when interpreting (constexpr ``UPCAST``); loads, stores and the fp32 softmax statistics stay bf16/fp32 as on
 the GPU. The bf16 cases here therefore test the bf16 data path on the CPU and the bf16 tensor-core dots only on the GPU.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import bra
-from kernels.bra import (
+from attnzoo.kernels import bra
+from attnzoo.kernels.bra import (
     bra_attention,
     bra_attention_gather,
     bra_attention_reference,
@@ -284,7 +284,7 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kernels import bra
+from attnzoo.kernels import bra
 
 for dtype in sys.argv[1:]:
   constexprs = dict(HEAD_DIM_QK=32, HEAD_DIM_V=32, BLOCK_M=64, BLOCK_N=64, BLOCK_DQK=32, BLOCK_DV=32, UPCAST=False,
@@ -330,7 +330,7 @@ def test_biformer_same_logits_on_both_paths(monkeypatch, name, overrides):
     """A whole BiFormer (shrunk: one block per stage, narrow, 2x2 regions, so the interpreter stays quick) gives the same
     logits and input gradient with ZOO_KERNELS=reference and ZOO_KERNELS=triton."""
     timm = pytest.importorskip("timm")
-    import backbones  # noqa: F401  (registers biformer_*)
+    import attnzoo.backbones  # noqa: F401  (registers biformer_*)
 
     torch.manual_seed(0)
     model = timm.create_model(name, depth=(1, 1, 1, 1), embed_dim=(32, 64, 64, 64), num_classes=10, **overrides)

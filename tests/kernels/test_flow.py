@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
 
-from kernels.flow import (  # noqa: E402
+from attnzoo.kernels.flow import (  # noqa: E402
     FlowAttentionFunction,
     flow_attention,
     flow_attention_causal_naive,

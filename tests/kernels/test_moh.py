@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
 
-from kernels.moh import (  # noqa: E402
+from attnzoo.kernels.moh import (  # noqa: E402
     HeadSparseAttentionFunction,
     dense_gates,
     head_sparse_attention,
@@ -124,7 +124,7 @@ def test_gather_path_computes_only_the_selected_pairs():
 
 def test_head_groups_pad_little():
     """Heads of similar load share one padded batch; a much lighter head gets its own; unused heads none."""
-    from kernels.moh import _head_groups
+    from attnzoo.kernels.moh import _head_groups
 
     assert _head_groups([40, 38, 37, 10, 0, 39]) == [([0, 5, 1, 2], 40), ([3], 10)]
 
@@ -200,7 +200,7 @@ def test_triton_matches_reference_half(case):
 
 def test_triton_leaves_unselected_pairs_zero():
     """The kernel writes only selected (token, head) rows: the rest of its ungated output and of dq stay zero."""
-    from kernels.moh import _slots
+    from attnzoo.kernels.moh import _slots
 
     (q, k, v), used, _, _, _ = make_inputs(1, 4, 20, 9, 4, 4, shared=1, routed=1, bias=False, dtype=torch.float32)
     chosen = torch.zeros(1, 20, 4, dtype=torch.bool, device=DEVICE).scatter(2, used, True)

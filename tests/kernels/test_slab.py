@@ -29,7 +29,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
 
-from kernels.slab import (  # noqa: E402
+from attnzoo.kernels.slab import (  # noqa: E402
     OFFICIAL_EPS,
     SimplifiedLinearAttentionFunction,
     simplified_linear_attention,

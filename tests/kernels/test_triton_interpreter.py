@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from kernels import bra, tiles
+from attnzoo.kernels import bra, tiles
 
 
 def test_interpreter_is_on_without_gpu():
@@ -13,4 +13,4 @@ def test_interpreter_is_on_without_gpu():
             "no GPU and TRITON_INTERPRET is not 1: tests/conftest.py must set it before kernels is imported"
         )
     assert tiles.triton is not None, "triton is not importable; the kernel tests need it (pip install triton)"
-    assert bra.triton is not None, "kernels.bra could not import triton (pip install triton)"
+    assert bra.triton is not None, "attnzoo.kernels.bra could not import triton (pip install triton)"

@@ -95,7 +95,7 @@ def _model_overrides(model: Config, kind: str, image_scale) -> dict:
 
 def _match_channels(model: Config) -> None:
     """Point the neck / decode heads at the (possibly shrunk) backbone's channels, read off a meta-device build."""
-    from zoo.openmmlab import ZooBackbone
+    from attnzoo.openmmlab import ZooBackbone
 
     kwargs = {k: v for k, v in model.backbone.items() if k != "type"}
     with torch.device("meta"):

@@ -8,9 +8,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import zoo.openmmlab as glue
-from zoo import CheckpointError
-from zoo.openmmlab import ZooBackbone
+import attnzoo.openmmlab as glue
+from attnzoo import CheckpointError
+from attnzoo.openmmlab import ZooBackbone
 
 
 def _save(model: torch.nn.Module, path) -> str:

@@ -11,8 +11,8 @@ from mmdet.registry import MODELS  # tests/mm/conftest.py skips this folder with
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
-import heads.detection  # noqa: F401  (registers BVRHead, KeypointHead, PointKptAssigner)
-from heads.detection import checkpoint_head_type, convert_official_bvr_checkpoint
+import attnzoo.heads.detection  # noqa: F401  (registers BVRHead, KeypointHead, PointKptAssigner)
+from attnzoo.heads.detection import checkpoint_head_type, convert_official_bvr_checkpoint
 
 register_all_modules(init_default_scope=False)
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_keypoint_head_and_transformer_get_gradients(retina_bvr):
 
 def test_zoo_convert_uses_the_card_key_mapping(retina_bvr, tmp_path):
     """`zoo convert SRC DST --model <bvr card>` runs the card's key mapping: a BVR file converts, another is refused."""
-    from zoo.cli import main
+    from attnzoo.cli import main
 
     official = {f"bbox_head.{k}": v for k, v in retina_bvr.state_dict().items()}
     torch.save({"state_dict": official, "meta": {}}, tmp_path / "bvr.pth")
@@ -144,9 +144,9 @@ def test_zoo_convert_uses_the_card_key_mapping(retina_bvr, tmp_path):
     plain = {k.replace("bbox_head.bbox_head.", "bbox_head."): v for k, v in official.items()
              if k.startswith("bbox_head.bbox_head.")}
     torch.save({"state_dict": plain}, tmp_path / "plain.pth")
-    from zoo.weights import CheckpointError
+    from attnzoo.weights import CheckpointError
 
     with pytest.raises(CheckpointError, match="its bbox_head is plain RetinaHead; expected BVRHead over"):
-        from zoo.models import convert_checkpoint
+        from attnzoo.models import convert_checkpoint
 
         convert_checkpoint(tmp_path / "plain.pth", tmp_path / "plain.safetensors", "retinanet_bvr_r50_coco")

@@ -10,7 +10,7 @@ pytest.importorskip("mmdet")
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 
-from heads.detection import (  # noqa: E402
+from attnzoo.heads.detection import (  # noqa: E402
     BVRMultiheadAttention,
     PositionalEncodingLearned,
     PositionalEncodingSine,

@@ -22,22 +22,22 @@ def test_configs_exist():
 
 @pytest.mark.parametrize("config", CONFIG_FILES)
 def test_config_builds(config):
-    import zoo.openmmlab  # noqa: F401  (registers ZooBackbone; configs import it through custom_imports)
+    import attnzoo.openmmlab  # noqa: F401  (registers ZooBackbone; configs import it through custom_imports)
 
     text = (CONFIGS / config).read_text()
     first_comment = text.split("\n", 3)[:3]
     assert "Paper:" in "".join(first_comment) or "Not a setup of" in "".join(first_comment), (
         f"{config}: the header must carry the paper's number ('Paper: ...') or say it is not a paper setup")
     cfg = Config.fromfile(str(CONFIGS / config))
-    assert cfg.custom_imports.imports == ["zoo.openmmlab"]
+    assert cfg.custom_imports.imports == ["attnzoo.openmmlab"]
     backbone = cfg.model.backbone
     plugin_resnet = backbone.type != "ZooBackbone"
-    if plugin_resnet:  # an OpenMMLab ResNet with zoo.layers plug-ins (e.g. det/faster-rcnn_r50-bra-c3-c5_*)
+    if plugin_resnet:  # an OpenMMLab ResNet with attnzoo.layers plug-ins (e.g. det/faster-rcnn_r50-bra-c3-c5_*)
         assert backbone.type.startswith("ResNet") and backbone.plugins, config
-        assert all(p.cfg.type in zoo.openmmlab.PLUGIN_LAYERS for p in backbone.plugins), config
+        assert all(p.cfg.type in attnzoo.openmmlab.PLUGIN_LAYERS for p in backbone.plugins), config
     else:
         if backbone.pretrained is not None:  # the card the config loads from exists (the synthetic demo has none)
-            assert zoo.get_card(backbone.pretrained).name == backbone.pretrained
+            assert attnzoo.get_card(backbone.pretrained).name == backbone.pretrained
         cfg.model.backbone.pretrained = None
     scope = cfg.default_scope
     init_default_scope(scope)
@@ -46,7 +46,7 @@ def test_config_builds(config):
         model = registry.build(cfg.model)
     built = model.backbone
     if plugin_resnet:  # the plug-ins are in the built blocks, with the channels of their position
-        plugin_layers = [m for m in built.modules() if isinstance(m, tuple(zoo.openmmlab.PLUGIN_LAYERS.values()))]
+        plugin_layers = [m for m in built.modules() if isinstance(m, tuple(attnzoo.openmmlab.PLUGIN_LAYERS.values()))]
         assert plugin_layers, config
         return
     assert built.out_channels == [int(c) for c in _consumer_channels(cfg.model)], config

@@ -30,7 +30,7 @@ def test_detector_learns(tmp_path, capsys):
     # are all low before training, so score_thr=0 lets its detections reach the evaluator at all.
     from mmdet.registry import MODELS
 
-    import zoo.openmmlab  # noqa: F401
+    import attnzoo.openmmlab  # noqa: F401
 
     cfg = Config.fromfile(str(CONFIG))
     init_default_scope("mmdet")

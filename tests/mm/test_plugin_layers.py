@@ -1,4 +1,4 @@
-"""zoo.layers as mmcv plug-ins in OpenMMLab ResNets (issue 18).
+"""attnzoo.layers as mmcv plug-ins in OpenMMLab ResNets (issue 18).
 
 The issue's own plug-in dict builds in mmdet's ResNet-50 and, with gamma at its initial 0, leaves the network's
 function unchanged; the synthetic-data variant of the plug-in detection config lowers its training loss in a few
@@ -20,8 +20,8 @@ SYNTH_CONFIG = CONFIGS / "det/faster-rcnn_r50-bra-c3-c5_fpn_coco-synth.py"
 def test_issue_plugin_dict_builds_in_mmdet_resnet50():
     from mmdet.registry import MODELS
 
-    import zoo.openmmlab  # noqa: F401  (configs import it through custom_imports)
-    from zoo.layers import BiLevelRoutingAttention2d
+    import attnzoo.openmmlab  # noqa: F401  (configs import it through custom_imports)
+    from attnzoo.layers import BiLevelRoutingAttention2d
 
     init_default_scope("mmdet")
     torch.manual_seed(0)
@@ -48,7 +48,7 @@ def test_synthetic_plugin_config_lowers_the_loss(coco_synth):
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import Runner
 
-    import zoo.openmmlab  # noqa: F401
+    import attnzoo.openmmlab  # noqa: F401
 
     torch.set_num_threads(1)
     cfg = Config.fromfile(str(SYNTH_CONFIG))
@@ -76,8 +76,8 @@ def test_slab_plugin_builds_in_mmdet_resnet50():
     gamma 0, in the path once gamma moves."""
     from mmdet.registry import MODELS
 
-    import zoo.openmmlab  # noqa: F401
-    from zoo.layers import SimplifiedLinearAttention2d
+    import attnzoo.openmmlab  # noqa: F401
+    from attnzoo.layers import SimplifiedLinearAttention2d
 
     init_default_scope("mmdet")
     torch.manual_seed(0)

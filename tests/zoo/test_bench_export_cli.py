@@ -1,4 +1,4 @@
-"""`zoo bench` and `zoo export` from the command line (in-process through zoo.cli.main)."""
+"""`zoo bench` and `zoo export` from the command line (in-process through attnzoo.cli.main)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import zoo
-from zoo.cli import main
-from zoo.tasks.bench import bench_model
+import attnzoo
+from attnzoo.cli import main
+from attnzoo.tasks.bench import bench_model
 
 
 def test_zoo_bench_writes_json_markdown_and_plot(tmp_path, capsys):
@@ -53,7 +53,7 @@ def _with_card(monkeypatch, card):
     """Cards as shipped, with ``card`` in place of the shipped card of the same name (test-only overlay)."""
     import importlib
 
-    cards_module = importlib.import_module(zoo.get_card.__module__)
+    cards_module = importlib.import_module(attnzoo.get_card.__module__)
     shipped = cards_module._all_cards
     monkeypatch.setattr(cards_module, "_all_cards", lambda: {**shipped(), card.name: card})
 
@@ -62,15 +62,15 @@ def test_zoo_export_builds_the_card_model(tmp_path, monkeypatch, capsys):
     """``zoo export`` applies the card's model_kwargs: FocalNet-L/XL/H cards set ``normalize_modulator``, which has no
     parameters, so a checkpoint loads strictly into a model built without it and the ONNX file computes another
     function. Here: a copy of the focalnet_tiny_srf card with that argument, seeded weights saved and given as
-    --checkpoint; the exported graph must equal the card's model (zoo.create_model) in onnxruntime."""
+    --checkpoint; the exported graph must equal the card's model (attnzoo.create_model) in onnxruntime."""
     import onnxruntime as ort
     import yaml
     from safetensors.torch import save_file
 
-    from zoo.cards import load_card_file
+    from attnzoo.cards import load_card_file
 
     name = "focalnet_tiny_srf"
-    fields = yaml.safe_load(zoo.get_card(name).path.read_text())
+    fields = yaml.safe_load(attnzoo.get_card(name).path.read_text())
     fields["model_kwargs"] = {"normalize_modulator": True}
     (tmp_path / "cards").mkdir()
     card_path = tmp_path / "cards" / f"{name}.yaml"
@@ -78,7 +78,7 @@ def test_zoo_export_builds_the_card_model(tmp_path, monkeypatch, capsys):
     _with_card(monkeypatch, load_card_file(card_path))
 
     torch.manual_seed(0)
-    model = zoo.create_model(name).eval()
+    model = attnzoo.create_model(name).eval()
     assert model.layers[0].blocks[0].modulation.normalize_modulator  # the card's argument reached the model
     with torch.no_grad():  # at timm's init the modulator's scale moves the logits by ~1e-3 only; make it show
         for param_name, param in model.named_parameters():
@@ -101,13 +101,13 @@ def test_zoo_export_builds_the_card_model(tmp_path, monkeypatch, capsys):
 
 
 def test_zoo_bench_builds_the_card_model(card_dir, tmp_path):
-    """zoo bench builds through zoo.create_model: a private card's model_kwargs shape the measured model."""
+    """zoo bench builds through attnzoo.create_model: a private card's model_kwargs shape the measured model."""
     from zoo_helpers import SMALL_MODEL, card_fields, write_card
 
     write_card(card_dir, card_fields(model_kwargs={"num_classes": 10}))
     row = bench_model(SMALL_MODEL, batch=1, img_size=32, warmup=0, iters=1)
-    expected = sum(p.numel() for p in zoo.create_model(SMALL_MODEL, num_classes=10).parameters()) / 1e6
+    expected = sum(p.numel() for p in attnzoo.create_model(SMALL_MODEL, num_classes=10).parameters()) / 1e6
     assert row.error is None and row.params_m == round(expected, 2)
-    assert row.params_m != round(sum(p.numel() for p in zoo.create_model(SMALL_MODEL, num_classes=1000).parameters())
+    assert row.params_m != round(sum(p.numel() for p in attnzoo.create_model(SMALL_MODEL, num_classes=1000).parameters())
                                  / 1e6, 2)
     assert row.infer_peak_mib is not None and row.infer_peak_mib > 0  # CPU: the profiler lower bound

@@ -10,8 +10,8 @@ import torch
 import yaml
 from zoo_helpers import SMALL_MODEL, card_fields, detector_fields, forgery_fields, write_card
 
-import zoo
-from zoo.cards import (
+import attnzoo
+from attnzoo.cards import (
     DETECTOR_TASKS,
     PACKAGE_CARD_DIR,
     TASK_SPECS,
@@ -23,8 +23,8 @@ from zoo.cards import (
     register_task,
     render,
 )
-from zoo.cli import main
-from zoo.errors import ZooError
+from attnzoo.cli import main
+from attnzoo.errors import ZooError
 
 PARAMS_TOLERANCE = 0.005  # the issue's bound: params within 0.5% of the card
 
@@ -57,34 +57,34 @@ SHIPPED_TASK_CARDS = sorted(p.stem for p in PACKAGE_CARD_DIR.glob("*.yaml") if _
 
 @pytest.mark.parametrize("name", SHIPPED_CARDS)
 def test_shipped_card_matches_live_model(name):
-    card = zoo.get_card(name)
-    assert timm.is_model(name), f"{card.path}: '{name}' is not a timm model name (import zoo registers ours)"
+    card = attnzoo.get_card(name)
+    assert timm.is_model(name), f"{card.path}: '{name}' is not a timm model name (import attnzoo registers ours)"
     check_params(card)
-    zoo.render_card(name)  # every card renders
+    attnzoo.render_card(name)  # every card renders
 
 
 def test_params_check_accepts_the_right_count_and_rejects_one_percent_off(card_dir):
     write_card(card_dir, card_fields())
-    check_params(zoo.get_card(SMALL_MODEL))
+    check_params(attnzoo.get_card(SMALL_MODEL))
     write_card(card_dir, card_fields(params_m=0.272128 * 1.01))
     with pytest.raises(AssertionError, match="params_m"):
-        check_params(zoo.get_card(SMALL_MODEL))
+        check_params(attnzoo.get_card(SMALL_MODEL))
 
 
 def test_get_and_list_cards(card_dir):
     write_card(card_dir, card_fields())
-    card = zoo.get_card(SMALL_MODEL)
+    card = attnzoo.get_card(SMALL_MODEL)
     assert card.family == "convnext" and card.input_size == (3, 160, 160) and card.top1 == 12.5
     assert card.paper.url == "https://arxiv.org/abs/2201.03545"
-    assert zoo.list_cards("test_conv*") == [SMALL_MODEL]
-    assert zoo.list_cards("nothing_like_this*") == []
-    assert SMALL_MODEL in zoo.list_models("test_*")  # carded timm models join the zoo
+    assert attnzoo.list_cards("test_conv*") == [SMALL_MODEL]
+    assert attnzoo.list_cards("nothing_like_this*") == []
+    assert SMALL_MODEL in attnzoo.list_models("test_*")  # carded timm models join the zoo
 
 
 def test_unknown_card_suggests_close_names(card_dir):
     write_card(card_dir, card_fields())
     with pytest.raises(UnknownModelError) as info:
-        zoo.get_card("test_convnxt")
+        attnzoo.get_card("test_convnxt")
     assert isinstance(info.value, KeyError)
     assert SMALL_MODEL in info.value.suggestions
     assert f"Did you mean: {SMALL_MODEL}" in str(info.value)
@@ -135,13 +135,13 @@ def test_missing_field_and_name_mismatch_and_bad_yaml(tmp_path):
 def test_a_bad_card_on_the_path_is_reported_not_skipped(card_dir):
     write_card(card_dir, card_fields(gflops="lots"))
     with pytest.raises(CardError, match="gflops"):
-        zoo.list_cards()
+        attnzoo.list_cards()
 
 
 def test_render_card_is_hub_style_markdown(card_dir):
     sha = "ab" * 32
     write_card(card_dir, card_fields(checkpoints=[{"url": "https://example.org/w.pth", "sha256": sha, "note": "n"}]))
-    text = zoo.render_card(SMALL_MODEL)
+    text = attnzoo.render_card(SMALL_MODEL)
     front, body = text.split("---\n")[1], text.split("---\n", 2)[2]
     meta = yaml.safe_load(front)
     assert meta["library_name"] == "timm" and meta["license"] == "apache-2.0"
@@ -203,22 +203,22 @@ def test_list_cards_filters_by_task(card_dir):
     write_card(card_dir, card_fields())
     write_card(card_dir, detector_fields())
     write_card(card_dir, forgery_fields())
-    assert zoo.list_cards("test_*", task="classification") == [SMALL_MODEL]
-    assert zoo.list_cards("test_*", task="xray") == ["test_sdanet"]
-    assert zoo.list_cards("test_*", task="forgery") == ["test_npr"]
-    assert zoo.list_cards("test_*") == sorted([SMALL_MODEL, "test_sdanet", "test_npr"])
-    assert "test_sdanet" not in zoo.list_models() and "test_npr" not in zoo.list_models()  # not timm models
+    assert attnzoo.list_cards("test_*", task="classification") == [SMALL_MODEL]
+    assert attnzoo.list_cards("test_*", task="xray") == ["test_sdanet"]
+    assert attnzoo.list_cards("test_*", task="forgery") == ["test_npr"]
+    assert attnzoo.list_cards("test_*") == sorted([SMALL_MODEL, "test_sdanet", "test_npr"])
+    assert "test_sdanet" not in attnzoo.list_models() and "test_npr" not in attnzoo.list_models()  # not timm models
     with pytest.raises(ValueError, match="unknown task"):
-        zoo.list_cards(task="vision")
+        attnzoo.list_cards(task="vision")
 
 
 def test_task_cards_render(card_dir):
     write_card(card_dir, detector_fields())
     write_card(card_dir, forgery_fields())
-    detector = zoo.render_card("test_sdanet")
+    detector = attnzoo.render_card("test_sdanet")
     assert detector.startswith("---\nlibrary_name: mmdet") and "| easy | box_ap | 71.2 |" in detector
     assert "zoo xray detect test_sdanet" in detector and "convert_official_sdanet_checkpoint(state_dict)" in detector
-    forgery = zoo.render_card("test_npr")
+    forgery = attnzoo.render_card("test_npr")
     assert "| stylegan | accuracy | 99.0 |" in forgery and "ResNet-50 on neighbouring-pixel residuals" in forgery
     assert "**Language model:** none" in forgery
 
@@ -228,13 +228,13 @@ def test_shipped_task_card_is_consistent(name):
     """Config present, backbone card real, key mapping importable, paper numbers per split complete, renders."""
     import importlib
 
-    card = zoo.get_card(name)
+    card = attnzoo.get_card(name)
     assert not timm.is_model(name), f"{card.path}: a task card must not shadow the timm model '{name}'"
     spec = card.detector or card.forgery
     if card.detector is not None:
         assert card.detector.config_file.is_file()
         if card.detector.backbone_card:
-            assert zoo.get_card(card.detector.backbone_card).task == "classification"
+            assert attnzoo.get_card(card.detector.backbone_card).task == "classification"
         splits = {}
         for m in card.metrics:
             splits.setdefault(m.metric, set()).add(m.split)
@@ -246,7 +246,7 @@ def test_shipped_task_card_is_consistent(name):
     if spec.key_mapping:
         module, _, function = spec.key_mapping.rpartition(".")
         assert callable(getattr(importlib.import_module(module), function))
-    rendered = zoo.render_card(name)
+    rendered = attnzoo.render_card(name)
     assert f"# Model card for {name}" in rendered
     if not card.metrics:  # the cards without paper numbers say so
         assert "No published numbers" in rendered and "No paper numbers" in card.notes
@@ -319,19 +319,19 @@ def test_a_task_registered_at_run_time_loads_renders_and_lists(keypoints_task, c
     write_card(card_dir, keypoints_fields())
     write_card(card_dir, card_fields())
 
-    card = zoo.get_card("test_pose")
+    card = attnzoo.get_card("test_pose")
     assert card.task == "keypoints" and card.spec is keypoints_task
     assert card.section == KeypointsSection("coco", 17) and card.detector is None and card.forgery is None
     assert card.params_m is None  # model stats optional, as the spec says
 
-    text = zoo.render_card("test_pose")
+    text = attnzoo.render_card("test_pose")
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["library_name"] == "mmpose" and meta["tags"] == ["keypoint-detection", "openmmlab", "attnzoo", "hrnet"]
     assert "A hrnet pose estimator, from" in text and "**Keypoints:** 17 (coco)" in text
     assert "zoo pose test_pose images/" in text and "| pose-estimation | coco | ap | 75.1 |" in text
     assert main(["card", "test_pose"]) == 0 and capsys.readouterr().out.strip() == text.strip()
 
-    assert zoo.list_cards("test_*", task="keypoints") == ["test_pose"]
+    assert attnzoo.list_cards("test_*", task="keypoints") == ["test_pose"]
     assert main(["list", "test_*", "--task", "keypoints"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "test_pose" in line)
     assert "keypoints" in row and "hrnet" in row and "17 keypoints; coco" in row and "ap 75.1" in row

@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.cli import EXIT_USER_ERROR, main
-from zoo.tasks.classification import build_dataset, class_to_index_for_model, scan_image_folder
+from attnzoo.cli import EXIT_USER_ERROR, main
+from attnzoo.tasks.classification import build_dataset, class_to_index_for_model, scan_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -221,7 +221,7 @@ def test_the_dataset_reads_through_the_zoo_reader_and_never_replaces_an_image(tr
     from image_files import write_truncated_jpeg
     from PIL import Image
 
-    from zoo.tasks.classification.datasets import UnreadableImageError
+    from attnzoo.tasks.classification.datasets import UnreadableImageError
 
     val = tmp_path / "val"
     shutil.copytree(shapes / "val", val)
@@ -288,7 +288,7 @@ def test_shards_cover_every_image_once_and_imagenet_synsets_keep_their_index(sha
 def test_two_processes_under_torchrun_train_like_one(shapes, tmp_path, capsys):
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zoo.cli",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "attnzoo.cli",
                "train", "biformer_tiny", "--data", str(shapes), "--out", str(out), "--epochs", "1",
                "--batch-size", "4", *FAST[:2], "--workers", "0", "--no-aug", *TINY_BIFORMER]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -9,7 +9,7 @@ import timm
 import torch
 from zoo_helpers import SMALL_MODEL, card_fields, detector_fields, forgery_fields, write_card
 
-from zoo.cli import EXIT_USER_ERROR, main
+from attnzoo.cli import EXIT_USER_ERROR, main
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_a_closed_pipe_ends_the_command_quietly():
     import subprocess
     import sys
 
-    script = "import sys; from zoo.cli import main; sys.exit(main(['card', 'biformer_tiny']))"
+    script = "import sys; from attnzoo.cli import main; sys.exit(main(['card', 'biformer_tiny']))"
     proc = subprocess.run(f"'{sys.executable}' -c \"{script}\" | true; echo $" + "{PIPESTATUS[0]}", shell=True,
                           executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "141"  # 128 + SIGPIPE, as `cat` or `grep` would end

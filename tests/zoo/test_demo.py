@@ -6,7 +6,7 @@ import numpy as np
 from rich.console import Console
 from zoo_helpers import SMALL_MODEL, card_fields, write_card
 
-from zoo.tasks import demo
+from attnzoo.tasks import demo
 
 
 def test_demo_image_is_deterministic_and_shipped():
@@ -39,7 +39,7 @@ def test_xray_step_trains_fixed_iterations_under_a_guard_and_ends_with_zoo_xray_
     import pytest
 
     pytest.importorskip("mmdet")
-    from zoo.tasks.xray import demo as xray_demo
+    from attnzoo.tasks.xray import demo as xray_demo
 
     lines = []
     result = xray_demo.run_xray_demo(tmp_path / "xray", iterations=1000, guard_minutes=0.01, num_train=6,
@@ -68,9 +68,9 @@ def test_xray_demo_config_and_untrained_checkpoint_are_library_functions(tmp_pat
     pytest.importorskip("mmdet")
     from mmengine.config import Config
 
-    from zoo.openmmlab import RUNNER_CHECKPOINT_GLOBALS
-    from zoo.tasks.xray.demo import save_untrained_checkpoint, write_demo_config
-    from zoo.weights import compare_state_dicts, read_checkpoint
+    from attnzoo.openmmlab import RUNNER_CHECKPOINT_GLOBALS
+    from attnzoo.tasks.xray.demo import save_untrained_checkpoint, write_demo_config
+    from attnzoo.weights import compare_state_dicts, read_checkpoint
 
     root = tmp_path / "data"
     config = write_demo_config(tmp_path / "config.py", root, seed=3)

@@ -15,8 +15,8 @@ import torch
 from timm.models import focalnet as timm_focalnet
 from timm.models import metaformer as timm_metaformer
 
-import zoo  # noqa: F401  (registers the families)
-from zoo.tasks.export import compile_check, export_onnx
+import attnzoo  # noqa: F401  (registers the families)
+from attnzoo.tasks.export import compile_check, export_onnx
 
 ONNX_TOL = 1e-4
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.flops import count_gflops
+from attnzoo.flops import count_gflops
 
 
 class ConvAttentionNet(nn.Module):

@@ -1,6 +1,6 @@
 """`zoo forgery check`: one JSON line per image with the run's own P(fake), folders, non-image files skipped with a
 warning that names them, and a bad run folder (or damaged, misfitting weights) ending in one error line with exit code
-2; zoo.tasks.forgery as a library (run folders written by tools/forgery_train.py, the official weights' readers)."""
+2; attnzoo.tasks.forgery as a library (run folders written by tools/forgery_train.py, the official weights' readers)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.cli import EXIT_USER_ERROR, main
+from attnzoo.cli import EXIT_USER_ERROR, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def _write_run(folder, head: str, state: dict, **args):
 
 @pytest.fixture(scope="module")
 def npr_run(tmp_path_factory):
-    from heads.forgery.baselines import NPR
+    from attnzoo.heads.forgery.baselines import NPR
 
     torch.manual_seed(0)
     model = NPR().eval()
@@ -57,7 +57,7 @@ def image_folder(tmp_path):
 
 
 def test_json_lines_carry_the_runs_own_probability(npr_run, image_folder, capsys):
-    from heads.forgery.baselines import evaluation_transform
+    from attnzoo.heads.forgery.baselines import evaluation_transform
 
     folder, model = npr_run
     # a folder gives its image files, not its subfolders; a second argument names the subfolder
@@ -89,8 +89,8 @@ def test_plain_output_and_threshold(npr_run, image_folder, capsys):
 def test_fakereasoning_run_gives_text_and_probability(tmp_path, image_folder, capsys):
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from heads.forgery.builders import build_fakereasoning
-    from heads.forgery.prompt import build_response
+    from attnzoo.heads.forgery.builders import build_fakereasoning
+    from attnzoo.heads.forgery.prompt import build_response
 
     responses = [build_response("Edges look soft.", 1), build_response("Noise is even.", 0)]
     model = build_fakereasoning(tiny=True, image_size=56, responses=responses)
@@ -208,8 +208,8 @@ def test_help_names_the_forgery_run_folder(capsys):
 
 
 def test_check_images_is_a_library_generator(npr_run, image_folder):
-    from zoo.tasks.forgery.check import check_images
-    from zoo.tasks.forgery.runs import load_run
+    from attnzoo.tasks.forgery.check import check_images
+    from attnzoo.tasks.forgery.runs import load_run
 
     folder, _ = npr_run
     run = load_run(folder)
@@ -231,10 +231,10 @@ def _tool(name: str):
 
 
 def test_a_trained_run_folder_loads_back(tmp_path, image_folder, capsys):
-    """tools/forgery_train.py writes the folder (weights through zoo.weights.save_safetensors); load_run reads it."""
+    """tools/forgery_train.py writes the folder (weights through attnzoo.weights.save_safetensors); load_run reads it."""
     from safetensors import safe_open
 
-    from zoo.tasks.forgery.runs import load_run
+    from attnzoo.tasks.forgery.runs import load_run
 
     data = _tool("make_forgery_set").make_set(tmp_path / "set", train=8, test=2, size=32, seed=0)
     out = tmp_path / "run"
@@ -250,11 +250,11 @@ def test_a_trained_run_folder_loads_back(tmp_path, image_folder, capsys):
 
 
 def test_official_readers_check_the_file(tmp_path):
-    """The official weights are read through zoo.weights: sha256 of the published file, the one unwrapping rule
+    """The official weights are read through attnzoo.weights: sha256 of the published file, the one unwrapping rule
     ('model', 'module.'), and the one misfit message naming the key."""
-    from heads.forgery.baselines import NPR, UNIVFD_FC_SHA256
-    from zoo.tasks.forgery.official import load_official_npr, official_state_dict
-    from zoo.weights import CheckpointError
+    from attnzoo.heads.forgery.baselines import NPR, UNIVFD_FC_SHA256
+    from attnzoo.tasks.forgery.official import load_official_npr, official_state_dict
+    from attnzoo.weights import CheckpointError
 
     asset = REPO / "tests/heads/assets/univfd_fc_weights.pth"
     state, origin = official_state_dict(asset, UNIVFD_FC_SHA256, "UnivFD fc weights")
@@ -277,8 +277,8 @@ def test_official_fakereasoning_state_reads_only_the_projectors(tmp_path):
     """With the shards' index only the projector / fusion tensors are read; without it every shard is filtered."""
     from safetensors.torch import save_file
 
-    from zoo.tasks.forgery.official import read_official_fakereasoning_state
-    from zoo.weights import CheckpointError
+    from attnzoo.tasks.forgery.official import read_official_fakereasoning_state
+    from attnzoo.weights import CheckpointError
 
     save_file({"model.mm_projector.0.weight": torch.ones(2, 2), "model.embed_tokens.weight": torch.ones(3)},
               str(tmp_path / "a.safetensors"))

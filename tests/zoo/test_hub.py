@@ -1,4 +1,4 @@
-"""Hub-style folders: save_pretrained -> zoo.create_model / timm local-dir: round trips."""
+"""Hub-style folders: save_pretrained -> attnzoo.create_model / timm local-dir: round trips."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 import yaml
 from zoo_helpers import SMALL_MODEL, card_fields, write_card
 
-import zoo
-from zoo.cards import UnknownModelError
+import attnzoo
+from attnzoo.cards import UnknownModelError
 
 
 def outputs_equal(a: torch.nn.Module, b: torch.nn.Module, size=(1, 3, 64, 64)) -> bool:
@@ -24,7 +24,7 @@ def outputs_equal(a: torch.nn.Module, b: torch.nn.Module, size=(1, 3, 64, 64)) -
 def saved(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model(SMALL_MODEL, num_classes=7, drop_path_rate=0.1).eval()
-    folder = zoo.save_pretrained(model, tmp_path / "folder")
+    folder = attnzoo.save_pretrained(model, tmp_path / "folder")
     return model, folder
 
 
@@ -43,10 +43,10 @@ def test_folder_layout_is_timms_hub_format(saved):
 
 def test_create_model_from_folder_round_trip(saved):
     model, folder = saved
-    rebuilt = zoo.create_model(folder)
+    rebuilt = attnzoo.create_model(folder)
     assert rebuilt.num_classes == 7 and outputs_equal(model, rebuilt)
     assert rebuilt.pretrained_cfg["input_size"] == (3, 160, 160)
-    assert outputs_equal(model, zoo.create_model(f"local-dir:{folder}"))
+    assert outputs_equal(model, attnzoo.create_model(f"local-dir:{folder}"))
 
 
 def test_timm_local_dir_loads_the_folder(saved):
@@ -57,10 +57,10 @@ def test_timm_local_dir_loads_the_folder(saved):
 
 def test_folder_with_new_head_or_features_only(saved):
     model, folder = saved
-    retargeted = zoo.create_model(folder, num_classes=3)
+    retargeted = attnzoo.create_model(folder, num_classes=3)
     assert retargeted.num_classes == 3
     assert torch.equal(retargeted.state_dict()["stem.0.weight"], model.state_dict()["stem.0.weight"])
-    backbone = zoo.create_model(folder, features_only=True, out_indices=(1, 3))
+    backbone = attnzoo.create_model(folder, features_only=True, out_indices=(1, 3))
     features = backbone(torch.randn(1, 3, 64, 64))
     assert len(features) == 2
     assert torch.equal(backbone.state_dict()["stem_0.weight"], model.state_dict()["stem.0.weight"])
@@ -70,24 +70,24 @@ def test_folder_with_damaged_weights_fails_loudly(saved):
     _, folder = saved
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-64])
-    with pytest.raises(zoo.CheckpointError, match="truncated"):
-        zoo.create_model(folder)
+    with pytest.raises(attnzoo.CheckpointError, match="truncated"):
+        attnzoo.create_model(folder)
 
 
 def test_readme_is_the_card_when_one_exists(card_dir, tmp_path):
     write_card(card_dir, card_fields())
-    folder = zoo.save_pretrained(timm.create_model(SMALL_MODEL), tmp_path / "carded")
-    assert (folder / "README.md").read_text() == zoo.render_card(SMALL_MODEL)
+    folder = attnzoo.save_pretrained(timm.create_model(SMALL_MODEL), tmp_path / "carded")
+    assert (folder / "README.md").read_text() == attnzoo.render_card(SMALL_MODEL)
 
 
 def test_create_model_by_name_and_its_errors(tmp_path):
-    model = zoo.create_model(SMALL_MODEL, num_classes=5)
+    model = attnzoo.create_model(SMALL_MODEL, num_classes=5)
     assert isinstance(model, torch.nn.Module) and model.num_classes == 5
     with pytest.raises(UnknownModelError, match="Did you mean: test_convnext"):
-        zoo.create_model("test_convnextt")
+        attnzoo.create_model("test_convnextt")
     with pytest.raises(FileNotFoundError, match="no such model folder"):
-        zoo.create_model(str(tmp_path / "absent_folder"))
+        attnzoo.create_model(str(tmp_path / "absent_folder"))
     with pytest.raises(FileNotFoundError, match="not a model folder"):
-        zoo.create_model(tmp_path)
+        attnzoo.create_model(tmp_path)
     with pytest.raises(ValueError, match="pretrained_cfg"):
-        zoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "plain")
+        attnzoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "plain")

@@ -1,4 +1,4 @@
-"""The one image reader (``zoo.tasks.images``, issue 26): names that are not UTF-8, truncated files, the pixel limit
+"""The one image reader (``attnzoo.tasks.images``, issue 26): names that are not UTF-8, truncated files, the pixel limit
 checked from the header before decoding, every mode to 8-bit RGB, a folder's own image files."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from image_files import (
 )
 from PIL import Image
 
-from zoo.errors import UserError
-from zoo.tasks import images
-from zoo.tasks.images import collect_images, read_rgb_images
+from attnzoo.errors import UserError
+from attnzoo.tasks import images
+from attnzoo.tasks.images import collect_images, read_rgb_images
 
 
 def test_a_name_that_is_not_utf8_is_read_and_shown_with_escapes(tmp_path):

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 
-from zoo.cli import EXIT_USER_ERROR, main
-from zoo.models.builder import img_size_kwargs
+from attnzoo.cli import EXIT_USER_ERROR, main
+from attnzoo.models.builder import img_size_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -129,7 +129,7 @@ def test_img_size_disagreeing_with_model_kwargs_is_one_error(shapes, tmp_path, c
 
 
 def test_zoo_backbone_builds_at_img_size_and_resamples_a_checkpoint_of_another_size(tmp_path):
-    from zoo.openmmlab.backbone import ZooBackbone
+    from attnzoo.openmmlab.backbone import ZooBackbone
 
     torch.manual_seed(0)
     at64 = timm.create_model("flowformer", img_size=64, **TINY_KWARGS)
@@ -150,7 +150,7 @@ def test_predict_export_and_bench_build_the_model_at_img_size(run_at_64, shapes,
     built at 64), and the weights they load are resampled by the family filter."""
     import onnxruntime as ort
 
-    from zoo.tasks.bench import bench_model
+    from attnzoo.tasks.bench import bench_model
 
     run, _ = run_at_64
     weights = str(run / "model.safetensors")
@@ -190,7 +190,7 @@ def test_predict_export_and_bench_build_the_model_at_img_size(run_at_64, shapes,
 
 def test_a_size_the_model_cannot_take_is_one_line(capsys):
     """--img-size the architecture cannot take: the CLI's one line naming the sizes it can, exit 2, no traceback."""
-    from zoo.cli import main
+    from attnzoo.cli import main
 
     assert main(["export", "agent_pvt_tiny", "--img-size", "72", "--out", "unused"]) == 2
     err = capsys.readouterr().err.strip()

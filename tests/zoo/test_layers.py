@@ -1,4 +1,4 @@
-"""zoo.layers: the drop-in attention layers (issue 18).
+"""attnzoo.layers: the drop-in attention layers (issue 18).
 
 Each layer at 8x8, 37x53 and 97x131 (forward + backward) and inside a torchvision ResNet-18; BRA's padding mask
 against plain full attention; ELA against a hand-computed case; the Triton paths against the reference in Triton's
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.layers import (
+from attnzoo.layers import (
     ELA,
     AgentAttention2d,
     BiLevelRoutingAttention2d,
@@ -22,7 +22,7 @@ from zoo.layers import (
     FlowAttention2d,
     SimplifiedLinearAttention2d,
 )
-from zoo.tasks.export import compile_check, export_onnx
+from attnzoo.tasks.export import compile_check, export_onnx
 
 LAYERS = {
     "bra": BiLevelRoutingAttention2d,

@@ -1,4 +1,4 @@
-"""zoo.tasks.measure, the one measuring harness of zoo bench and tools/benchmark.py."""
+"""attnzoo.tasks.measure, the one measuring harness of zoo bench and tools/benchmark.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from zoo.tasks import measure
+from attnzoo.tasks import measure
 
 
 def test_time_call_is_the_median_in_milliseconds_after_the_warmup():

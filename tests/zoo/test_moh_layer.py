@@ -1,4 +1,4 @@
-"""zoo.layers.MixtureOfHeadAttention: MoH as a drop-in for timm's ViT attention, its routing, the balancing loss."""
+"""attnzoo.layers.MixtureOfHeadAttention: MoH as a drop-in for timm's ViT attention, its routing, the balancing loss."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from zoo.layers import MixtureOfHeadAttention, moh_balance_loss
-from zoo.tasks.export import compile_check, export_onnx
+from attnzoo.layers import MixtureOfHeadAttention, moh_balance_loss
+from attnzoo.tasks.export import compile_check, export_onnx
 
 BALANCE_WEIGHT = 0.01  # SkyworkAI/MoH MoH-ViT/engine.py
 
@@ -46,7 +46,7 @@ def test_routing_selects_top_k_and_matches_dense_heads():
     torch.manual_seed(0)
     layer = MixtureOfHeadAttention(32, num_heads=4, shared_heads=1, routed_heads=2).eval()
     x = torch.randn(2, 10, 32)
-    from backbones.layers import moh_head_gates
+    from attnzoo.backbones.layers import moh_head_gates
 
     gates, balance = moh_head_gates(layer, x)
     assert balance is None and gates.shape == (2, 10, 4)
@@ -91,7 +91,7 @@ def test_compile_fullgraph_and_onnx(tmp_path):
 
 def test_zoo_train_adds_the_official_balance_weight():
     """zoo train's loss: task loss + 0.01 * mean layer balance loss for MoH models, the task loss alone otherwise."""
-    from zoo.tasks.classification.auxiliary_losses import MOH_BALANCE_WEIGHT, add_auxiliary_losses
+    from attnzoo.tasks.classification.auxiliary_losses import MOH_BALANCE_WEIGHT, add_auxiliary_losses
 
     assert MOH_BALANCE_WEIGHT == BALANCE_WEIGHT
     model = _moh_vit().train()

@@ -1,11 +1,11 @@
 """One path per job: every way of making a model gets the same weights rule and the card's model arguments.
 
 Each test here failed on main before the redesign (5b58531, issue 21):
-1. a checkpoint holding both ``model`` and ``model_ema`` gave the ``model`` weights to ``zoo.create_model(name,
+1. a checkpoint holding both ``model`` and ``model_ema`` gave the ``model`` weights to ``attnzoo.create_model(name,
    pretrained=True)`` and the EMA weights to the same call with ``num_classes=10`` (timm's file loader prefers EMA);
 2. ``ZooBackbone`` (and ``zoo export``, tests/zoo/test_bench_export_cli.py) built the model without the card's
    ``model_kwargs``;
-3. ``import zoo.openmmlab`` allow-listed the Runner checkpoint globals for the whole process.
+3. ``import attnzoo.openmmlab`` allow-listed the Runner checkpoint globals for the whole process.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import timm
 import torch
 from zoo_helpers import SMALL_MODEL, card_fields, write_card
 
-import zoo
-from zoo import CheckpointError
+import attnzoo
+from attnzoo import CheckpointError
 
 
 def _stem_mean(model: torch.nn.Module) -> float:
@@ -39,9 +39,9 @@ def card_with_model_and_ema(card_dir, hub_cache, tmp_path):
 
 
 def test_the_unwrapping_rule_is_the_same_on_every_create_path(card_with_model_and_ema):
-    as_published = zoo.create_model(SMALL_MODEL, pretrained=True)
-    new_head = zoo.create_model(SMALL_MODEL, pretrained=True, num_classes=10)
-    features = zoo.create_model(SMALL_MODEL, pretrained=True, features_only=True)
+    as_published = attnzoo.create_model(SMALL_MODEL, pretrained=True)
+    new_head = attnzoo.create_model(SMALL_MODEL, pretrained=True, num_classes=10)
+    features = attnzoo.create_model(SMALL_MODEL, pretrained=True, features_only=True)
     assert _stem_mean(as_published) == 0.0
     assert _stem_mean(new_head) == 0.0  # was 1.0: timm's loader took model_ema
     assert _stem_mean(features) == 0.0
@@ -61,11 +61,11 @@ def test_a_file_given_to_timm_goes_through_the_zoo_rule_too(tmp_path):
 
 def test_zoo_backbone_builds_the_cards_model(card_dir):
     """A card's model_kwargs (here a parameter-free one: the activation) reach the detector's backbone."""
-    from zoo.openmmlab import ZooBackbone
+    from attnzoo.openmmlab import ZooBackbone
 
     write_card(card_dir, card_fields(model_kwargs={"act_layer": "relu"}))
     torch.manual_seed(0)
-    card_model = zoo.create_model(SMALL_MODEL).eval()
+    card_model = attnzoo.create_model(SMALL_MODEL).eval()
     with torch.no_grad():  # test_convnext's layer scale starts at 1e-6, which would hide the blocks' activation
         for parameter in card_model.parameters():
             parameter.normal_(0.0, 0.5)
@@ -83,7 +83,7 @@ def test_runner_globals_are_allowed_only_inside_the_runners_own_read(tmp_path):
     from mmengine.logging.history_buffer import HistoryBuffer
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    import zoo.openmmlab  # noqa: F401  (what `zoo xray detect` and every config import)
+    import attnzoo.openmmlab  # noqa: F401  (what `zoo xray detect` and every config import)
 
     model = torch.nn.Linear(2, 2)
     history = HistoryBuffer()
@@ -92,7 +92,7 @@ def test_runner_globals_are_allowed_only_inside_the_runners_own_read(tmp_path):
     torch.save({"state_dict": model.state_dict(), "message_hub": {"log_scalars": {"loss": history}},
                 "meta": {"seed": np.int64(0), "lr": np.float32(0.1)}}, path)
     with pytest.raises(CheckpointError, match="refused: the file is a pickle that needs Python code"):
-        zoo.load_checkpoint(model, path)  # was accepted after `import zoo.openmmlab`
+        attnzoo.load_checkpoint(model, path)  # was accepted after `import attnzoo.openmmlab`
     with pytest.raises(Exception, match="Unsupported global"):
         torch.load(path, weights_only=True)  # nothing process-wide was allowed
     restored = _load_checkpoint(str(path), map_location="cpu")  # the Runner's own read: its globals, weights-only

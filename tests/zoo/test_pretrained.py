@@ -17,10 +17,10 @@ import timm
 import timm.models._hub as timm_hub
 import torch
 
-import zoo
-import zoo.weights.loading
-from backbones.pretrained import OfficialWeightsUnavailableError, install_checkpoint_loader
-from zoo.weights import CheckpointError, cache_filename
+import attnzoo
+import attnzoo.weights.loading
+from attnzoo.backbones.pretrained import OfficialWeightsUnavailableError, install_checkpoint_loader
+from attnzoo.weights import CheckpointError, cache_filename
 
 SMALL = dict(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), qk_dims=(16, 32, 64, 128), head_dim=16)
 
@@ -72,7 +72,7 @@ def test_two_variants_download_into_two_cache_files_and_each_loads_its_own(fake_
     again = timm.create_model("biformer_tiny", pretrained=True, **SMALL)  # cached: no second download
     assert len(calls) == 2 and _all_equal(again, 0.25)
     # zoo's card path resolves the same cache file
-    assert zoo.load_checkpoint(timm.create_model("biformer_tiny", **SMALL), "biformer_tiny").path == \
+    assert attnzoo.load_checkpoint(timm.create_model("biformer_tiny", **SMALL), "biformer_tiny").path == \
         hub_cache / tiny_file
 
 
@@ -95,18 +95,18 @@ def test_a_card_sha256_is_checked_on_the_downloaded_file(fake_downloads, monkeyp
     served, _ = fake_downloads
     url, cache_name = _official_url("biformer_tiny")
     served[url] = _filled("biformer_tiny", 0.25)
-    card = zoo.get_card("biformer_tiny")
+    card = attnzoo.get_card("biformer_tiny")
 
     def card_with_sha256(sha256: str):
         checkpoint = dataclasses.replace(card.checkpoints[0], sha256=sha256)
         return lambda name: dataclasses.replace(card, checkpoints=[checkpoint])
 
-    monkeypatch.setattr(zoo.weights.loading, "get_card", card_with_sha256("0" * 64))
+    monkeypatch.setattr(attnzoo.weights.loading, "get_card", card_with_sha256("0" * 64))
     with pytest.raises(CheckpointError, match=rf"{cache_name}: sha256 mismatch: expected 0{{64}}"):
         timm.create_model("biformer_tiny", pretrained=True, **SMALL)
 
     cached = Path(torch.hub.get_dir()) / "checkpoints" / cache_name
-    monkeypatch.setattr(zoo.weights.loading, "get_card", card_with_sha256(hashlib.sha256(cached.read_bytes()).hexdigest()))
+    monkeypatch.setattr(attnzoo.weights.loading, "get_card", card_with_sha256(hashlib.sha256(cached.read_bytes()).hexdigest()))
     assert _all_equal(timm.create_model("biformer_tiny", pretrained=True, **SMALL), 0.25)
 
 
@@ -137,13 +137,13 @@ def test_an_official_file_of_another_variant_is_refused_by_name(tmp_path):
 
 
 def test_without_the_zoo_loader_pretrained_says_to_import_zoo(hub_cache):
-    """backbones alone (no `import zoo`) refuse to load a downloaded official file some weaker way."""
+    """backbones alone (no `import attnzoo`) refuse to load a downloaded official file some weaker way."""
     _, cache_name = _official_url("biformer_tiny")
     hub_cache.mkdir(parents=True)
     torch.save({"model": _filled("biformer_tiny", 0.25)}, hub_cache / cache_name)  # already downloaded
     previous = install_checkpoint_loader(None)
     try:
-        with pytest.raises(RuntimeError, match="`import zoo`"):
+        with pytest.raises(RuntimeError, match="`import attnzoo`"):
             timm.create_model("biformer_tiny", pretrained=True, **SMALL)
     finally:
         install_checkpoint_loader(previous)
@@ -152,8 +152,8 @@ def test_without_the_zoo_loader_pretrained_says_to_import_zoo(hub_cache):
 def test_every_card_checkpoint_url_has_a_cache_file_of_its_own():
     """No two official URLs share a cache file (OneDrive's .../root/content, Tsinghua's .../?dl=1 name nothing)."""
     files: dict[str, str] = {}
-    for name in zoo.list_cards():
-        for checkpoint in zoo.get_card(name).checkpoints:
+    for name in attnzoo.list_cards():
+        for checkpoint in attnzoo.get_card(name).checkpoints:
             filename = cache_filename(name, checkpoint.url)
             assert Path(filename).suffix, (name, filename)
             assert files.setdefault(filename, checkpoint.url) == checkpoint.url, f"{filename}: two URLs"

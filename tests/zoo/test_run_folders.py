@@ -2,7 +2,7 @@
 SIGKILL mid-epoch, mid-write and in their first epoch's write, then continued; two writers on one --out; Ctrl-C; the
 files' modes; atomic hub-folder files.
 
-The killed and interrupted runs are separate processes running `zoo.cli.main(["train", ...])` (what the `zoo` console
+The killed and interrupted runs are separate processes running `attnzoo.cli.main(["train", ...])` (what the `zoo` console
 script runs), forked from a multiprocessing forkserver that imported zoo once, so each starts in a fraction of a
 second instead of the ~8 s a fresh interpreter takes to import torch and timm here. They are killed with a real
 SIGKILL (or sent a real SIGINT) at points the run announces through its test hook, ``ZOO_TEST_PAUSE`` (see
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.cli import EXIT_USER_ERROR, main
+from attnzoo.cli import EXIT_USER_ERROR, main
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -35,7 +35,7 @@ TINY_BIFORMER = ["--model-kwargs", "depth=(1,1,1,1)", "embed_dim=(32,64,96,128)"
 FAST = ["--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-aug"]
 RUN_FILES = {"config.json", "model.safetensors", "README.md", "train_state.pth", "metrics.jsonl"}
 LOCK_NAME = "train.lock"
-EXIT_INTERRUPTED = 130  # zoo.cli.EXIT_INTERRUPTED, as shells report a command ended by SIGINT
+EXIT_INTERRUPTED = 130  # attnzoo.cli.EXIT_INTERRUPTED, as shells report a command ended by SIGINT
 PAUSE = 60  # seconds a killed child sleeps at its hook; it is killed long before
 
 
@@ -60,7 +60,7 @@ def shapes(tmp_path_factory) -> Path:
 def forkserver():
     """A multiprocessing context whose server process imported zoo's training once; children fork from it."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["zoo.cli", "zoo.tasks.classification.training", __name__])
+    context.set_forkserver_preload(["attnzoo.cli", "attnzoo.tasks.classification.training", __name__])
     return context
 
 
@@ -168,7 +168,7 @@ def test_a_second_writer_on_the_same_out_is_refused_naming_the_first(shapes, tmp
 
 
 def test_the_lock_records_its_holder_and_a_stale_one_is_taken_over(tmp_path, capsys):
-    from zoo.tasks.classification.runs import RunError, RunLock
+    from attnzoo.tasks.classification.runs import RunError, RunLock
 
     out = tmp_path / "run"
     with RunLock.acquire(out, "zoo train first") as lock:
@@ -256,7 +256,7 @@ def test_a_folder_that_is_not_a_run_is_not_cleaned(shapes, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == {"config.json", "README.md"}
 
     # A run's own card without a state (a run that failed while writing its first epoch) is a run's leftover.
-    from zoo.tasks.classification.runs import RunLock, prepare_run_folder
+    from attnzoo.tasks.classification.runs import RunLock, prepare_run_folder
 
     (out / "README.md").write_text("# run\n\nTrained with `zoo train` (from random weights); epoch 1 of 2.\n")
     with RunLock.acquire(out, "zoo train test") as lock:
@@ -298,16 +298,16 @@ def test_every_file_of_a_run_has_the_mode_of_a_normal_write(shapes, tmp_path, ca
 def test_save_pretrained_replaces_each_file_instead_of_writing_into_it(tmp_path):
     """Row 6 (config.json, README.md written in place): a second save replaces every file by rename, so a reader
     holding the old file (here a hard link to it) never sees it change under it."""
-    import zoo
+    import attnzoo
 
-    model = zoo.create_model("biformer_tiny", pretrained=False, num_classes=3, **dict(
+    model = attnzoo.create_model("biformer_tiny", pretrained=False, num_classes=3, **dict(
         depth=(1, 1, 1, 1), embed_dim=(32, 64, 96, 128), qk_dims=(32, 64, 96, 128), n_win=2, topks=(1, 2, 4, -2)))
-    folder = zoo.save_pretrained(model, tmp_path / "folder", readme="first\n")
+    folder = attnzoo.save_pretrained(model, tmp_path / "folder", readme="first\n")
     names = ["config.json", "model.safetensors", "README.md"]
     for name in names:
         os.link(folder / name, tmp_path / f"old-{name}")
     before = {name: (folder / name).read_bytes() for name in names}
-    zoo.save_pretrained(model, folder, label_names=["a", "b", "c"], readme="second\n")
+    attnzoo.save_pretrained(model, folder, label_names=["a", "b", "c"], readme="second\n")
     for name in names:
         assert (tmp_path / f"old-{name}").read_bytes() == before[name], name
         assert (folder / name).stat().st_ino != (tmp_path / f"old-{name}").stat().st_ino, name

@@ -1,4 +1,4 @@
-"""zoo.shipped: the configs and tools the commands use, found in a clone (here) and named the same way installed."""
+"""attnzoo.shipped: the configs and tools the commands use, found in a clone (here) and named the same way installed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo import shipped
+from attnzoo import shipped
 
 REPO = Path(__file__).resolve().parents[2]
 SDANET = "xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py"
@@ -35,7 +35,7 @@ def test_list_configs_leaves_out_bases():
 
 
 def test_the_wheel_build_ships_the_tools_the_commands_name():
-    """setup.py copies SHIPPED_TOOLS into zoo/.mim/tools; its list must be zoo.shipped's, and the files must exist."""
+    """setup.py copies SHIPPED_TOOLS into zoo/.mim/tools; its list must be attnzoo.shipped's, and the files must exist."""
     tree = ast.parse((REPO / "setup.py").read_text())
     listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                   and getattr(node.targets[0], "id", "") == "SHIPPED_TOOLS")

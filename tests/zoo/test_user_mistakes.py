@@ -21,9 +21,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zoo.cli import EXIT_USER_ERROR, main
-from zoo.tasks.classification import distributed
-from zoo.weights import CheckpointError, read_checkpoint
+from attnzoo.cli import EXIT_USER_ERROR, main
+from attnzoo.tasks.classification import distributed
+from attnzoo.weights import CheckpointError, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = str(REPO / "zoo" / "assets" / "demo_image.png")
@@ -91,8 +91,8 @@ def test_model_kwargs_given_before_the_images(capsys):
 
 
 def test_model_kwargs_values_parse_as_timm_parses_them():
-    from zoo.commands.validate import ModelKwargs  # noqa: F401  (the action the verbs use)
-    from zoo.models import parse_kwarg_value
+    from attnzoo.commands.validate import ModelKwargs  # noqa: F401  (the action the verbs use)
+    from attnzoo.models import parse_kwarg_value
 
     assert parse_kwarg_value("(1,2)") == (1, 2) and parse_kwarg_value("0.5") == 0.5
     assert parse_kwarg_value("None") is None and parse_kwarg_value("avg") == "avg"
@@ -299,7 +299,7 @@ def test_the_verbs_start_with_the_plan(monkeypatch):
 
 
 def test_workers_default_is_chosen_at_start():
-    from zoo.cli import build_parser
+    from attnzoo.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["train", "resnet18", "--data", "d", "--out", "o"])

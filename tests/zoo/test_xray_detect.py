@@ -20,11 +20,11 @@ import torch
 pytest.importorskip("mmdet")
 mask_utils = pytest.importorskip("pycocotools.mask")
 
-from zoo.cli import EXIT_USER_ERROR, main  # noqa: E402
-from zoo.tasks.images import collect_images  # noqa: E402
-from zoo.tasks.xray import drawing  # noqa: E402
-from zoo.tasks.xray.demo import save_untrained_checkpoint  # noqa: E402
-from zoo.weights import read_checkpoint, save_pickle  # noqa: E402
+from attnzoo.cli import EXIT_USER_ERROR, main  # noqa: E402
+from attnzoo.tasks.images import collect_images  # noqa: E402
+from attnzoo.tasks.xray import drawing  # noqa: E402
+from attnzoo.tasks.xray.demo import save_untrained_checkpoint  # noqa: E402
+from attnzoo.weights import read_checkpoint, save_pickle  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = "xray/cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py"
@@ -47,7 +47,7 @@ def bags(tmp_path_factory):
     _make_pidray().make_pidray(root / "set", num_train=0, num_test=2, image_size=96, seed=5,
                                splits=("easy", "hard"))
     (root / "set" / "hard" / "packing_list.txt").write_text("not an image")
-    from zoo.shipped import config_path
+    from attnzoo.shipped import config_path
 
     save_untrained_checkpoint(config_path(DEMO_CONFIG), root / "untrained.pth", seed=0)
     return root
@@ -144,7 +144,7 @@ def test_user_mistakes_exit_2_with_one_line(bags, tmp_path, capsys, argv, words)
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_unreadable_checkpoint_is_one_error_line_naming_it(bags, tmp_path, capsys, damage):
-    """mmengine reads the file through the zoo's reader (``import zoo.openmmlab``): no traceback, no pre-read."""
+    """mmengine reads the file through the zoo's reader (``import attnzoo.openmmlab``): no traceback, no pre-read."""
     data = (bags / "untrained.pth").read_bytes()
     bad = tmp_path / f"{damage}.pth"
     bad.write_bytes(b"" if damage == "empty" else data[:len(data) // 2])

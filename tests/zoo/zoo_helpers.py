@@ -39,7 +39,7 @@ def detector_fields(name: str = "test_sdanet", **overrides) -> dict:
         "official_repo": "https://github.com/bywang2018/security-dataset", "license": "apache-2.0",
         "detector": {"config": "xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py", "architecture": "Cascade",
                      "backbone": "ResNet-101", "backbone_card": None, "dataset": "pidray",
-                     "key_mapping": "heads.xray.selective_attention.convert_official_sdanet_checkpoint"},
+                     "key_mapping": "attnzoo.heads.xray.selective_attention.convert_official_sdanet_checkpoint"},
         "metrics": [{"task": "object-detection", "dataset": "pidray", "split": "easy", "metric": "box_ap",
                      "value": 71.2, "source": "made up for the tests"}],
         "checkpoints": [],

@@ -9,8 +9,11 @@ import torch
 from torch import nn
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+if osp.join(REPO_ROOT, "tools") not in sys.path:
+    sys.path.insert(0, osp.join(REPO_ROOT, "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
+
+make_attnzoo_importable()
 
 
 def build_model(config: str, cfg_options: dict | None = None, device: str = "cpu") -> tuple[nn.Module, str]:
@@ -19,7 +22,7 @@ def build_model(config: str, cfg_options: dict | None = None, device: str = "cpu
     from mmengine.model.utils import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
-    import zoo.openmmlab  # noqa: F401
+    import attnzoo.openmmlab  # noqa: F401
 
     cfg = Config.fromfile(config)
     if cfg_options:

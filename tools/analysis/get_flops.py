@@ -3,7 +3,7 @@
     python tools/analysis/get_flops.py configs/det/mask-rcnn_biformer-s_fpn_1x_coco.py --shape 800 1280
     python tools/analysis/get_flops.py configs/seg/upernet_biformer-s_8xb2-160k_ade20k-512x512.py --shape 512 2048
 
-Counted with zoo.flops.count_gflops (torch's FlopCounterMode: convolutions and matrix products, attention included;
+Counted with attnzoo.flops.count_gflops (torch's FlopCounterMode: convolutions and matrix products, attention included;
 not norms, activations or the top-k routing), on the raw head outputs (no NMS / post-processing), with random
 weights. The papers report detection FLOPs at 1280x800 and segmentation FLOPs at 512x2048.
 """
@@ -20,7 +20,7 @@ from _config_model import TensorForward, build_model  # noqa: E402
 
 
 def count(config: str, height: int, width: int, cfg_options: dict | None = None) -> dict:
-    from zoo.flops import count_gflops
+    from attnzoo.flops import count_gflops
 
     model, scope = build_model(config, cfg_options)
     params = sum(p.numel() for p in model.parameters())

@@ -18,8 +18,11 @@ import sys
 import torch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+if osp.join(REPO_ROOT, "tools") not in sys.path:
+    sys.path.insert(0, osp.join(REPO_ROOT, "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
+
+make_attnzoo_importable()
 
 RELEASED = ("moh_transnext_small_80", "moh_transnext_small_75", "moh_transnext_base_75", "moh_transnext_base_50")
 
@@ -33,12 +36,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    import zoo
+    import attnzoo
 
     print(f"{'model':<24} {'stage':>5} {'configured':>10} {'measured':>9}  per-head load (share of tokens), min-max")
     for name in args.names:
         torch.manual_seed(args.seed)
-        model = zoo.create_model(name, pretrained=args.pretrained).eval()
+        model = attnzoo.create_model(name, pretrained=args.pretrained).eval()
         images = torch.randn(args.batch, 3, args.img_size, args.img_size)
         for promised, used in zip(model.head_fractions(), model.measure_head_usage(images)):
             load = used["load"]

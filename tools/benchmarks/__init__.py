@@ -3,9 +3,9 @@
 Op benchmarks: one module per op, ``tools/benchmarks/<op>.py``, exposing ``BENCHMARK`` (a
 :class:`benchmarks.harness.OpBenchmark`: input maker, implementations, shape presets, baseline). To add one, write the
 module and add a line to ``OP_BENCHMARKS``; ``benchmark.py --op <name>`` then measures it, writes JSON + Markdown + PNG,
-and ``--list`` shows it. ``models.py`` measures whole models (``--models``) through zoo.tasks.bench.
+and ``--list`` shows it. ``models.py`` measures whole models (``--models``) through attnzoo.tasks.bench.
 
-Every benchmark here measures with zoo.tasks.measure, the harness ``zoo bench`` uses too (docs/ARCHITECTURE.md,
+Every benchmark here measures with attnzoo.tasks.measure, the harness ``zoo bench`` uses too (docs/ARCHITECTURE.md,
 "Measuring"). Scripts that measure a whole process (plugin_bra_memory.py, biformer_cpu_train.py) load it with
 :func:`load_measure`, which does not import the zoo.
 """
@@ -34,10 +34,10 @@ def load_op_benchmark(name: str):
 
 
 def load_measure():
-    """zoo.tasks.measure, loaded from its file when the zoo is not imported yet: the module imports only torch and the
-    standard library, whereas ``import zoo`` would add timm and every family to a process whose memory is measured."""
-    if "zoo.tasks.measure" in sys.modules:
-        return sys.modules["zoo.tasks.measure"]
+    """attnzoo.tasks.measure, loaded from its file when the zoo is not imported yet: the module imports only torch and the
+    standard library, whereas ``import attnzoo`` would add timm and every family to a process whose memory is measured."""
+    if "attnzoo.tasks.measure" in sys.modules:
+        return sys.modules["attnzoo.tasks.measure"]
     name = "_zoo_tasks_measure"
     if name not in sys.modules:
         path = Path(__file__).resolve().parents[2] / "zoo" / "tasks" / "measure.py"

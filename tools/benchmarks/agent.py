@@ -8,8 +8,8 @@ Op rows (each takes the same q, k, v, agent tokens and (1, h, ., .) biases; the 
 
 - ``official``: the official order of operations *with* the official ``.repeat`` of both biases over the batch
   (LeapLabTHU/Agent-Attention agent_transformer/models/agent_*.py), the baseline.
-- ``reference``: kernels.agent.agent_attention_reference: the same maths with batch-broadcast biases.
-- ``fused``: kernels.agent.agent_attention_fused: two F.scaled_dot_product_attention calls with the bias as mask.
+- ``reference``: attnzoo.kernels.agent.agent_attention_reference: the same maths with batch-broadcast biases.
+- ``fused``: attnzoo.kernels.agent.agent_attention_fused: two F.scaled_dot_product_attention calls with the bias as mask.
 
 Shapes are the agent-attention layers of the real models: (batch, heads, token grid, agent grid, head_dim).
 """
@@ -23,10 +23,12 @@ import torch
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+    from _clone_import import make_attnzoo_importable
+
+    make_attnzoo_importable()
     __package__ = "benchmarks"
 
-from kernels.agent import agent_attention_fused, agent_attention_reference, pool_agent_tokens  # noqa: E402
+from attnzoo.kernels.agent import agent_attention_fused, agent_attention_reference, pool_agent_tokens  # noqa: E402
 
 from .harness import Case, OpBenchmark  # noqa: E402
 
@@ -101,8 +103,8 @@ BENCHMARK = OpBenchmark(
     baseline="official",
     notes=[
         "official = the official order of operations with the biases .repeat-ed over the batch (agent_*.py).",
-        "reference = kernels.agent.agent_attention_reference (same maths, biases broadcast over the batch).",
-        "fused = kernels.agent.agent_attention_fused (two SDPA calls, bias as attn_mask; SDPA's fused backward).",
+        "reference = attnzoo.kernels.agent.agent_attention_reference (same maths, biases broadcast over the batch).",
+        "fused = attnzoo.kernels.agent.agent_attention_fused (two SDPA calls, bias as attn_mask; SDPA's fused backward).",
     ],
 )
 

@@ -6,7 +6,7 @@ are started together and their steps are interleaved (one step of each side in t
 ``--warmup``), so that a machine shared with other jobs slows every side alike; the step time is the median over the
 rounds, as wall-clock and as process CPU time (the CPU seconds the process itself used: robust to other jobs taking
 the cores). Peak = the process's ``ru_maxrss`` at the end (absolute, MiB) and its growth over the resident set just
-before the first step (zoo.tasks.measure.process_peak_rss_mib, loaded by benchmarks.load_measure, which does not
+before the first step (attnzoo.tasks.measure.process_peak_rss_mib, loaded by benchmarks.load_measure, which does not
 import the zoo into the timm and official processes).
 
 ``--profile`` adds a torch.profiler table of one training step of the zoo model: the ops by self CPU time, grouped as
@@ -65,8 +65,11 @@ def _model(side: str, official: str | None, weights: str | None):
     if side == "timm swin_tiny":
         return timm.create_model("swin_tiny_patch4_window7_224")
     if side == "zoo biformer_tiny":
-        sys.path.insert(0, str(REPO))
-        import zoo  # noqa: F401
+        sys.path.insert(0, str(REPO / "tools"))
+        from _clone_import import make_attnzoo_importable
+
+        make_attnzoo_importable()
+        import attnzoo  # noqa: F401
 
         model = timm.create_model("biformer_tiny")
     else:
@@ -77,7 +80,7 @@ def _model(side: str, official: str | None, weights: str | None):
         from models.biformer import biformer_tiny
 
         model = biformer_tiny(pretrained=False)
-    if weights:  # read here, not through zoo.weights: the official side's process must not import the zoo
+    if weights:  # read here, not through attnzoo.weights: the official side's process must not import the zoo
         model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
     return model
 
@@ -160,8 +163,11 @@ def main(argv=None) -> int:
             import timm
             import torch
 
-            sys.path.insert(0, str(REPO))
-            import zoo  # noqa: F401
+            sys.path.insert(0, str(REPO / "tools"))
+            from _clone_import import make_attnzoo_importable
+
+            make_attnzoo_importable()
+            import attnzoo  # noqa: F401
 
             torch.manual_seed(0)
             weights = str(Path(tmp) / "biformer_tiny.pt")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.bra import bra_attention_gather, bra_attention_reference, bra_attention_triton, region_routing
+from attnzoo.kernels.bra import bra_attention_gather, bra_attention_reference, bra_attention_triton, region_routing
 
 from .harness import Case, OpBenchmark
 
@@ -102,7 +102,7 @@ BENCHMARK = OpBenchmark(
     baseline="gather",
     notes=[
         "gather = the official algorithm (rayleizhu/BiFormer ops/bra_legacy.py: topk-fold KV gather + dense matmuls).",
-        "reference = kernels.bra's spec: a loop over the routed slots (one routed region per query region at a time).",
+        "reference = attnzoo.kernels.bra's spec: a loop over the routed slots (one routed region per query region at a time).",
         "triton = the fused kernel (routed regions read in place; backward recomputes from the fp32 logsumexp).",
         "sdpa_dense = F.scaled_dot_product_attention over all H*W tokens (no routing), for scale.",
     ],

@@ -12,7 +12,7 @@ Op rows (q, k, v before the sigmoid feature map, forward and forward+backward):
   ``causal_dot_product`` builds the cumulative (B, h, L, d, dv) state; on the CPU it is refused (recorded as an
   error) when that state alone would pass ``FLOW_BENCH_CPU_STATE_CAP_GIB`` (default 0.5) rather than swap the
   shared machine to death; on CUDA it runs until it runs out of memory (also recorded).
-- ``reference``: ``kernels.flow.flow_attention_reference`` (causal form chunked, linear memory).
+- ``reference``: ``attnzoo.kernels.flow.flow_attention_reference`` (causal form chunked, linear memory).
 - ``triton``: the fused kernel (CUDA only: the CPU interpreter would measure the interpreter).
 """
 
@@ -26,10 +26,12 @@ import torch
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+    from _clone_import import make_attnzoo_importable
+
+    make_attnzoo_importable()
     __package__ = "benchmarks"
 
-from kernels.flow import (  # noqa: E402
+from attnzoo.kernels.flow import (  # noqa: E402
     FlowAttentionFunction,
     flow_attention_causal_naive,
     flow_attention_reference,
@@ -109,8 +111,8 @@ BENCHMARK = OpBenchmark(
     notes=[
         "official = thuml/Flowformer Flow_Attention.py formulas; non-causal that is the reference itself, causal it "
         "builds the (B, h, L, d, dv) cumsum (flow_attention_causal_naive).",
-        "reference = kernels.flow.flow_attention_reference (causal form chunked by 64 tokens, linear memory).",
-        "triton = kernels.flow.FlowAttentionFunction (one program per (batch, head), d x dv state on chip).",
+        "reference = attnzoo.kernels.flow.flow_attention_reference (causal form chunked by 64 tokens, linear memory).",
+        "triton = attnzoo.kernels.flow.FlowAttentionFunction (one program per (batch, head), d x dv state on chip).",
     ],
 )
 

@@ -1,6 +1,6 @@
 """Op benchmarks for tools/benchmark.py: cases, the op registration, the case x implementation loop, op tables/plots.
 
-Timing, peak memory, the machine label, Markdown, plots and JSON come from zoo.tasks.measure, the one measuring harness
+Timing, peak memory, the machine label, Markdown, plots and JSON come from attnzoo.tasks.measure, the one measuring harness
 (docs/ARCHITECTURE.md, "Measuring"): every case runs every implementation back to back in one run on one machine, and
 ratios are against the case's baseline implementation. Peak memory is the peak of bytes allocated *above what was live
 before the call* (inputs and parameters excluded): exact on CUDA, a lower bound on the CPU (profiler allocation records).
@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from zoo.tasks.measure import fmt, markdown_table, peak_memory_mib, plot_bars, time_call
+from attnzoo.tasks.measure import fmt, markdown_table, peak_memory_mib, plot_bars, time_call
 
-# CPU clock of tools/benchmark.py (--cpu-clock): "process" by default, robust on a shared machine (see zoo.tasks.measure)
+# CPU clock of tools/benchmark.py (--cpu-clock): "process" by default, robust on a shared machine (see attnzoo.tasks.measure)
 DEFAULT_CPU_CLOCK = "process"
 
 

@@ -1,7 +1,7 @@
 """Whole-model throughput: our BiFormer (kernel path and reference path) next to timm peers, in one run.
 
-Models are built and measured by zoo.tasks.bench (``build_model``: ``zoo.create_model``, with a card's model_kwargs;
-``measure_mode``: the step, timing and peak memory of zoo.tasks.measure, docs/ARCHITECTURE.md "Measuring"), the same
+Models are built and measured by attnzoo.tasks.bench (``build_model``: ``attnzoo.create_model``, with a card's model_kwargs;
+``measure_mode``: the step, timing and peak memory of attnzoo.tasks.measure, docs/ARCHITECTURE.md "Measuring"), the same
 harness as ``zoo bench``. Training step = forward + cross-entropy on random labels + backward + SGD step; inference =
 eval forward without grad. On CUDA both run under bf16 autocast (the setting of issue 4's targets). Peak = MiB allocated
 by one more step above what was live before it (CPU: profiler allocation records, a lower bound). A model whose
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from zoo.tasks.measure import device_label, environment, fmt, markdown_table, plot_bars
+from attnzoo.tasks.measure import device_label, environment, fmt, markdown_table, plot_bars
 
 from .harness import DEFAULT_CPU_CLOCK
 
@@ -99,8 +99,8 @@ def run_model_benchmark(
 
 def measure_model(name: str, mode: str, device: str, batch_size: int, img_size: int, warmup: int, repeats: int, *,
                   cpu_clock: str = DEFAULT_CPU_CLOCK) -> dict[str, Any]:
-    """One model and mode through zoo.tasks.bench (bf16 autocast on CUDA, fp32 on the CPU)."""
-    from zoo.tasks.bench import build_model, measure_mode
+    """One model and mode through attnzoo.tasks.bench (bf16 autocast on CUDA, fp32 on the CPU)."""
+    from attnzoo.tasks.bench import build_model, measure_mode
 
     model = build_model(name, num_classes=1000).to(device)
     amp = "bf16" if device.startswith("cuda") else "none"

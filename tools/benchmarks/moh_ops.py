@@ -9,12 +9,12 @@ random scores, gates softmax-normalised over them, as MoH's renormalised top-k),
 the time of each form follows the fraction. Rows (forward, and forward+backward with gradients for q, k, v, the
 gates and the bias):
 
-- ``dense``: ``kernels.moh.head_sparse_attention_reference``, the official MoH order (SkyworkAI/MoH
+- ``dense``: ``attnzoo.kernels.moh.head_sparse_attention_reference``, the official MoH order (SkyworkAI/MoH
   ``MoH-ViT/attention.py``: every head for every token, then ``einsum("bne,bned->bned", masked_gates, x)``), the
   baseline.
-- ``sparse``: ``kernels.moh.head_sparse_attention_gather``, the plain-torch CPU path: per head, only the tokens
+- ``sparse``: ``attnzoo.kernels.moh.head_sparse_attention_gather``, the plain-torch CPU path: per head, only the tokens
   that picked it (batch padded to its most-loaded element).
-- ``triton``: ``kernels.moh.head_sparse_attention_triton`` (the kernels plus the gate product; CUDA only: the CPU
+- ``triton``: ``attnzoo.kernels.moh.head_sparse_attention_triton`` (the kernels plus the gate product; CUDA only: the CPU
   interpreter would measure the interpreter).
 """
 
@@ -27,10 +27,12 @@ import torch
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+    from _clone_import import make_attnzoo_importable
+
+    make_attnzoo_importable()
     __package__ = "benchmarks"
 
-from kernels.moh import (  # noqa: E402
+from attnzoo.kernels.moh import (  # noqa: E402
     head_sparse_attention_gather,
     head_sparse_attention_reference,
     head_sparse_attention_triton,
@@ -101,9 +103,9 @@ BENCHMARK = OpBenchmark(
     default_preset=lambda device: "moh-224" if device.startswith("cuda") else "cpu",
     baseline="dense",
     notes=[
-        "dense = kernels.moh.head_sparse_attention_reference: the official MoH form (all heads, then the gates).",
-        "sparse = kernels.moh.head_sparse_attention_gather: plain torch, only the (token, head) pairs selected.",
-        "triton = kernels.moh.head_sparse_attention_triton: flash-style, one program per (slot block, batch x head); "
+        "dense = attnzoo.kernels.moh.head_sparse_attention_reference: the official MoH form (all heads, then the gates).",
+        "sparse = attnzoo.kernels.moh.head_sparse_attention_gather: plain torch, only the (token, head) pairs selected.",
+        "triton = attnzoo.kernels.moh.head_sparse_attention_triton: flash-style, one program per (slot block, batch x head); "
         "slot blocks past a head's token count run no key steps.",
         "Compare a form's time across the K rows of one shape: the dense form's stays flat, a sparse form's should "
         "fall with K.",

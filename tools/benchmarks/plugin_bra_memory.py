@@ -1,4 +1,4 @@
-"""Peak memory and time of forward+backward: zoo.layers.BiLevelRoutingAttention2d vs the official nchwBRA, CPU.
+"""Peak memory and time of forward+backward: attnzoo.layers.BiLevelRoutingAttention2d vs the official nchwBRA, CPU.
 
 BiFormer issue #21 reports ~100 GB for one 600x500 map through the official ``nchwBRA``; this measures both modules at
 1x32x{150x125, 300x250, 600x500} (batch 1, 32 channels, one head of 32 channels, top-4 routing):
@@ -14,7 +14,7 @@ Every (module, size) runs in a fresh Python process (``--one``): the peak is tha
 sides never share an allocator. Each child gets an address-space limit (``--limit-gib``, default 6): a module that
 needs more fails its allocation ("out of memory at the limit") instead of taking the machine down. Time: median of
 ``--repeats`` forward+backward calls after one warm-up, wall clock, ``--threads`` torch threads (timing, table and
-JSON: zoo.tasks.measure through benchmarks.load_measure, which does not import the zoo into the processes it measures).
+JSON: attnzoo.tasks.measure through benchmarks.load_measure, which does not import the zoo into the processes it measures).
 
 The official code is not part of this repository: fetch rayleizhu/BiFormer and pass its root, e.g.
     python tools/benchmarks/plugin_bra_memory.py --official /work/ext/BiFormer --out docs/bench_plugin_bra
@@ -45,8 +45,11 @@ def _build(implementation: str, height: int, official_root: str | None):
     import torch
 
     if implementation == "zoo":
-        sys.path.insert(0, str(REPO))
-        from zoo.layers import BiLevelRoutingAttention2d
+        sys.path.insert(0, str(REPO / "tools"))
+        from _clone_import import make_attnzoo_importable
+
+        make_attnzoo_importable()
+        from attnzoo.layers import BiLevelRoutingAttention2d
 
         return BiLevelRoutingAttention2d(CHANNELS, num_heads=1, topk=TOPK), {}
     if official_root is None:
@@ -196,7 +199,7 @@ def _plot(rows: list[dict], path: Path, limit_gib: float) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("H x W tokens (1x32x150x125, 300x250, 600x500)")
     ax.set_ylabel("peak memory of forward+backward (MiB, RSS growth)")
-    ax.set_title("BRA plug-in (zoo.layers) vs official nchwBRA, CPU")
+    ax.set_title("BRA plug-in (attnzoo.layers) vs official nchwBRA, CPU")
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

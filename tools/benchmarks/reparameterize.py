@@ -4,7 +4,7 @@ For each model: eval mode with random BatchNorm statistics (so the fold is not t
 timm's ``reparameterize_model`` (SLAB / PRepBN: every RepBN folded into the neighbouring linear / conv layers), then
 alternating timed forwards of the two (no grad), so drift of a shared machine hits both alike. Reports the median
 time per batch of each, their ratio, the largest output difference and how many norm modules were folded away.
-Timing, table and plot: zoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring").
+Timing, table and plot: attnzoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring").
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from zoo.tasks.measure import fmt, markdown_table, plot_bars, time_call
+from attnzoo.tasks.measure import fmt, markdown_table, plot_bars, time_call
 
 from .harness import DEFAULT_CPU_CLOCK
 

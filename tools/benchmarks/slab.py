@@ -6,11 +6,11 @@
 
 Rows (q and k after the ReLU feature map, forward and forward+backward):
 
-- ``official``: ``kernels.slab.simplified_linear_attention_reference``, which *is* the official algorithm
+- ``official``: ``attnzoo.kernels.slab.simplified_linear_attention_reference``, which *is* the official algorithm
   (xinghaochen/SLAB ``SimplifiedLinearAttention``: einsums in fp32, the product order picked by the same flop rule:
   the d x dv state first everywhere here except at 49 tokens and head dim 64, PVT-T stage 4, where the 49 x 49 scores
   are cheaper).
-- ``triton``: ``kernels.slab.SimplifiedLinearAttentionFunction`` (one program per (batch, head), the d x dv state
+- ``triton``: ``attnzoo.kernels.slab.SimplifiedLinearAttentionFunction`` (one program per (batch, head), the d x dv state
   and the key sum on chip; CUDA only: the CPU interpreter would measure the interpreter).
 """
 
@@ -23,10 +23,12 @@ import torch
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+    from _clone_import import make_attnzoo_importable
+
+    make_attnzoo_importable()
     __package__ = "benchmarks"
 
-from kernels.slab import (  # noqa: E402
+from attnzoo.kernels.slab import (  # noqa: E402
     OFFICIAL_EPS,
     SimplifiedLinearAttentionFunction,
     simplified_linear_attention_reference,
@@ -93,8 +95,8 @@ BENCHMARK = OpBenchmark(
     default_preset=lambda device: "slab-224" if device.startswith("cuda") else "cpu",
     baseline="official",
     notes=[
-        "official = kernels.slab.simplified_linear_attention_reference: the official SLAB einsums (fp32 core, "
+        "official = attnzoo.kernels.slab.simplified_linear_attention_reference: the official SLAB einsums (fp32 core, "
         "product order by the official flop rule).",
-        "triton = kernels.slab.SimplifiedLinearAttentionFunction (one program per (batch, head), d x dv state on chip).",
+        "triton = attnzoo.kernels.slab.SimplifiedLinearAttentionFunction (one program per (batch, head), d x dv state on chip).",
     ],
 )

@@ -8,7 +8,7 @@ Settings (each case a fresh process, so torch reads its thread setting at start)
 - ``old``: the defaults before issue 26: torch's own intra-op threads (one per core) and ``min(4, os.cpu_count())``
   loader workers;
 - ``omp1``: the same workers with ``OMP_NUM_THREADS=1``;
-- ``new``: ``zoo.tasks.classification.start_processes("cpu")``, as ``zoo train`` starts now (threads and workers
+- ``new``: ``attnzoo.tasks.classification.start_processes("cpu")``, as ``zoo train`` starts now (threads and workers
   from the CPUs the process may use: ``cpu_plan``);
 - ``TxW`` (e.g. ``2x0``): T threads (``OMP_NUM_THREADS``) and W workers, to compare other splits.
 
@@ -33,8 +33,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(1, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
+
+make_attnzoo_importable()
 
 TINY_BIFORMER = dict(depth=(1, 1, 1, 1), embed_dim=(32, 64, 96, 128), qk_dims=(32, 64, 96, 128), n_win=2,
                      topks=(1, 2, 4, -2))
@@ -48,7 +50,7 @@ SETTINGS = ("old", "omp1", "new")
 def child(args: argparse.Namespace) -> None:
     """One case in this process: print one JSON line."""
     if args.setting == "new":
-        from zoo.tasks.classification import start_processes
+        from attnzoo.tasks.classification import start_processes
 
         workers = start_processes("cpu").workers
     elif "x" in args.setting:  # an explicit THREADSxWORKERS setting (the parent set OMP_NUM_THREADS)
@@ -60,8 +62,8 @@ def child(args: argparse.Namespace) -> None:
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.optim import create_optimizer_v2
 
-    from zoo.models import build_model
-    from zoo.tasks.classification import build_dataset, scan_image_folder
+    from attnzoo.models import build_model
+    from attnzoo.tasks.classification import build_dataset, scan_image_folder
 
     name, size, kwargs = MODELS[args.model]
     torch.manual_seed(0)
@@ -135,8 +137,8 @@ def main(argv=None) -> None:
 
     import make_imagefolder
 
-    from zoo.tasks.classification.distributed import cpu_plan
-    from zoo.tasks.measure import environment, machine_label, markdown_table, write_json
+    from attnzoo.tasks.classification.distributed import cpu_plan
+    from attnzoo.tasks.measure import environment, machine_label, markdown_table, write_json
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

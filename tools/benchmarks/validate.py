@@ -7,7 +7,7 @@ shared with other work slows all of them alike; the ratios are the result, the a
         --peers convnext_tiny,resnet50 --rounds 3 --out docs/bench_validate
 
 Random weights (``--random-init``) with a head sized to the folder: the speed of a checkpoint is the same. Machine label,
-table and JSON: zoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring").
+table and JSON: attnzoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring").
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))
+from _clone_import import make_attnzoo_importable  # noqa: E402
+
+make_attnzoo_importable()
 
 
 def measure(model: str, data: str, num_classes: int, batch_size: int, workers: int, device: str) -> dict:
-    from zoo.cli import main
+    from attnzoo.cli import main
 
     buffer = io.StringIO()
     with redirect_stdout(buffer):
@@ -51,7 +54,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="folder for validate.json and validate.md")
     args = parser.parse_args(argv)
 
-    from zoo.tasks.measure import device_label, environment, markdown_table, write_json
+    from attnzoo.tasks.measure import device_label, environment, markdown_table, write_json
 
     models = [m for m in args.models.split(",") if m]
     peers = [m for m in args.peers.split(",") if m]

@@ -28,7 +28,7 @@ Schema (YAML keys; all required unless marked optional)::
     checkpoints:                    # official weights; may be an empty list
       - url: https://github.com/.../poolformer_s12.pth.tar
         sha256: null                # 64 hex digits, or null when not known
-        note: "official ImageNet-1k weights (official key layout; zoo.load_checkpoint converts it)"
+        note: "official ImageNet-1k weights (official key layout; attnzoo.load_checkpoint converts it)"
     notes: |                        # optional free text: known differences, caveats
       ...
     model_kwargs: {}                # optional: keyword arguments for timm.create_model that the checkpoints need
@@ -40,16 +40,16 @@ a timm model. Their name is any card name (not a timm name); ``params_m``, ``gfl
     task: xray                      # optional, default classification; one of TASKS: classification, xray,
                                     # detection, segmentation, forgery (`zoo list --task` filters on it)
     detector:                       # required for xray / detection / segmentation, not allowed otherwise
-      config: xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py   # a shipped config (zoo.shipped.config_path)
+      config: xray/cascade-mask-rcnn_r101_fpn-sdanet_1x_pidray.py   # a shipped config (attnzoo.shipped.config_path)
       architecture: "Cascade Mask R-CNN, FPN + SDANet"             # text
       backbone: "ResNet-101 (torchvision ImageNet weights)"        # text
       backbone_card: null           # the zoo card of the backbone (e.g. biformer_small), or null when it has none
       dataset: pidray               # the dataset the config trains on
-      key_mapping: heads.xray.selective_attention.convert_official_sdanet_checkpoint
+      key_mapping: attnzoo.heads.xray.selective_attention.convert_official_sdanet_checkpoint
                                     # module.function that turns an official checkpoint's state dict into the
                                     # config's keys, or null when the official keys load as they are
     forgery:                        # required for forgery, not allowed otherwise
-      head: npr                     # the heads.forgery model: fakereasoning, univfd or npr
+      head: npr                     # the attnzoo.heads.forgery model: fakereasoning, univfd or npr
       encoder_branches:             # one text per image-encoder branch (at least one)
         - "ResNet-50 on neighbouring-pixel residuals"
       language_model: null          # text naming the LM (FakeReasoning), or null
@@ -61,7 +61,7 @@ a timm model. Their name is any card name (not a timm name); ``params_m``, ``gfl
         split: easy                 # optional: the test split (PIDray easy / hard / hidden / overall)
         generator: progan           # optional: the generator whose images are the fakes (forgery)
 
-``zoo.load_checkpoint(model, "<name>")`` uses the first checkpoint, verifying its sha256 when the card gives one.
+``attnzoo.load_checkpoint(model, "<name>")`` uses the first checkpoint, verifying its sha256 when the card gives one.
 Cards are read from ``zoo/cards/`` and from the directories in the ``ZOO_CARD_PATH`` environment variable
 (``os.pathsep``-separated), so private cards can live outside the package; a name defined twice is an error.
 

@@ -37,9 +37,9 @@ def usage_lines(name: str, has_weights: bool) -> list[str]:
         "```python",
         "import timm",
         "import torch",
-        "import zoo  # registers the attnzoo families with timm",
+        "import attnzoo  # registers the attnzoo families with timm",
         "",
-        f"model = zoo.create_model('{name}', pretrained={pretrained}).eval()",
+        f"model = attnzoo.create_model('{name}', pretrained={pretrained}).eval()",
         "config = timm.data.resolve_data_config({}, model=model)",
         "transform = timm.data.create_transform(**config)",
         "with torch.no_grad():",
@@ -154,7 +154,7 @@ def render_classification(card: Card, spec: TaskSpec) -> str:
     if card.checkpoints:
         lines += checkpoint_table(card)
         lines += [
-            f"`zoo.load_checkpoint(model, '{card.name}')` fetches the first one into the torch hub cache, checks its",
+            f"`attnzoo.load_checkpoint(model, '{card.name}')` fetches the first one into the torch hub cache, checks its",
             "sha256 when known, and loads it without executing pickled code.",
             "",
         ]

@@ -1,6 +1,6 @@
 """The card schema: the dataclasses, the YAML checks, and ``TASK_SPECS``, the table of tasks a card can describe.
 
-The YAML schema itself is described in the package docstring (``zoo.cards``). Everything that differs between tasks
+The YAML schema itself is described in the package docstring (``attnzoo.cards``). Everything that differs between tasks
 lives in one :class:`TaskSpec` per task: the section its cards carry, whether they must state model stats, how the
 section is parsed, how the card renders, and what ``zoo list`` prints in its "built from" column. ``TASKS``,
 ``DETECTOR_TASKS`` and ``load_card_file`` read the table, so a new task is one entry (plus its renderer).
@@ -28,7 +28,7 @@ DOTTED_FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 CLASSIFICATION = "classification"
 FORGERY_TASK = "forgery"
-FORGERY_HEADS = ("fakereasoning", "univfd", "npr")  # the heads.forgery models a forgery card may name
+FORGERY_HEADS = ("fakereasoning", "univfd", "npr")  # the attnzoo.heads.forgery models a forgery card may name
 
 COMMON_REQUIRED = frozenset({"name", "family", "paper", "official_repo", "license", "metrics", "checkpoints"})
 MODEL_STATS = frozenset({"params_m", "gflops", "input_size", "mean", "std"})  # required or optional per TaskSpec
@@ -124,7 +124,7 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Card:
-    """One model card (see the ``zoo.cards`` docstring for the YAML schema)."""
+    """One model card (see the ``attnzoo.cards`` docstring for the YAML schema)."""
 
     name: str
     family: str
@@ -310,7 +310,7 @@ class TaskSpec:
 
     ``section`` and ``parse`` go together: a task with a section requires that YAML key on its cards (and no other
     task's cards may carry it); ``parse(checker, raw_section)`` returns the object stored as ``Card.section``.
-    ``render(card, spec)`` returns the Markdown card (zoo.cards.render has the shared pieces). ``summary`` and each
+    ``render(card, spec)`` returns the Markdown card (attnzoo.cards.render has the shared pieces). ``summary`` and each
     of ``commands`` are ``str.format``-ed with ``card=card``.
     """
 

@@ -1,4 +1,4 @@
-"""``zoo bench [PATTERN]``: params, GFLOPs, throughput and peak memory of zoo models next to timm peers (zoo.tasks.bench)."""
+"""``zoo bench [PATTERN]``: params, GFLOPs, throughput and peak memory of zoo models next to timm peers (attnzoo.tasks.bench)."""
 
 from __future__ import annotations
 

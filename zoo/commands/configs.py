@@ -1,8 +1,8 @@
 """``zoo configs [PATTERN]``: the configs the zoo ships, one absolute path per line: OpenMMLab configs (``.py``) and
-Ultralytics model YAMLs (``yolo/*.yaml``, for ``zoo.integrations.ultralytics``).
+Ultralytics model YAMLs (``yolo/*.yaml``, for ``attnzoo.integrations.ultralytics``).
 
 Installed from a wheel they live under ``zoo/.mim/configs``; in a clone they are the repository's ``configs/``
-(see ``zoo.shipped``). The printed paths are what ``tools/train.py``, mmdet's inferencers and ``zoo xray detect``
+(see ``attnzoo.shipped``). The printed paths are what ``tools/train.py``, mmdet's inferencers and ``zoo xray detect``
 take; ``zoo xray detect`` also accepts the short name (``xray/<file>.py``) or a model card's name.
 """
 

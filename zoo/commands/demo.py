@@ -1,6 +1,6 @@
 """``zoo demo``: the zoo table (params/GFLOPs/CPU latency), then train and evaluate an X-ray detector.
 
-The steps are ``zoo.tasks.demo`` (and ``zoo.tasks.xray.demo``); this module only parses arguments.
+The steps are ``attnzoo.tasks.demo`` (and ``attnzoo.tasks.xray.demo``); this module only parses arguments.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``zoo export NAME``: export a model to ONNX and check it against eager in onnxruntime (zoo.tasks.export)."""
+"""``zoo export NAME``: export a model to ONNX and check it against eager in onnxruntime (attnzoo.tasks.export)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def register(commands) -> None:
     export.add_argument("name", help="model name, e.g. biformer_tiny")
     export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default %(default)s)")
     export.add_argument("--output", "-o", help="file to write (default NAME.onnx)")
-    export.add_argument("--checkpoint", help="weights to load first (path or card name, through zoo.load_checkpoint)")
+    export.add_argument("--checkpoint", help="weights to load first (path or card name, through attnzoo.load_checkpoint)")
     sizes = export.add_mutually_exclusive_group()
     sizes.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"),
                        help="the traced input (default: the model's); the model is built at H x W where it takes img_size")

@@ -2,8 +2,8 @@
 trained run.
 
 FORGERY_RUN is the ``--out`` folder of ``tools/forgery_train.py`` (UnivFD, NPR or FakeReasoning: run.json + weights;
-``zoo.tasks.forgery.runs`` loads it; not the classification verbs' RUN folder). The work is done by
-``zoo.tasks.forgery.check``; this module parses the arguments and prints. Each image is read as the run's evaluation
+``attnzoo.tasks.forgery.runs`` loads it; not the classification verbs' RUN folder). The work is done by
+``attnzoo.tasks.forgery.check``; this module parses the arguments and prints. Each image is read as the run's evaluation
 reads it (the detectors: centre crop at the training size; FakeReasoning: pad to square and resize), and gets P(fake) =
 sigmoid(logit) for the detectors, or for FakeReasoning the generated reasoning text and P(fake) from the
 classification probability mapper (the LM's 'real' / 'fake' logits after "This image is", over the temperature).
@@ -17,7 +17,7 @@ with ``--json`` one JSON object per image and nothing else on stdout::
      "conclusion_in_text": true}
 
 ``verdict`` is ``fake`` when ``p_fake > --threshold`` (0.5, as the evaluation). Inputs follow ``zoo xray detect``'s rule
-(``zoo.tasks.images``): a folder contributes its image files, not its subfolders; a file that is not an image, does
+(``attnzoo.tasks.images``): a folder contributes its image files, not its subfolders; a file that is not an image, does
 not decode (truncated, corrupt) or has more than ``--max-pixels`` pixels (checked before decoding) is skipped with a
 warning naming it. A folder that is not a run, or whose weights are damaged or do not fit, ends with one
 error line (exit 2).

@@ -2,7 +2,7 @@
 
 Classification models (timm names): name, family, live params, card GFLOPs and top-1. Task-head cards (X-ray
 detectors, forgery models, ...): name, task, family, what they are built from (the task spec's ``built_from``, see
-``zoo.cards``), and the paper's headline numbers. Every task in ``zoo.cards.TASKS`` is listed, none by name here.
+``attnzoo.cards``), and the paper's headline numbers. Every task in ``attnzoo.cards.TASKS`` is listed, none by name here.
 Without ``--task`` both tables are printed (the second only when a task-head card matches).
 """
 

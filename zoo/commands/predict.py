@@ -1,7 +1,7 @@
 """``zoo predict MODEL_OR_FOLDER IMAGE...``: the top-k classes of each image with their probabilities.
 
 Class names come from the model: a ``zoo train`` run's folder names, ImageNet-1k's descriptions (timm's ImageNetInfo)
-for a 1000-class head, else output indices. Images are read by the zoo's one reader (``zoo.tasks.images``): an image
+for a 1000-class head, else output indices. Images are read by the zoo's one reader (``attnzoo.tasks.images``): an image
 it does not read (not an image, truncated, corrupt, over ``--max-pixels``) is skipped with a warning naming it.
 """
 

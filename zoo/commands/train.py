@@ -1,5 +1,5 @@
 """``zoo train MODEL --data DIR --out RUN``: fine-tune (or train from scratch) a zoo or timm classifier on an
-ImageFolder, in one process or many (``torchrun --nproc_per_node N -m zoo.cli train ...``).
+ImageFolder, in one process or many (``torchrun --nproc_per_node N -m attnzoo.cli train ...``).
 
 DIR/train/<class>/<image> is trained on; DIR/val/<class>/<image>, when present, is validated after every epoch. RUN
 becomes a hub folder (config.json with the class names, model.safetensors, a card with the measured top-1 and this

@@ -69,7 +69,7 @@ non_negative_float = float_in(0.0)
 
 class ModelKwargs(argparse.Action):
     """``--model-kwargs KEY=VALUE ...``: each value read as timm's ParseKwargs does (a Python literal, else a
-    string; ``zoo.models.parse_kwarg_value``). A word without ``=`` is refused here, naming it: ``nargs='*'`` takes
+    string; ``attnzoo.models.parse_kwarg_value``). A word without ``=`` is refused here, naming it: ``nargs='*'`` takes
     every word up to the next flag, so a positional argument given after it (``zoo predict MODEL --model-kwargs
     a=1 image.png``) lands here, and the error says to give ``--model-kwargs`` last."""
 
@@ -106,7 +106,7 @@ def add_model_kwargs_argument(parser, help_text: str) -> None:
 def add_model_source_args(parser: argparse.ArgumentParser) -> None:
     """The flags that say which weights a classification verb runs (shared by validate and predict)."""
     parser.add_argument("model", metavar="MODEL_OR_FOLDER",
-                        help="a zoo/timm model name, or a folder written by zoo train / zoo.save_pretrained")
+                        help="a zoo/timm model name, or a folder written by zoo train / attnzoo.save_pretrained")
     parser.add_argument("--checkpoint", metavar="FILE_OR_CARD",
                         help="weights for a model name: a file, URL or card name (default: the card's checkpoint)")
     parser.add_argument("--random-init", action="store_true",

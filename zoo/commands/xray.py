@@ -13,7 +13,7 @@ subdirectories); other files in it, and images that do not decode (truncated, co
 do not fit the config's model (missing, unexpected or misshapen keys) is an error naming both files, never a silently
 half-loaded detector. OpenMMLab is imported only when the command runs.
 
-The work is done by ``zoo.tasks.xray``; this module only parses arguments and prints.
+The work is done by ``attnzoo.tasks.xray``; this module only parses arguments and prints.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Bridges from the :mod:`zoo.layers` attentions to other frameworks' model definitions.
+"""Bridges from the :mod:`attnzoo.layers` attentions to other frameworks' model definitions.
 
-* :mod:`zoo.integrations.forms`: the form every framework plugs a layer in with (``x + gamma * layer(x)`` with
-  ``gamma`` starting at 0, or the gate itself for ELA), shared by the OpenMMLab plug-ins (:mod:`zoo.openmmlab.plugins`)
+* :mod:`attnzoo.integrations.forms`: the form every framework plugs a layer in with (``x + gamma * layer(x)`` with
+  ``gamma`` starting at 0, or the gate itself for ELA), shared by the OpenMMLab plug-ins (:mod:`attnzoo.openmmlab.plugins`)
   and the Ultralytics bridge; it imports no framework;
-* :mod:`zoo.integrations.ultralytics`: ``register()`` makes the layers usable by name in Ultralytics YOLO model YAMLs
+* :mod:`attnzoo.integrations.ultralytics`: ``register()`` makes the layers usable by name in Ultralytics YOLO model YAMLs
   (the ``yolo`` extra: ``pip install 'attnzoo[yolo]'``; Ultralytics is AGPL-3.0 and only that module imports it).
 
-``import zoo`` imports none of these; ``python -m zoo.integrations`` checks that the installed frameworks are ones the
+``import attnzoo`` imports none of these; ``python -m attnzoo.integrations`` checks that the installed frameworks are ones the
 bridges support (one line each).
 """

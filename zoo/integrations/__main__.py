@@ -1,7 +1,7 @@
-"""``python -m zoo.integrations``: whether the installed frameworks are ones the bridges support, one line each.
+"""``python -m attnzoo.integrations``: whether the installed frameworks are ones the bridges support, one line each.
 
 Prints ``ultralytics <version>: <names> registered`` and exits 0, or ``zoo: error: <message>`` (one line, the fix
-named) and exits 2, as the ``zoo`` command does for a :class:`~zoo.errors.ZooError`.
+named) and exits 2, as the ``zoo`` command does for a :class:`~attnzoo.errors.ZooError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main() -> int:
         return EXIT_USER_ERROR
     import ultralytics
 
-    print(f"ultralytics {ultralytics.__version__}: {', '.join(names)} registered (zoo.integrations.ultralytics)")
+    print(f"ultralytics {ultralytics.__version__}: {', '.join(names)} registered (attnzoo.integrations.ultralytics)")
     return 0
 
 

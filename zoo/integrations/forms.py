@@ -1,4 +1,4 @@
-"""The :mod:`zoo.layers` attentions in the form a framework plugs them into a network with.
+"""The :mod:`attnzoo.layers` attentions in the form a framework plugs them into a network with.
 
 A framework that inserts a layer into an existing network (an mmcv plug-in in a ResNet block, a row of a YOLO model
 YAML) replaces the feature map with the layer's output, so the attentions come wrapped:
@@ -9,9 +9,9 @@ YAML) replaces the feature map with the layer's output, so the attentions come w
 * ELA, a gate whose output already is the input rescaled, as the layer itself (no residual).
 
 :class:`PluggedLayer` is that wrapper, with ``residual`` choosing the form; :data:`PLUGGABLE` lists the layers and each
-one's default form. The OpenMMLab plug-ins (:mod:`zoo.openmmlab.plugins`) and the Ultralytics bridge
-(:mod:`zoo.integrations.ultralytics`) both build on it; this module imports neither framework. A new 2D layer in
-:mod:`zoo.layers` becomes available to both by one line in :data:`PLUGGABLE`.
+one's default form. The OpenMMLab plug-ins (:mod:`attnzoo.openmmlab.plugins`) and the Ultralytics bridge
+(:mod:`attnzoo.integrations.ultralytics`) both build on it; this module imports neither framework. A new 2D layer in
+:mod:`attnzoo.layers` becomes available to both by one line in :data:`PLUGGABLE`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo import layers
+from attnzoo import layers
 
 __all__ = ["PLUGGABLE", "PluggedLayer"]
 
-# name (the class name in zoo.layers, also the name configs and YAMLs use) -> (layer class, residual by default)
+# name (the class name in attnzoo.layers, also the name configs and YAMLs use) -> (layer class, residual by default)
 PLUGGABLE: dict[str, tuple[type[nn.Module], bool]] = {
     "BiLevelRoutingAttention2d": (layers.BiLevelRoutingAttention2d, True),
     "AgentAttention2d": (layers.AgentAttention2d, True),

@@ -1,6 +1,6 @@
-"""The :mod:`zoo.layers` attentions in Ultralytics YOLO model YAMLs: call :func:`register` once, then name them.
+"""The :mod:`attnzoo.layers` attentions in Ultralytics YOLO model YAMLs: call :func:`register` once, then name them.
 
-    from zoo.integrations.ultralytics import register
+    from attnzoo.integrations.ultralytics import register
     register()
 
     from ultralytics import YOLO
@@ -15,8 +15,8 @@ n/s/m/l/x width scaling, so every scale of a YAML builds::
     - [4, 1, ELA, [{preset: S}]]
 
 Names: ``BiLevelRoutingAttention2d``, ``AgentAttention2d``, ``FlowAttention2d``, ``SimplifiedLinearAttention2d``,
-``ELA`` (every 2D layer of :data:`zoo.integrations.forms.PLUGGABLE`). The arguments are the layer's own (see
-:mod:`zoo.layers`) plus ``residual``: an attention is placed as ``x + gamma * layer(x)`` with ``gamma`` starting at 0
+``ELA`` (every 2D layer of :data:`attnzoo.integrations.forms.PLUGGABLE`). The arguments are the layer's own (see
+:mod:`attnzoo.layers`) plus ``residual``: an attention is placed as ``x + gamma * layer(x)`` with ``gamma`` starting at 0
 (``residual: true``, the default, as the mmcv plug-ins), ELA as the gate it is (``residual: false``, its default);
 ``residual: false`` makes an attention replace the map, ``residual: true`` puts ELA on a zero-initialised branch.
 
@@ -25,7 +25,7 @@ name with ``globals()[name]`` inside ``ultralytics.nn.tasks`` and hands the inpu
 of modules. :func:`register` (idempotent) therefore
 
 1. puts the YOLO form of each layer (:class:`BiLevelRoutingAttention2d` etc. of this module: ``(c1, *args)``, the
-   layer wrapped by :class:`~zoo.integrations.forms.PluggedLayer`) into that namespace, and
+   layer wrapped by :class:`~attnzoo.integrations.forms.PluggedLayer`) into that namespace, and
 2. wraps ``parse_model``: when a YAML names a zoo layer, a first, silent pass builds the YAML with ``nn.BatchNorm2d``
    in the zoo layers' places (``parse_model`` gives ``BatchNorm2d`` the channels of the row it reads from) and reads
    those channel counts; the real pass then gets them as each zoo row's first argument. YAMLs without zoo layers go
@@ -34,9 +34,10 @@ of modules. :func:`register` (idempotent) therefore
 Everything else (training, validation, saving, prediction, export) is Ultralytics' own code.
 
 Saved ``.pt`` files: Ultralytics pickles whole modules (``torch.save`` of the model object; it reads them back with
-full unpickling, so load only files you trust). The layers are pickled as ``zoo.integrations.ultralytics.<Name>``
-(holding ``backbones.layers.<Name>``), so a ``.pt`` reloads wherever attnzoo is installed and :func:`register` has
-been called; loading it before raises :class:`NotRegisteredError` naming the call (fine-tuning from a ``.pt`` also
+full unpickling, so load only files you trust). The layers are pickled as ``attnzoo.integrations.ultralytics.<Name>``
+(holding ``attnzoo.backbones.layers.<Name>``), so a ``.pt`` reloads wherever attnzoo is installed and :func:`register` has
+been called (:func:`register` also wraps Ultralytics' ``torch_safe_load`` so that a ``.pt`` saved by attnzoo 0.1, which
+names ``zoo.integrations.ultralytics`` and ``backbones.layers``, loads too: :mod:`attnzoo.legacy`); loading it before raises :class:`NotRegisteredError` naming the call (fine-tuning from a ``.pt`` also
 re-parses its YAML, which needs the registration). Ultralytics' opt-in restricted loading
 (``ULTRALYTICS_SAFE_LOAD=1``) accepts only Ultralytics' and torch's classes and refuses such a ``.pt``.
 
@@ -64,6 +65,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ZooError
+from ..legacy import old_module_names
 from .forms import PLUGGABLE, PluggedLayer
 
 __all__ = [
@@ -80,7 +82,7 @@ __all__ = [
 SUPPORTED_VERSIONS = ">=8.3.20,<8.5"  # = the `yolo` extra's pin in pyproject.toml
 _OLDEST, _FIRST_UNSUPPORTED = (8, 3, 20), (8, 5, 0)  # tested: 8.3.20, 8.3.253, 8.4.0, 8.4.190 (YOLO11 came in 8.3.0)
 LAYER_NAMES = tuple(PLUGGABLE)
-_REGISTER_CALL = "zoo.integrations.ultralytics.register()"
+_REGISTER_CALL = "attnzoo.integrations.ultralytics.register()"
 
 
 class UltralyticsBridgeError(ZooError):
@@ -110,7 +112,7 @@ def _tasks():
     try:
         from ultralytics.nn import tasks
     except ImportError as err:
-        raise MissingUltralyticsError(f"zoo.integrations.ultralytics needs Ultralytics ({err}): pip install "
+        raise MissingUltralyticsError(f"attnzoo.integrations.ultralytics needs Ultralytics ({err}): pip install "
                                       f"'attnzoo[yolo]' (Ultralytics is AGPL-3.0)") from err
     return tasks
 
@@ -125,7 +127,7 @@ def _check_version() -> str:
     version = getattr(ultralytics, "__version__", "unknown")
     if not (_OLDEST <= _version_tuple(version)[:3] < _FIRST_UNSUPPORTED):
         raise UnsupportedUltralyticsError(
-            f"ultralytics {version} is not supported by zoo.integrations.ultralytics (supported: ultralytics"
+            f"ultralytics {version} is not supported by attnzoo.integrations.ultralytics (supported: ultralytics"
             f"{SUPPORTED_VERSIONS}); install a supported one: pip install 'attnzoo[yolo]'")
     return version
 
@@ -148,10 +150,25 @@ def register() -> tuple[str, ...]:
                                           f"install a supported one (ultralytics{SUPPORTED_VERSIONS})")
     if not getattr(tasks.parse_model, "_zoo_bridge", False):
         tasks.parse_model = _parse_model_with_zoo_layers(tasks.parse_model)
+    if callable(getattr(tasks, "torch_safe_load", None)) and not getattr(tasks.torch_safe_load, "_zoo_bridge", False):
+        tasks.torch_safe_load = _load_with_old_module_names(tasks.torch_safe_load)
     for name, cls in YOLO_LAYERS.items():
         setattr(tasks, name, cls)
     _state["registered"] = True
     return LAYER_NAMES
+
+
+def _load_with_old_module_names(torch_safe_load):
+    """Ultralytics' ``.pt`` reader, with the module paths of attnzoo 0.1 (``zoo.integrations.ultralytics.<Name>``,
+    ``backbones.layers.<Name>``) resolving during the read (:func:`attnzoo.legacy.old_module_names`)."""
+
+    @functools.wraps(torch_safe_load)
+    def load(*args, **kwargs):
+        with old_module_names():
+            return torch_safe_load(*args, **kwargs)
+
+    load._zoo_bridge = True
+    return load
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -222,14 +239,14 @@ class _YoloLayer(PluggedLayer):
         if not _state["registered"]:
             raise NotRegisteredError(
                 f"this Ultralytics model holds attnzoo layers ({type(self).__name__}): call {_REGISTER_CALL} before "
-                f"loading it (from zoo.integrations.ultralytics import register; register())")
+                f"loading it (from attnzoo.integrations.ultralytics import register; register())")
         super().__setstate__(state)
 
 
 def _yolo_layer_classes() -> dict[str, type[_YoloLayer]]:
     classes = {}
     for name, (layer_class, residual) in PLUGGABLE.items():
-        doc = (f"YOLO model-YAML form of :class:`zoo.layers.{name}`: ``{name}(c1, *args)``, c1 injected by the "
+        doc = (f"YOLO model-YAML form of :class:`attnzoo.layers.{name}`: ``{name}(c1, *args)``, c1 injected by the "
                f"bridge; {'x + gamma * layer(x), gamma starting at 0' if residual else 'the gate itself'} by "
                f"default (``residual``).")
         # pickled by this path in Ultralytics' .pt files: keep the name and the module
@@ -335,7 +352,7 @@ def _parse_model_with_zoo_layers(parse_model):
 def _placeholder(name: str) -> type[nn.Module]:
     def __init__(self, *args, **kwargs):
         raise NotRegisteredError(f"the model YAML names the attnzoo layer {name}: call {_REGISTER_CALL} before "
-                                 f"building the model (from zoo.integrations.ultralytics import register; register())")
+                                 f"building the model (from attnzoo.integrations.ultralytics import register; register())")
 
     return type(f"{name}NotRegistered", (nn.Module,), {"__init__": __init__, "__module__": __name__})
 

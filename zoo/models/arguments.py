@@ -64,7 +64,7 @@ def _target(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict | None
             architecture = config["architecture"]
         except (OSError, ValueError, KeyError, TypeError):
             return "", {}, None  # not a readable model folder: the builder says so
-        # as zoo.models.builder reads a folder: JSON lists back to tuples, no file of its own
+        # as attnzoo.models.builder reads a folder: JSON lists back to tuples, no file of its own
         pretrained_cfg = {k: tuple(v) if isinstance(v, list) else v
                           for k, v in (config.get("pretrained_cfg") or {}).items() if k not in ("source", "file")}
         pretrained_cfg["architecture"] = architecture

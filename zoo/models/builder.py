@@ -1,8 +1,8 @@
-"""The one model builder: every path that makes a model (``zoo.create_model``, ``zoo export|bench|validate|train|
+"""The one model builder: every path that makes a model (``attnzoo.create_model``, ``zoo export|bench|validate|train|
 predict|demo``, ``ZooBackbone``) calls :func:`build_model`, so the card's ``model_kwargs`` always apply.
 
 Where weights come with the model (``pretrained=True`` with a card, or a hub folder), the zoo reads them itself
-(zoo.weights: one reader, the card's sha256, the one unwrapping rule), checks on a meta-device twin that they fit
+(attnzoo.weights: one reader, the card's sha256, the one unwrapping rule), checks on a meta-device twin that they fit
 the model as asked (family filter, then timm's ``in_chans`` / ``num_classes`` adaptations; the one misfit message),
 and then hands the tensors to timm (``pretrained_cfg['state_dict']``), which loads them and wraps the model as asked
 (``features_only``, ``out_indices``, ...). timm never reads a file of ours.
@@ -120,7 +120,7 @@ def _size_filter(state_dict: dict[str, torch.Tensor], model: torch.nn.Module) ->
 def _build_from_folder(folder: Path, **kwargs: Any) -> torch.nn.Module:
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
-        raise FileNotFoundError(f"{folder}: not a model folder (no {CONFIG_NAME}); save one with zoo.save_pretrained.")
+        raise FileNotFoundError(f"{folder}: not a model folder (no {CONFIG_NAME}); save one with attnzoo.save_pretrained.")
     try:
         # timm's own reader of local-dir folders, so both ways in agree on what a folder means.
         pretrained_cfg, architecture, model_args = load_model_config_from_path(folder)

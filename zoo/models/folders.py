@@ -1,7 +1,7 @@
-"""Writing hub-style model folders (config.json + model.safetensors + README.md); zoo.models.builder reads them.
+"""Writing hub-style model folders (config.json + model.safetensors + README.md); attnzoo.models.builder reads them.
 
 A folder written by ``save_pretrained`` uses timm's own hub format, so ``timm.create_model("local-dir:" + folder)``
-reads it as well as ``zoo.create_model(folder)``.
+reads it as well as ``attnzoo.create_model(folder)``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _architecture(model: torch.nn.Module) -> str:
     architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     if not architecture:
         raise ValueError(
-            f"save_pretrained needs a model built by timm.create_model or zoo.create_model "
+            f"save_pretrained needs a model built by timm.create_model or attnzoo.create_model "
             f"(a {type(model).__name__} without pretrained_cfg['architecture'] cannot be rebuilt from a folder)."
         )
     return architecture
@@ -43,7 +43,7 @@ def _generated_readme(model: torch.nn.Module, architecture: str, config: dict) -
         "---", "library_name: timm", f"license: {license_id}", "tags:", "- image-classification", "- timm",
         "- attnzoo", f"- {family_of(architecture)}", "---", "",
         f"# Model card for a {architecture} folder", "",
-        f"Weights saved by `zoo.save_pretrained`. The zoo has no card for `{architecture}`, so this one is generated",
+        f"Weights saved by `attnzoo.save_pretrained`. The zoo has no card for `{architecture}`, so this one is generated",
         "from the model itself; no reported metrics.", "",
         "## Model Details",
         f"- **Architecture:** {architecture}",
@@ -51,9 +51,9 @@ def _generated_readme(model: torch.nn.Module, architecture: str, config: dict) -
         f"- **Classes:** {config.get('num_classes')}",
         f"- **Image size:** {h} x {w}",
         f"- **Preprocessing:** mean {cfg.get('mean')}, std {cfg.get('std')}", "",
-        "## Model Usage", "```python", "import zoo", "",
-        "model = zoo.create_model('path/to/this/folder').eval()",
-        "# or: timm.create_model('local-dir:path/to/this/folder', pretrained=True) after `import zoo`",
+        "## Model Usage", "```python", "import attnzoo", "",
+        "model = attnzoo.create_model('path/to/this/folder').eval()",
+        "# or: timm.create_model('local-dir:path/to/this/folder', pretrained=True) after `import attnzoo`",
         "```", "",
     ]
     return "\n".join(lines)

@@ -11,13 +11,13 @@ import fnmatch
 import timm
 from timm.models import is_model, model_entrypoint
 
-import backbones  # noqa: F401  (registers our families with timm)
+import attnzoo.backbones  # noqa: F401  (registers our families with timm)
 
 from ..cards import UnknownModelError, get_card, has_card, list_cards, suggest_names
 
 __all__ = ["family_of", "list_models", "require_model"]
 
-OWN_MODULE_PREFIX = "backbones."
+OWN_MODULE_PREFIX = "attnzoo.backbones."
 
 
 def _own_models() -> list[str]:

@@ -1,26 +1,26 @@
 """OpenMMLab glue: any zoo or timm model as an mmdet / mmseg backbone, the attentions as mmcv plug-ins, and Runner
 checkpoints read by the zoo's one reader.
 
-Only configs (``custom_imports=dict(imports=['zoo.openmmlab'])``), ``tools/train.py`` / ``tools/test.py`` and the X-ray
-task import this package; ``import zoo`` never does, so the zoo works without mmdet / mmseg installed.
+Only configs (``custom_imports=dict(imports=['attnzoo.openmmlab'])``), ``tools/train.py`` / ``tools/test.py`` and the X-ray
+task import this package; ``import attnzoo`` never does, so the zoo works without mmdet / mmseg installed.
 
 What importing it does:
 
-* registers :class:`~zoo.openmmlab.backbone.ZooBackbone` in mmdet's and mmseg's ``MODELS`` (whichever is installed);
-* registers the :mod:`zoo.layers` attentions as mmcv plug-ins under their class names (``BiLevelRoutingAttention2d``,
+* registers :class:`~attnzoo.openmmlab.backbone.ZooBackbone` in mmdet's and mmseg's ``MODELS`` (whichever is installed);
+* registers the :mod:`attnzoo.layers` attentions as mmcv plug-ins under their class names (``BiLevelRoutingAttention2d``,
   ``AgentAttention2d``, ``FlowAttention2d``, ``SimplifiedLinearAttention2d``: ``x + gamma * layer(x)`` with ``gamma``
   starting at 0; ``ELA``: the gate itself), so ``plugins=[dict(cfg=dict(type='BiLevelRoutingAttention2d'),
   stages=(False, True, True, True), position='after_conv2')]`` builds in mmdet's and mmseg's ResNets
-  (:mod:`~zoo.openmmlab.plugins`);
-* makes mmengine read local checkpoint files through ``zoo.weights.read_checkpoint`` with exactly the extra globals a
-  Runner checkpoint holds, for those reads only (:mod:`~zoo.openmmlab.checkpoints`): ``--resume``, ``load_from``,
+  (:mod:`~attnzoo.openmmlab.plugins`);
+* makes mmengine read local checkpoint files through ``attnzoo.weights.read_checkpoint`` with exactly the extra globals a
+  Runner checkpoint holds, for those reads only (:mod:`~attnzoo.openmmlab.checkpoints`): ``--resume``, ``load_from``,
   ``tools/test.py`` and mmdet's inferencers work with ``weights_only`` on, and nothing else in the process is
   allowed more.
 """
 
 from __future__ import annotations
 
-import zoo  # noqa: F401  (registers every zoo family with timm)
+import attnzoo  # noqa: F401  (registers every zoo family with timm)
 
 from .backbone import PRETRAINED_ADAPTERS, ZooBackbone
 from .checkpoints import RUNNER_CHECKPOINT_GLOBALS, install_runner_checkpoint_reader, load_from_zoo_reader
@@ -55,7 +55,7 @@ def _register() -> None:
         registry.register_module("ZooBackbone", module=ZooBackbone, force=True)
         registered = True
     if not registered:
-        raise ImportError("zoo.openmmlab needs mmdet and/or mmsegmentation with full mmcv (not mmcv-lite): "
+        raise ImportError("attnzoo.openmmlab needs mmdet and/or mmsegmentation with full mmcv (not mmcv-lite): "
                           "`pip install 'attnzoo[mm]'` (see tools/install.sh). " + "; ".join(errors))
     install_runner_checkpoint_reader()
 

@@ -38,7 +38,7 @@ class ZooBackbone(BaseModule):
     Args:
         model_name: timm name, e.g. ``'biformer_small'``, ``'poolformer_s12'``, ``'focalnet_tiny_srf'``.
         out_indices: which feature levels (``model.feature_info`` indices) to return, in order.
-        pretrained: ``None``, a checkpoint path, or a model-card name; loaded through ``zoo.load_checkpoint`` (the
+        pretrained: ``None``, a checkpoint path, or a model-card name; loaded through ``attnzoo.load_checkpoint`` (the
             family's checkpoint filter applies). Every checkpoint key must land in the model and every model key must
             be in the checkpoint, except the keys of layers the downstream options add (``model_kwargs`` /
             ``out_norm``); anything else is an error at build time.
@@ -169,7 +169,7 @@ def _check_model_name(model_name: str) -> None:
     close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"ZooBackbone: unknown model_name {model_name!r}.{hint} "
-                     "List names with `python -c \"import zoo, timm; print(timm.list_models('*former*'))\"`.")
+                     "List names with `python -c \"import attnzoo, timm; print(timm.list_models('*former*'))\"`.")
 
 
 def _check_out_indices(out_indices: Sequence[int], num_levels: int, model_name: str) -> tuple[int, ...]:
@@ -273,7 +273,7 @@ def _pad_focal_kernels(state_dict: dict, model: nn.Module) -> dict:
     return adapted
 
 
-# Per-family changes to ImageNet weights for the downstream variant (keyed by zoo.models.family_of).
+# Per-family changes to ImageNet weights for the downstream variant (keyed by attnzoo.models.family_of).
 PRETRAINED_ADAPTERS = {"focalnet": _pad_focal_kernels}
 
 

@@ -5,8 +5,8 @@ mmengine 0.10.7 reads local checkpoints (``load_from``, ``--resume``, ``tools/te
 ``init_cfg=dict(type='Pretrained')``) through ``CheckpointLoader``'s local-file scheme, which calls ``torch.load``
 without ``weights_only`` (torch >= 2.6 treats that as ``weights_only=True`` and refuses numpy arrays and mmengine's
 ``HistoryBuffer``). :func:`install_runner_checkpoint_reader` replaces that scheme with
-``zoo.weights.read_checkpoint(path, extra_globals=RUNNER_CHECKPOINT_GLOBALS)``: weights-only stays on, the extra
-globals apply inside that one read, and ``zoo.load_checkpoint`` elsewhere in the process still refuses them.
+``attnzoo.weights.read_checkpoint(path, extra_globals=RUNNER_CHECKPOINT_GLOBALS)``: weights-only stays on, the extra
+globals apply inside that one read, and ``attnzoo.load_checkpoint`` elsewhere in the process still refuses them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from ..legacy import upgrade_config_text
 from ..weights.files import RefusedGlobal, read_checkpoint
 
 __all__ = ["RUNNER_CHECKPOINT_GLOBALS", "install_runner_checkpoint_reader", "load_from_zoo_reader"]
@@ -71,7 +72,13 @@ def load_from_zoo_reader(filename: str, map_location=None):
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
-    return read_checkpoint(filename, map_location=map_location, extra_globals=RUNNER_CHECKPOINT_GLOBALS)
+    checkpoint = read_checkpoint(filename, map_location=map_location, extra_globals=RUNNER_CHECKPOINT_GLOBALS)
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("cfg"), str):
+        # a checkpoint saved by attnzoo 0.1 carries config text naming zoo.openmmlab / heads.*: mmdet's inferencers
+        # build the model from that text when given weights alone
+        meta["cfg"] = upgrade_config_text(meta["cfg"])
+    return checkpoint
 
 
 def install_runner_checkpoint_reader() -> None:

@@ -1,8 +1,8 @@
-"""The :mod:`zoo.layers` attentions as mmcv plug-ins (ResNet's ``plugins=[dict(cfg=dict(type=...), stages=...,
-position=...)]``); registered by ``import zoo.openmmlab``.
+"""The :mod:`attnzoo.layers` attentions as mmcv plug-ins (ResNet's ``plugins=[dict(cfg=dict(type=...), stages=...,
+position=...)]``); registered by ``import attnzoo.openmmlab``.
 
 The wrapping (``x + gamma * layer(x)`` with ``gamma`` starting at 0; ELA as the gate) is
-:class:`zoo.integrations.forms.PluggedLayer`, shared with the Ultralytics bridge.
+:class:`attnzoo.integrations.forms.PluggedLayer`, shared with the Ultralytics bridge.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _plugin_classes() -> dict[str, type[nn.Module]]:
     for name, (layer, residual) in PLUGGABLE.items():
         base = _ResidualPlugin if residual else _GatePlugin
         abbr = _ABBREVIATIONS.get(name, name.lower())
-        doc = f"mmcv plug-in form of :class:`zoo.layers.{name}` (built with ``in_channels``; see {base.__name__})."
+        doc = f"mmcv plug-in form of :class:`attnzoo.layers.{name}` (built with ``in_channels``; see {base.__name__})."
         plugins[name] = type(f"{name}Plugin", (base,), {"layer_class": layer, "_abbr_": abbr, "__doc__": doc,
                                                         "__module__": __name__})
     return plugins

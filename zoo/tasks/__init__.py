@@ -1,4 +1,4 @@
-"""The zoo's library code, one module (or package) per task; ``zoo.commands`` only parses arguments and prints.
+"""The zoo's library code, one module (or package) per task; ``attnzoo.commands`` only parses arguments and prints.
 
 - ``measure``: the one measuring harness (device sync, timing, peak memory, environment label, Markdown, plots, JSON)
   shared by ``zoo bench`` and tools/benchmark.py (docs/ARCHITECTURE.md, "Measuring").

@@ -3,9 +3,9 @@
 Results go to ``<out>/bench.json``, ``bench.md`` and ``bench.png`` (throughput vs. the card's top-1, one point per
 model, families coloured). Ratios are only meaningful between rows of one run on one machine.
 
-Models are built by ``zoo.create_model(name)`` (a carded model with its card's ``model_kwargs``), random weights, at
+Models are built by ``attnzoo.create_model(name)`` (a carded model with its card's ``model_kwargs``), random weights, at
 the measured ``img_size`` where their constructor takes one (position embeddings and windows follow the size).
-Timing and peak memory follow zoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring"): median of ``iters`` steps after
+Timing and peak memory follow attnzoo.tasks.measure (docs/ARCHITECTURE.md, "Measuring"): median of ``iters`` steps after
 ``warmup`` (CPU: wall clock); peak = MiB allocated by one more step above what was live before it, exact on CUDA, a
 lower bound on the CPU (replayed from the profiler's allocation records).
 tools/benchmarks/models.py measures its models with :func:`build_model` and :func:`measure_mode` too.
@@ -57,7 +57,7 @@ class BenchRow:
 
 
 def build_model(name: str, **kwargs) -> torch.nn.Module:
-    """``zoo.create_model(name)`` with random weights: a carded model gets its card's ``model_kwargs``."""
+    """``attnzoo.create_model(name)`` with random weights: a carded model gets its card's ``model_kwargs``."""
     from .. import create_model
 
     return create_model(name, pretrained=False, **kwargs)
@@ -106,7 +106,7 @@ def model_step(model: torch.nn.Module, mode: str, *, device: str | torch.device,
 
 def measure_mode(model: torch.nn.Module, mode: str, *, device: str | torch.device, batch: int, img_size: int,
                  amp: str = "none", warmup: int = 2, iters: int = 5, cpu_clock: str = "wall") -> StepMeasurement:
-    """Median ms per ``mode`` step and its peak MiB (zoo.tasks.measure.measure_step)."""
+    """Median ms per ``mode`` step and its peak MiB (attnzoo.tasks.measure.measure_step)."""
     step = model_step(model, mode, device=device, batch=batch, img_size=img_size, amp=amp)
     return measure_step(step, device, warmup, iters, cpu_clock=cpu_clock)
 

@@ -2,7 +2,7 @@
 
 The demo is a list of steps (``DEMO_STEPS``): the model zoo table, then the X-ray detector (zoo/tasks/xray/demo.py).
 Models are randomly initialised (no machine here can download weights), so the predicted class indices show that the
-whole path runs (data config, transforms, forward) — they are not meaningful predictions. ``python -m zoo.tasks.demo
+whole path runs (data config, transforms, forward) — they are not meaningful predictions. ``python -m attnzoo.tasks.demo
 --write-image`` regenerates the shipped picture (zoo/assets/demo_image.png).
 """
 

@@ -4,10 +4,10 @@
 TorchScript exporter when dynamo cannot trace a model; it then runs the file in onnxruntime on the same input and
 reports the largest absolute difference from eager PyTorch, so an export is never silently wrong.
 
-``export_model`` is ``zoo export NAME``: the model is built by ``zoo.create_model(name)`` (a carded model with its
+``export_model`` is ``zoo export NAME``: the model is built by ``attnzoo.create_model(name)`` (a carded model with its
 card's ``model_kwargs``, e.g. FocalNet-L/XL/H ``normalize_modulator``, which has no parameters: a checkpoint would load
 strictly into a model built without it, and the export would compute another function), then ``--checkpoint`` is
-loaded with ``zoo.load_checkpoint``.
+loaded with ``attnzoo.load_checkpoint``.
 """
 
 from __future__ import annotations

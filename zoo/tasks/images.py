@@ -11,7 +11,7 @@ validate`` / ``zoo train``, ``zoo xray detect``, ``zoo forgery check``).
   is replaced by this one for the zoo's reads, so a raised limit is honoured.
 - **Decoding.** Pillow. A file that Pillow cannot identify or decode (not an image, truncated, corrupt) is an
   :class:`UnreadableImage` naming it; the verbs skip it with a warning and go on with the next image (a dataset leaves
-  it out, see ``zoo.tasks.classification.datasets``), never replacing it with another.
+  it out, see ``attnzoo.tasks.classification.datasets``), never replacing it with another.
 - **Modes.** Every image becomes 8-bit RGB: grayscale, palette and CMYK through Pillow; alpha is dropped (as timm's,
   mmcv's and the forgery heads' own loaders drop it, so an image reads as in training); 16-bit grayscale (``I;16``)
   is scaled (65535 -> 255), not clipped; 32-bit integer (``I``) and float (``F``) images are scaled from the smallest

@@ -1,6 +1,6 @@
 """The one measuring harness: device sync, timing, peak memory, machine label, Markdown tables, plots and JSON.
 
-``zoo bench`` (zoo.tasks.bench) and tools/benchmark.py (op, model and re-parameterisation benchmarks) both measure
+``zoo bench`` (attnzoo.tasks.bench) and tools/benchmark.py (op, model and re-parameterisation benchmarks) both measure
 through this module, so their numbers mean the same thing (docs/ARCHITECTURE.md, "Measuring"). Comparisons are taken
 in one run on one machine; absolute numbers carry the machine label they came from.
 

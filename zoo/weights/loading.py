@@ -1,8 +1,8 @@
 """Loading weights into a model: where the file comes from, its sha256, the family's layout, the fit, the load.
 
 :func:`load_checkpoint` is the one loader. Every path of the zoo that puts weights into a model calls it (or
-:func:`read_state_dict` + :func:`check_fit` where timm builds the model around the weights, see zoo.models.builder):
-``pretrained=True`` (:func:`load_pretrained_file`, which ``import zoo`` installs behind timm's ``custom_load``), hub
+:func:`read_state_dict` + :func:`check_fit` where timm builds the model around the weights, see attnzoo.models.builder):
+``pretrained=True`` (:func:`load_pretrained_file`, which ``import attnzoo`` installs behind timm's ``custom_load``), hub
 folders, the classification verbs, ``zoo export``, ``ZooBackbone`` and the X-ray and forgery tasks.
 """
 
@@ -140,7 +140,7 @@ def load_checkpoint(
 
     ``source``: a .safetensors/.pth/.pt/.bin file, an http(s)/file URL, a Card or a model card name (its first
     checkpoint, fetched into the torch hub cache if not there yet). The sha256 is verified when the caller or the card
-    knows it; the weights are unwrapped by the one rule (zoo.weights.state_dicts: ``model``/``state_dict``, the EMA
+    knows it; the weights are unwrapped by the one rule (attnzoo.weights.state_dicts: ``model``/``state_dict``, the EMA
     only with ``use_ema``); the family's ``checkpoint_filter_fn`` maps official layouts to ours (``filter_fn``);
     ``adapt`` applies timm's adaptations (another ``in_chans`` / ``num_classes``). Keys the caller expects not to fit
     (``allow_missing`` / ``allow_unexpected``: names, ``"prefix."``es or a test; ``allowed`` says which in words) keep

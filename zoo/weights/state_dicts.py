@@ -1,6 +1,6 @@
 """What is inside a checkpoint, and how it fits a model: the one unwrapping rule and the one misfit message.
 
-**Unwrapping rule** (every path of the zoo uses it: ``pretrained=True``, ``zoo.create_model``, hub folders,
+**Unwrapping rule** (every path of the zoo uses it: ``pretrained=True``, ``attnzoo.create_model``, hub folders,
 ``zoo validate|train|predict|export|convert``, ``ZooBackbone``, the forgery runs, ``zoo xray detect``): a checkpoint's
 model weights are the first of ``state_dict``, ``model`` that holds a mapping, unwrapped repeatedly (mmengine writes
 ``{"state_dict": ...}``, DeiT-style scripts ``{"model": ...}``). The EMA weights (``state_dict_ema``, ``model_ema``) are

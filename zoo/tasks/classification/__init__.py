@@ -7,7 +7,7 @@
 - ``distributed``: one process or many under torchrun (gloo on the CPU, NCCL on CUDA).
 - ``validation`` / ``prediction``: ``zoo validate`` / ``zoo predict`` as functions.
 - ``training``: the fine-tuning loop; ``runs``: the classification run folder it writes (``zoo train --out RUN``: a
-  hub folder + train_state.pth + metrics.jsonl; not the forgery run folder of ``zoo.tasks.forgery``).
+  hub folder + train_state.pth + metrics.jsonl; not the forgery run folder of ``attnzoo.tasks.forgery``).
 """
 
 from .datasets import (

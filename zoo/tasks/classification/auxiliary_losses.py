@@ -1,7 +1,7 @@
 """Auxiliary losses a model leaves behind in a training forward, added to the task loss by ``zoo train``.
 
 One today: the load-balancing loss of Mixture-of-Head attention (MoH-TransNeXt, and any network with
-:class:`zoo.layers.MixtureOfHeadAttention` swapped in), weighted 0.01 as the official MoH training does
+:class:`attnzoo.layers.MixtureOfHeadAttention` swapped in), weighted 0.01 as the official MoH training does
 (SkyworkAI/MoH ``MoH-ViT/engine.py``: ``loss + 0.01 * mean(layer losses)``). A model without such layers adds
 nothing.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.layers import moh_balance_loss
+from attnzoo.layers import moh_balance_loss
 
 __all__ = ["MOH_BALANCE_WEIGHT", "add_auxiliary_losses", "auxiliary_loss"]
 

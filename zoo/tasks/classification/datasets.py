@@ -3,7 +3,7 @@
 A folder is checked before timm reads it, because timm's reader is silent about the mistakes that make numbers wrong:
 an empty class folder simply vanishes (every later class index shifts by one), and a corrupt image is replaced by the
 next sample with a warning that does not name the file. Here a missing folder, a folder without class sub-folders and
-an empty class folder are ``DatasetError``s that name the fix; an image the zoo's reader (``zoo.tasks.images``) does
+an empty class folder are ``DatasetError``s that name the fix; an image the zoo's reader (``attnzoo.tasks.images``) does
 not read (not an image, truncated, corrupt, over the pixel limit) is left out with a warning naming it, so the counts
 and the top-1 are over the readable images only. The dataset then reads every image through that same reader (modes
 converted to RGB as it converts them) and never replaces one by another: an image that cannot be read when it is
@@ -109,7 +109,7 @@ def scan_image_folder(folder: str | os.PathLike, check_images: bool = True, verb
 
     Classes are the immediate sub-folders, sorted the way timm's reader sorts them (``natural_key``); images are the
     files with an image extension anywhere under a class folder. With ``check_images`` every image is checked once
-    (``zoo.tasks.images.check_image``: its header, ``max_pixels``, a complete file), and one the zoo's reader does not
+    (``attnzoo.tasks.images.check_image``: its header, ``max_pixels``, a complete file), and one the zoo's reader does not
     read is left out with a warning on stderr naming the file (when ``verbose``). ``max_pixels`` is also the limit of
     the dataset's reads (:func:`build_dataset`).
     """
@@ -180,7 +180,7 @@ def class_to_index_for_model(scan: ImageFolderScan, num_classes: int, label_name
 
 
 class ImageFolderDataset(ImageDataset):
-    """timm's ImageFolder dataset reading every image through the zoo's reader (``zoo.tasks.images.read_image``:
+    """timm's ImageFolder dataset reading every image through the zoo's reader (``attnzoo.tasks.images.read_image``:
     modes to RGB, the pixel limit). timm's own ``ImageDataset`` replaces an image it cannot read by the next sample;
     this one raises :class:`UnreadableImageError` naming the file instead."""
 

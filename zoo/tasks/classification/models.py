@@ -27,10 +27,10 @@ def load_classifier(source: str, checkpoint: str | None = None, random_init: boo
                     **model_kwargs: Any) -> torch.nn.Module:
     """The model a classification verb evaluates, in eval mode.
 
-    - ``source`` a hub folder (``zoo.save_pretrained`` / ``zoo train --out``): rebuilt and loaded strictly from it.
-    - a zoo/timm name with ``checkpoint`` (a file, URL or card name): loaded through ``zoo.load_checkpoint`` (safe
+    - ``source`` a hub folder (``attnzoo.save_pretrained`` / ``zoo train --out``): rebuilt and loaded strictly from it.
+    - a zoo/timm name with ``checkpoint`` (a file, URL or card name): loaded through ``attnzoo.load_checkpoint`` (safe
       loading, sha256 from the card, official layouts converted).
-    - a name alone: the card's checkpoint (``zoo.create_model(name, pretrained=True)``), or random weights with
+    - a name alone: the card's checkpoint (``attnzoo.create_model(name, pretrained=True)``), or random weights with
       ``random_init`` (only good for speed measurements).
     """
     if is_model_folder(source):

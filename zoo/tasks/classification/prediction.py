@@ -19,7 +19,7 @@ def predict(model: torch.nn.Module, images: Sequence[str | Path], top_k: int = 5
             warn: Callable[[str], None] = lambda message: None) -> Iterator[tuple[str, list[dict]]]:
     """(image, [{"index", "label", "prob"}, ...] best first) per image, through the model's evaluation transform.
 
-    Images are read by the zoo's reader (``zoo.tasks.images``): one it does not read (not an image, truncated,
+    Images are read by the zoo's reader (``attnzoo.tasks.images``): one it does not read (not an image, truncated,
     corrupt, more than ``max_pixels`` pixels) is skipped with a warning naming it (``warn``) and the next is read; no
     readable image at all is a ``UserError``.
     """

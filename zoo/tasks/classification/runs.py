@@ -9,7 +9,7 @@
     RUN/metrics.jsonl      one JSON line per completed epoch (a copy of the metrics in train_state.pth)
     RUN/train.lock         while a run writes the folder: its pid, host, start time and command
 
-``zoo.create_model(RUN)`` / ``zoo validate RUN`` / ``timm.create_model("local-dir:RUN", pretrained=True)`` read it.
+``attnzoo.create_model(RUN)`` / ``zoo validate RUN`` / ``timm.create_model("local-dir:RUN", pretrained=True)`` read it.
 
 Nothing is lost to a kill, a crash or Ctrl-C:
 
@@ -384,8 +384,8 @@ class RunRecord:
             f"- **Input:** {size}, mean {list(data_config['mean'])}, std {list(data_config['std'])}",
         ]
         lines += [f"- **{key}:** {value}" for key, value in self.recipe.items()]
-        lines += ["", "## Usage", "", "```python", "import zoo", "",
-                  f"model = zoo.create_model({str(out)!r}).eval()", "```",
+        lines += ["", "## Usage", "", "```python", "import attnzoo", "",
+                  f"model = attnzoo.create_model({str(out)!r}).eval()", "```",
                   "", "```bash", f"zoo predict {shlex.quote(str(out))} image.png", "```", ""]
         return "\n".join(lines)
 

@@ -5,7 +5,7 @@ process or many (DDP under torchrun), and the run folder written by rank 0 after
 defaults) and returns the last epoch's summary. Rank 0 holds the run folder's lock for the whole run (a second
 ``zoo train`` on the same ``--out`` is refused, naming this one) and releases it however the run ends; the folder's
 guarantees (atomic files, metrics committed with the state, cleaning after a kill) are ``runs.py``'s. Ctrl-C ends the
-run with a ``KeyboardInterrupt`` whose message says what the folder holds and how to go on (``zoo.cli`` prints it
+run with a ``KeyboardInterrupt`` whose message says what the folder holds and how to go on (``attnzoo.cli`` prints it
 as one line).
 """
 

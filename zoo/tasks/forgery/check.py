@@ -4,7 +4,7 @@ Each image is read as the run's evaluation reads it (the detectors: centre crop 
 pad to square and resize), and gets P(fake) = sigmoid(logit) for the detectors, or for FakeReasoning the generated
 reasoning text and P(fake) from the classification probability mapper (the LM's 'real' / 'fake' logits after "This
 image is", over the temperature). The verdict is ``fake`` when P(fake) > the threshold (0.5, as the evaluation).
-Inputs follow ``zoo.tasks.images``' rule (a folder contributes its image files, not its subfolders; a file that is not
+Inputs follow ``attnzoo.tasks.images``' rule (a folder contributes its image files, not its subfolders; a file that is not
 an image, does not decode, or has more than ``max_pixels`` pixels is skipped with a warning naming it).
 """
 
@@ -48,7 +48,7 @@ def check_images(run: ForgeryRun, inputs: Sequence[str | Path], *, threshold: fl
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[CheckedImage]:
     """P(fake) and the verdict for every image of ``inputs`` (files and folders), in order, ``batch_size`` images per
     forward pass; yielded as each batch is done. ``warn`` gets one line per skipped input; no readable image at all
-    raises ``UserError`` (``zoo.tasks.images``). ``max_new_tokens``: FakeReasoning's longest reasoning text;
+    raises ``UserError`` (``attnzoo.tasks.images``). ``max_new_tokens``: FakeReasoning's longest reasoning text;
     ``max_pixels``: the reader's pixel limit (None or 0: none)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

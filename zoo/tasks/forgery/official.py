@@ -1,4 +1,4 @@
-"""The released weights of the forgery heads, read through ``zoo.weights`` (downloads; not used in tests).
+"""The released weights of the forgery heads, read through ``attnzoo.weights`` (downloads; not used in tests).
 
 * :func:`load_official_univfd`: CLIP ViT-L/14 (open_clip 'openai') + UniversalFakeDetect's ``fc_weights.pth``
   (sha256 checked for the published file);
@@ -6,7 +6,7 @@
 * :func:`load_official_fakereasoning`: the paper's FakeReasoning, its projectors and fusion read from the released
   shards (:func:`read_official_fakereasoning_state`).
 
-``heads.forgery`` builds the models and takes state dicts; the files are read here: pickles weights-only
+``attnzoo.heads.forgery`` builds the models and takes state dicts; the files are read here: pickles weights-only
 (``read_checkpoint``), unwrapped by the one rule (``unwrap_state_dict``), URLs cached in the torch hub cache
 (``cached_download``), safetensors shards checked whole (``read_safetensors``). A file that does not fit raises
 ``CheckpointError`` with ``describe_misfit``'s message.
@@ -63,7 +63,7 @@ def load_official_univfd(fc_weights: str | os.PathLike | None = None, name: str 
                          pretrained: str = "openai"):
     """UnivFD as published: CLIP ``name`` (open_clip ``pretrained`` weights) and the official linear layer,
     ``fc_weights`` (a local ``fc_weights.pth`` or a URL; default the published file, whose sha256 is checked)."""
-    from heads.forgery.baselines import UNIVFD_FC_SHA256, UNIVFD_FC_URL, UnivFD
+    from attnzoo.heads.forgery.baselines import UNIVFD_FC_SHA256, UNIVFD_FC_URL, UnivFD
 
     source = fc_weights if fc_weights is not None else UNIVFD_FC_URL
     expected = UNIVFD_FC_SHA256 if str(source) == UNIVFD_FC_URL else None
@@ -78,8 +78,8 @@ def load_official_univfd(fc_weights: str | os.PathLike | None = None, name: str 
 def load_official_npr(path_or_url: str | os.PathLike | None = None, model=None):
     """NPR with the official ``NPR.pth`` (a local file or a URL; default the published ForenSynths-trained file),
     loaded strictly into ``model`` (a new NPR by default)."""
-    from heads.forgery.baselines import NPR, NPR_URL
-    from heads.forgery.baselines import load_official_npr as load_npr_state
+    from attnzoo.heads.forgery.baselines import NPR, NPR_URL
+    from attnzoo.heads.forgery.baselines import load_official_npr as load_npr_state
 
     state, origin = official_state_dict(path_or_url if path_or_url is not None else NPR_URL, what="NPR weights")
     model = model or NPR()
@@ -100,7 +100,7 @@ def read_official_fakereasoning_state(model_path: str | None = None) -> dict[str
     """The released projectors and fusion (the official keys ``model.mm_projector.*``, ``model.dino_mm_projector.*``,
     ``model.crossattention.*``) from the safetensors shards of ``model_path`` (a folder, or a Hub id downloaded into
     the Hub cache; default the paper's). With the shards' index only those tensors are read."""
-    from heads.forgery.mllm import OFFICIAL_LM, OFFICIAL_TRAINED_PREFIXES
+    from attnzoo.heads.forgery.mllm import OFFICIAL_LM, OFFICIAL_TRAINED_PREFIXES
 
     folder = _official_folder(model_path or OFFICIAL_LM)
     index = folder / "model.safetensors.index.json"
@@ -127,10 +127,10 @@ def read_official_fakereasoning_state(model_path: str | None = None) -> dict[str
 
 def load_official_fakereasoning(model_path: str | None = None, device: str = "cpu",
                                 dtype: torch.dtype = torch.float16):
-    """The paper's FakeReasoning (``heads.forgery.mllm.build_official_fakereasoning``: branches, LM and tokenizer
+    """The paper's FakeReasoning (``attnzoo.heads.forgery.mllm.build_official_fakereasoning``: branches, LM and tokenizer
     from ``model_path``, default the released one) with the released projectors and fusion, every one of which must
     fit (the LM and the frozen CLIP / DINOv2 branches load from their own releases)."""
-    from heads.forgery.mllm import (
+    from attnzoo.heads.forgery.mllm import (
         OFFICIAL_LM,
         TRAINED_VISUAL_PREFIXES,
         build_official_fakereasoning,

@@ -11,7 +11,7 @@ and the weights:
   frozen parts are not in it); for a ``--tiny`` run also ``responses.json`` (the texts its word-level tokenizer is built
   from). The frozen parts of a tiny run are seeded random weights, rebuilt the same way here.
 
-The models are built by ``heads.forgery.builders``; the weights are read by ``zoo.weights`` (``read_safetensors``: a
+The models are built by ``attnzoo.heads.forgery.builders``; the weights are read by ``attnzoo.weights`` (``read_safetensors``: a
 truncated or corrupt file raises its ``CheckpointError`` naming the file) and a misfit is reported by its one message
 (``describe_misfit``: every missing, unexpected and misshapen key). Every other problem with a folder raises
 :class:`ForgeryRunError` naming the folder, what is wrong and what a good folder has.
@@ -83,7 +83,7 @@ class ForgeryRun:
         training size, no resampling) or FakeReasoning's processor (pad to square, resize)."""
         if self.head == "fakereasoning":
             return self.model.processor.image_processor(image)
-        from heads.forgery.baselines import evaluation_transform
+        from attnzoo.heads.forgery.baselines import evaluation_transform
 
         if not hasattr(self, "_transform"):
             self._transform = evaluation_transform(self.image_size, self.model.mean, self.model.std)
@@ -92,7 +92,7 @@ class ForgeryRun:
     @torch.no_grad()
     def check(self, images: list[np.ndarray], max_new_tokens: int = 512) -> list[ImageVerdict]:
         """P(fake) for a batch of RGB uint8 images (and the reasoning text for FakeReasoning)."""
-        from heads.forgery.prompt import parse_reasoning
+        from attnzoo.heads.forgery.prompt import parse_reasoning
 
         device = next(self.model.parameters()).device
         batch = torch.stack([self.preprocess(image) for image in images]).to(device)
@@ -104,7 +104,7 @@ class ForgeryRun:
 
 
 def _read_run_json(folder: Path) -> dict:
-    from heads.forgery.builders import HEADS
+    from attnzoo.heads.forgery.builders import HEADS
 
     run_file = folder / RUN_FILE
     if not folder.is_dir():
@@ -150,7 +150,7 @@ def _tiny_responses(folder: Path) -> list[str]:
 
 
 def _load_fakereasoning(folder: Path, args: dict) -> nn.Module:
-    from heads.forgery.builders import build_fakereasoning
+    from attnzoo.heads.forgery.builders import build_fakereasoning
 
     tiny, image_size = args["tiny"], args["image_size"]
     responses = _tiny_responses(folder) if tiny else None
@@ -173,7 +173,7 @@ def _load_fakereasoning(folder: Path, args: dict) -> nn.Module:
 
 
 def _load_detector(folder: Path, args: dict) -> nn.Module:
-    from heads.forgery.builders import build_detector
+    from attnzoo.heads.forgery.builders import build_detector
 
     head = args["head"]
     model = build_detector(head, args["tiny"], args["image_size"])
@@ -191,7 +191,7 @@ def _load_detector(folder: Path, args: dict) -> nn.Module:
 def load_run(folder: str | Path, device: str | torch.device = "cpu") -> ForgeryRun:
     """Rebuild the head a run trained and load its weights (strictly for the detectors; for FakeReasoning exactly the
     trainable tensors). Raises :class:`ForgeryRunError` on a folder that does not fit (a misfit names every key), and
-    ``zoo.weights.CheckpointError`` on a weights file that is truncated or corrupt (both subclass ``ZooError``)."""
+    ``attnzoo.weights.CheckpointError`` on a weights file that is truncated or corrupt (both subclass ``ZooError``)."""
     folder = Path(folder)
     args = _read_run_json(folder)
     if args["head"] == "fakereasoning":

@@ -2,7 +2,7 @@
 and run ``zoo xray detect`` on held-out bags.
 
 ``run_xray_demo(out_dir)`` runs, in order, each step through the project's own entry points (the shipped tools and
-configs of ``zoo.shipped``, so it works from an installed wheel as from a clone):
+configs of ``attnzoo.shipped``, so it works from an installed wheel as from a clone):
 
 1. ``make_pidray.py``: the synthetic set (train + easy / hard / hidden test splits, COCO json);
 2. the untrained detector (same config, seeded initialisation: :func:`save_untrained_checkpoint`) evaluated with
@@ -11,7 +11,7 @@ configs of ``zoo.shipped``, so it works from an installed wheel as from a clone)
    SDANet with a tiny BiFormer ``ZooBackbone``) for a fixed, seeded number of iterations;
 4. ``test.py`` on the trained checkpoint: box and mask AP per split and overall, next to the untrained numbers;
 5. ``zoo xray detect`` on held-out bags (test-split scans training never saw): the user's command (shown as typed,
-   run in-process through :func:`zoo.tasks.xray.detect.detect`), its summary lines, one JSON and one picture per bag.
+   run in-process through :func:`attnzoo.tasks.xray.detect.detect`), its summary lines, one JSON and one picture per bag.
 
 The tools (``make_pidray.py``, ``train.py``, ``test.py``) run as subprocesses, as a user runs them; the demo config
 (:func:`write_demo_config`), the untrained checkpoint and the detection run in this process, their output going to
@@ -250,12 +250,12 @@ def save_untrained_checkpoint(config: str | os.PathLike, path: str | os.PathLike
     The process's random state is left as it was.
     """
     import torch
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
+    from ...openmmlab.configs import read_config
     from ...weights import save_pickle
 
-    cfg = Config.fromfile(str(config))  # custom_imports: heads.xray, zoo.openmmlab
+    cfg = read_config(str(config))  # custom_imports: attnzoo.heads.xray, attnzoo.openmmlab
     init_default_scope("mmdet")
     from mmdet.registry import MODELS
 

@@ -1,15 +1,15 @@
 """Run a trained X-ray detector on images: mmdet's own ``DetInferencer`` (config -> model, checkpoint loading, test
 pipeline, batching), one JSON record and one picture per image, one summary line per image.
 
-Images are read by the zoo's one reader (``zoo.tasks.images``: header and pixel limit first, Pillow, any mode to RGB)
+Images are read by the zoo's one reader (``attnzoo.tasks.images``: header and pixel limit first, Pillow, any mode to RGB)
 and handed to the inferencer as decoded BGR arrays (mmcv's channel order), so neither mmcv nor OpenCV ever opens a
 user's file by name: a name that is not UTF-8 is read like any other, and an image that does not decode (truncated,
 corrupt) or is over the pixel limit is skipped with a warning naming it while the others are processed.
 
 A checkpoint whose weights do not fit the config's model (missing, unexpected or misshapen keys) is refused with the
-zoo's one misfit message (``zoo.weights.describe_misfit``) naming both files, never a silently half-loaded detector:
+zoo's one misfit message (``attnzoo.weights.describe_misfit``) naming both files, never a silently half-loaded detector:
 mmengine's own load only logs what did not fit. The checkpoint file is read by mmengine through the zoo's reader
-(``import zoo.openmmlab``), so a truncated, empty or unsafe file is a ``CheckpointError`` naming it. OpenMMLab is
+(``import attnzoo.openmmlab``), so a truncated, empty or unsafe file is a ``CheckpointError`` naming it. OpenMMLab is
 imported only when a detector is built.
 """
 
@@ -107,10 +107,10 @@ def _fitting_weights(checkpoint: dict, model, config: Path, checkpoint_path: Pat
 
 
 def _read_config(config: Path):
-    from mmengine.config import Config
+    from ...openmmlab.configs import read_config
 
     try:
-        cfg = Config.fromfile(str(config))
+        cfg = read_config(str(config))
     except (SyntaxError, ImportError, KeyError, ValueError) as err:
         raise UserError(f"{config}: cannot be read as an OpenMMLab config ({type(err).__name__}: {err})") from err
     if cfg.get("default_scope") != "mmdet" or "test_dataloader" not in cfg:
@@ -126,14 +126,14 @@ def _read_config(config: Path):
 def build_inferencer(config: Path, checkpoint: Path, device: str):
     """mmdet's DetInferencer for ``config`` + ``checkpoint``; refuses a checkpoint that does not fit the model.
 
-    The file is read by mmengine through the zoo's reader (``import zoo.openmmlab``): an unreadable or unsafe file
+    The file is read by mmengine through the zoo's reader (``import attnzoo.openmmlab``): an unreadable or unsafe file
     raises ``CheckpointError`` naming it.
     """
     import warnings
 
     from mmdet.apis import DetInferencer
 
-    from ... import openmmlab  # noqa: F401  (mmengine reads checkpoint files through zoo.weights.read_checkpoint)
+    from ... import openmmlab  # noqa: F401  (mmengine reads checkpoint files through attnzoo.weights.read_checkpoint)
 
     class CheckedDetInferencer(DetInferencer):
         """DetInferencer whose weight loading first checks that every key and shape fits (mmengine's own load is
@@ -213,7 +213,7 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     """Run the detector on every image of ``inputs``: ``<out>/<stem>.json`` and ``<stem>.png`` per image, one
     :func:`summary_line` per image to ``log``; returns the run's summary (``zoo xray detect``'s last line).
 
-    Images are read by the zoo's reader (``zoo.tasks.images``); one it does not read (not an image, truncated,
+    Images are read by the zoo's reader (``attnzoo.tasks.images``); one it does not read (not an image, truncated,
     corrupt, more than ``max_pixels`` pixels) is skipped with a warning (``warn``) naming it, and counted in the
     summary's ``skipped``."""
     warn = warn or (lambda message: print(message, file=sys.stderr))

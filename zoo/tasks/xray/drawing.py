@@ -68,10 +68,10 @@ def _colour(palette, label: int) -> tuple[int, int, int]:
 
 
 def draw_detections(image: np.ndarray, records: Sequence[dict], palette, out_path: Path) -> Path:
-    """The image (BGR uint8 pixels, as zoo.tasks.images decodes them for mmdet; enlarged when small) with tinted
+    """The image (BGR uint8 pixels, as attnzoo.tasks.images decodes them for mmdet; enlarged when small) with tinted
     masks, boxes, and non-overlapping "class score" labels.
 
-    ``records`` are :func:`zoo.tasks.xray.detect.instance_records`' (class, label, score, box, optional RLE mask);
+    ``records`` are :func:`attnzoo.tasks.xray.detect.instance_records`' (class, label, score, box, optional RLE mask);
     ``palette`` the dataset's RGB colours per class (or None). Writes ``out_path`` as PNG (encoded in memory and
     written by Python, so any file name works) and returns it.
     """
