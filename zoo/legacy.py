@@ -10,9 +10,9 @@ kinds of saved files name modules by their old paths:
   points (``tools/train.py``, ``tools/test.py``, ``zoo xray detect``) and its mmengine checkpoint reader apply them.
 - **Whole-object pickles**: Ultralytics ``.pt`` files pickle the layers' classes by module path
   (``zoo.integrations.ultralytics.BiLevelRoutingAttention2d`` holding ``backbones.layers.BiLevelRoutingAttention2d``).
-  :func:`old_module_names` makes those paths resolve for the duration of one load, by putting the old dotted names of
-  attnzoo's modules into ``sys.modules`` and taking them out again; a bare top-level name (``zoo``, ``kernels``) is
-  never bound, so no other distribution's package is shadowed, even during the load.
+  :func:`old_module_names` makes those paths resolve for the duration of one load, by putting the old names of
+  attnzoo's modules into ``sys.modules`` and taking them out again; a top-level name another package already holds
+  (Hugging Face's ``kernels``) is left to it.
 
 The other formats record no module path (classification and forgery run folders hold model names and arguments;
 the weight files hold tensors; ONNX files run without Python): tests/zoo/test_legacy_files.py loads one file of each
@@ -57,36 +57,60 @@ def upgrade_custom_imports(imports):
     return type(imports)(current_module_name(name) if isinstance(name, str) else name for name in imports)
 
 
-# The `imports=[...]` list of a `custom_imports` entry in config text (dict(...) or {...} form, either quote).
-_CUSTOM_IMPORTS = re.compile(r"(custom_imports\s*=\s*(?:dict\(\s*imports|\{\s*['\"]imports['\"])\s*[=:]\s*)"
-                             r"(\[[^\]]*\]|'[^']*'|\"[^\"]*\")")
+# Where a `custom_imports` value starts (`custom_imports = dict(` or `custom_imports = {`), and its `imports` entry
+# (keyword or key) with its value: a list of names or one quoted name.
+_CUSTOM_IMPORTS = re.compile(r"custom_imports\s*=\s*(dict\(|\{)")
+_IMPORTS_ENTRY = re.compile(r"((?:\bimports|['\"]imports['\"])\s*[=:]\s*)(\[[^\]]*\]|'[^']*'|\"[^\"]*\")")
 _QUOTED_NAME = re.compile(r"(['\"])([A-Za-z_][\w.]*)\1")
 
 
+def _closing(text: str, start: int) -> int:
+    """The index just after the bracket that closes the one opened right before ``start``."""
+    depth = 1
+    for index in range(start, len(text)):
+        if text[index] in "([{":
+            depth += 1
+        elif text[index] in ")]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return len(text)
+
+
 def upgrade_config_text(text: str) -> str:
-    """Config text (a config file, a checkpoint's ``meta['cfg']``) with the module names of its ``custom_imports``
-    moved to attnzoo; nothing else in the text changes (registry type names such as ``ZooBackbone`` stay)."""
-    def upgrade_list(match: re.Match) -> str:
+    """Config text (a config file, a checkpoint's ``meta['cfg']``, in any key order mmengine writes) with the module
+    names of its ``custom_imports`` moved to attnzoo; nothing else in the text changes (registry type names such as
+    ``ZooBackbone`` stay)."""
+    def upgrade_entry(match: re.Match) -> str:
         names = _QUOTED_NAME.sub(lambda m: m.group(1) + current_module_name(m.group(2)) + m.group(1), match.group(2))
         return match.group(1) + names
 
-    return _CUSTOM_IMPORTS.sub(upgrade_list, text)
+    pieces, done = [], 0
+    for found in _CUSTOM_IMPORTS.finditer(text):
+        if found.start() < done:
+            continue
+        end = _closing(text, found.end())
+        pieces += [text[done:found.end()], _IMPORTS_ENTRY.sub(upgrade_entry, text[found.end():end])]
+        done = end
+    return "".join(pieces) + text[done:]
 
 
 @contextlib.contextmanager
 def old_module_names() -> Iterator[list[str]]:
     """While open, a pickle written by attnzoo 0.1 finds its classes under their old module paths.
 
-    Every loaded attnzoo module is entered in ``sys.modules`` under its old dotted name (``backbones.layers``,
-    ``zoo.integrations.ultralytics``, ...) unless that name is already taken; the top-level names themselves are left
-    alone (pickle looks a dotted name up in ``sys.modules`` before importing its parent). The caller has imported
-    the modules the file can name (``import attnzoo`` loads every family; a bridge loads its own module). On exit
-    the entries made here are removed. Yields the names it entered.
+    Every loaded attnzoo module is entered in ``sys.modules`` under its old name (``backbones.layers``,
+    ``zoo.integrations.ultralytics``, ...) unless that name is already taken. Pickle imports a class's top-level
+    package before it looks the dotted name up, so an old root that no module holds yet (``zoo``, ``backbones``, ...)
+    is bound too, for this load only; a root some other package already holds (Hugging Face's ``kernels`` once
+    transformers imported it) stays theirs, and the dotted names still resolve beside it. The caller has imported the
+    modules the file can name (``import attnzoo`` loads every family; a bridge loads its own module). On exit every
+    entry made here is removed. Yields the names it entered.
     """
     entered = []
     for name, module in list(sys.modules.items()):
         old = _old_module_name(name)
-        if old is None or "." not in old or old in sys.modules:
+        if old is None or old in sys.modules:
             continue
         sys.modules[old] = module
         entered.append(old)
@@ -94,5 +118,6 @@ def old_module_names() -> Iterator[list[str]]:
         yield entered
     finally:
         for old in entered:
-            if sys.modules.get(old) is not None and _old_module_name(sys.modules[old].__name__) == old:
+            module = sys.modules.get(old)
+            if module is not None and _old_module_name(module.__name__) == old:
                 del sys.modules[old]

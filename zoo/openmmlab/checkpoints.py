@@ -73,11 +73,14 @@ def load_from_zoo_reader(filename: str, map_location=None):
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
     checkpoint = read_checkpoint(filename, map_location=map_location, extra_globals=RUNNER_CHECKPOINT_GLOBALS)
-    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
-    if isinstance(meta, dict) and isinstance(meta.get("cfg"), str):
-        # a checkpoint saved by attnzoo 0.1 carries config text naming zoo.openmmlab / heads.*: mmdet's inferencers
-        # build the model from that text when given weights alone
-        meta["cfg"] = upgrade_config_text(meta["cfg"])
+    # A checkpoint saved by attnzoo 0.1 carries config text naming zoo.openmmlab / heads.* (in meta and in the message
+    # hub's runtime info): mmengine's inferencers build the model from that text when given weights alone.
+    if isinstance(checkpoint, dict):
+        runtime_info = (checkpoint.get("message_hub") or {}).get("runtime_info") if isinstance(
+            checkpoint.get("message_hub"), dict) else None
+        for holder in (checkpoint.get("meta"), runtime_info):
+            if isinstance(holder, dict) and isinstance(holder.get("cfg"), str):
+                holder["cfg"] = upgrade_config_text(holder["cfg"])
     return checkpoint
 
 
