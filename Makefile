@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # built once. PYTEST_WORKERS=0 runs it in this process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint kernel-check
 setup:
 	@bash tools/install.sh
 
@@ -19,3 +19,8 @@ test: setup
 
 lint: setup
 	@.venv/bin/ruff check .
+
+# Every Triton kernel configuration the zoo launches, compiled for sm_80 / sm_90 / sm_100 without a GPU: registers,
+# spills, shared memory, occupancy -> docs/kernels/compile_report.md (+ .json). Exit 1 on a failure, spill or overflow.
+kernel-check: setup
+	@$(PY) tools/kernel_check.py --out docs/kernels

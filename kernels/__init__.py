@@ -1,8 +1,10 @@
 """Attention ops: tensors in, tensors out. One op per file (bra.py, agent.py, flow.py, slab.py, aggregated_attention.py,
 moh.py); tiles.py holds the Triton tile helpers flow and slab share, backend.py the dispatch.
 
-Each op file holds the plain-torch reference (the spec), the Triton kernels, the autograd.Function and one public
-function that dispatches through :func:`attnzoo.kernels.backend.choose_backend`. Nothing here imports the rest of attnzoo.
+Each op file holds the plain-torch reference (the spec), the Triton kernels, the autograd.Function, the
+``attnzoo::`` torch.library op (:func:`attnzoo.kernels.backend.kernel_op`: its kernel picks the path through
+:func:`attnzoo.kernels.backend.choose_backend`) and one public function that calls it. Nothing here imports the rest
+of attnzoo.
 """
 
 if __name__ != "attnzoo.kernels":

@@ -33,13 +33,18 @@ forward peak memory than the reference and about the same time (0.8-1.1x, within
 With a bias that needs a gradient (training) the CPU SDPA falls back to its unfused math path (profiled:
 ``_scaled_dot_product_attention_math``), so forward+backward on the CPU is no better than the reference (peak up to
 1.2x the reference's). On CUDA the memory-efficient kernel takes a bias that needs a gradient
-(``_efficient_attention_backward`` returns it). So the CPU default stays the reference, and the fused path is the CUDA default; its GPU
-speed-up is for tools/gpu_check.sh to measure. The backward of the fused path is SDPA's own fused backward, so no
-autograd.Function is needed: autograd composes the two SDPA calls and the pooling.
+(``_efficient_attention_backward`` returns it); its GPU speed-up is for tools/gpu_check.sh to measure. The backward
+of the fused path is SDPA's own fused backward, so no autograd.Function is needed: autograd composes the two SDPA
+calls and the pooling.
 
-Dispatch (``agent_attention``): ``attnzoo.kernels.backend.choose_backend`` -> "reference" runs the reference, "triton"
-(CUDA tensors, or ``ZOO_KERNELS=triton``) runs the fused path; the fused path needs no Triton, so it also runs on
-CPU tensors when forced. Nothing here knows about models.
+The op: the fused path is the single entry point on every device (issue 31): ``agent_attention`` runs the two
+``aten::scaled_dot_product_attention`` calls on CPU tensors too, so the graph torch.compile / torch.export capture on
+the CPU holds the same SDPA nodes the GPU runs (``tests/kernels/test_compile_graphs.py``), and a CPU test of that
+graph proves the GPU's. SDPA is PyTorch's own op (its CPU kernel the flash/math paths, its CUDA kernel the
+memory-efficient one), so no ``attnzoo::`` op wraps it. What the CPU pays for that: with a bias that needs a gradient
+(training) SDPA's CPU backward is its math path, at about the reference's time and up to 1.2x its peak memory;
+inference keeps the flash kernel's saving. ``ZOO_KERNELS=reference`` still runs the reference (the spec) instead.
+Nothing here knows about models.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .backend import choose_backend, forced_backend
+from .backend import forced_backend
 
 __all__ = [
     "pool_agent_tokens",
@@ -67,9 +72,12 @@ def pool_agent_tokens(q: torch.Tensor, hw: tuple[int, int], agent_shape: tuple[i
     height, width = hw
     if n != height * width:
         raise ValueError(f"pool_agent_tokens: {n} query tokens is not the {height}x{width} grid it was told")
+    agents = agent_shape[0] * agent_shape[1]
+    if b == 0:  # empty in, empty out (adaptive pooling refuses an empty batch)
+        return q.new_zeros(0, heads, agents, d)
     grid = q.transpose(-1, -2).reshape(b, heads * d, height, width)
     pooled = F.adaptive_avg_pool2d(grid, agent_shape)  # (B, h*d, ah, aw)
-    return pooled.reshape(b, heads, d, -1).transpose(-1, -2)
+    return pooled.reshape(b, heads, d, agents).transpose(-1, -2)
 
 
 def _check_shapes(q, k, v, agent_tokens, agent_bias, token_bias):
@@ -148,11 +156,7 @@ def agent_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Agent attention, dispatched: fused SDPA path on CUDA (or when forced), the reference otherwise."""
-    if forced_backend() == "triton":
-        # The fused path needs no Triton, so forcing it on CPU tensors is allowed without TRITON_INTERPRET.
-        use_fused = True
-    else:
-        use_fused = choose_backend(q, k, v) == "triton"
-    op = agent_attention_fused if use_fused else agent_attention_reference
+    """Agent attention: the fused SDPA path on every device (the graph compile captures is the GPU's on the CPU too);
+    the reference only when ``ZOO_KERNELS=reference`` asks for it."""
+    op = agent_attention_reference if forced_backend() == "reference" else agent_attention_fused
     return op(q, k, v, agent_tokens, agent_bias, token_bias, scale, dropout_p)

@@ -24,8 +24,10 @@ reproduced by :func:`aggregated_attention_reference`) and ``attention_cuda.py`` 
 ``attention_cuda.py`` (identical core, plus head gating after it). Attention dropout is not part of this op (every
 released recipe has ``attn_drop_rate=0``); a module that needs it in training uses the reference with its own dropout.
 
-In this file, in order: the reference (plain torch, the official order of operations: the spec), the Triton
-kernels, the autograd.Function, and :func:`aggregated_attention`, which dispatches through
+In this file, in order: the reference (plain torch, the official order of operations: the spec, used by tests
+only), the CPU path (:func:`aggregated_attention_cpu`: shifted views of the padded maps and its own backward, the
+non-Triton branch of the dispatcher), the Triton kernels, the autograd.Function, and :func:`aggregated_attention`,
+which dispatches through
 :func:`attnzoo.kernels.backend.choose_backend`; then :func:`head_sparse_aggregated_attention`, MoH's gated variant (the
 same kernels restricted to the (token, head) pairs a router selected, as ``attnzoo.kernels.moh`` does for full attention).
 """
@@ -35,15 +37,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .backend import cast_for_autocast, choose_backend, forced_backend, interpreting
-from .moh import _slots, dense_gates
+from .backend import (
+    cast_for_autocast,
+    choose_backend,
+    forced_backend,
+    function_path,
+    interpreting,
+    kernel_op,
+    recompute_path,
+)
+from .moh import _head_groups, _selection, _slots, dense_gates
 from .tiles import jit as _jit
 from .tiles import matmul, tl, triton
 
 __all__ = [
     "aggregated_attention",
+    "aggregated_attention_cpu",
     "aggregated_attention_reference",
+    "AggregatedAttentionShiftedFunction",
     "head_sparse_aggregated_attention",
+    "head_sparse_aggregated_attention_cpu",
     "AggregatedAttentionFunction",
     "length_scale",
     "window_valid",
@@ -162,6 +175,320 @@ def aggregated_attention_reference(
         attn_local = local_weights + attn_local
     x_local = (attn_local.unsqueeze(-2) @ v_win.transpose(-2, -1)).squeeze(-2)
     return x_local + attn_pool @ v_pool
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The CPU path (any device without Triton): shifted views of the padded maps, never the unfolded windows
+# ----------------------------------------------------------------------------------------------------------------
+#
+# The maps are kept channel-first, (B, h, c, H, W): window entry j = (dy, dx) of every pixel at once is the view
+# ``padded[..., dy:dy + H, dx:dx + W]`` of the zero-padded key / value map, so each of the L window steps is one
+# elementwise product reduced over the channels (logits, dp) or one multiply-add into the output (values) or into
+# the padded gradient maps (dk, dv: the same view, written in place). The pooled keys are attended in query blocks
+# of at most CPU_CHUNK_LOGITS logits (one matmul per block), with the softmax's running maximum started from the
+# local logits'. The autograd.Function saves the inputs, the output and the log-sum-exp (B, h, N) and recomputes
+# the probabilities in the backward, flash-attention style: nothing of size N x L x d is ever made, and nothing of
+# size N x P is kept beyond the pool_bias input itself (the official code keeps the softmax, B x h x N x (L + P)).
+# Head-sparse (MoH, ``routes``): the local window stays dense (L entries per pair, cheap), the pooled keys run for the
+# routed (token, head) rows only, gathered per head group; the output is zero at the other pairs.
+
+CPU_CHUNK_LOGITS = 1 << 20
+"""Pooled logits one query block of the CPU path holds (4 MiB in fp32), over batch and heads."""
+
+
+def _channels_first(x: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, h, N, c) -> contiguous (B, h, c, H, W) in ``dtype``."""
+    b, h, n, c = x.shape
+    return x.transpose(2, 3).to(dtype).contiguous().view(b, h, c, height, width)
+
+
+def _padded(x: torch.Tensor, height: int, width: int, half: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, h, N, c) -> zero-padded (B, h, c, H + 2 half, W + 2 half)."""
+    return F.pad(_channels_first(x, height, width, dtype), (half, half, half, half))
+
+
+def _shift(padded: torch.Tensor, j: int, height: int, width: int, window_size: int) -> torch.Tensor:
+    """Window entry j of every pixel: the (B, h, c, H, W) view of the padded map at offset (j // ws, j % ws)."""
+    dy, dx = divmod(j, window_size)
+    return padded[..., dy : dy + height, dx : dx + width]
+
+
+def _local_logits_cpu(qg, k_pad, local_bias, height, width, window_size) -> torch.Tensor:
+    """(B, h, L, H, W): q . k_nb(i, j) + local_bias[j], -inf where the neighbour lies outside the map."""
+    b, h = qg.shape[:2]
+    window = window_size * window_size
+    logits = qg.new_empty(b, h, window, height, width)
+    for j in range(window):
+        torch.sum(qg * _shift(k_pad, j, height, width, window_size), dim=2, out=logits[:, :, j])
+    logits += local_bias.to(qg.dtype).view(1, h, window, 1, 1)
+    outside = ~window_valid(height, width, window_size, qg.device).t().reshape(window, height, width)
+    return logits.masked_fill_(outside, float("-inf"))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _take(flat_rows: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """(B, h * N, c) rows at ``flat`` (B, R) -> (B, R, c)."""
+    return flat_rows.gather(1, _rows_index(flat, flat_rows.shape[-1]))
+
+
+def _rows_index(flat: torch.Tensor, channels: int) -> torch.Tensor:
+    return flat.unsqueeze(-1).expand(-1, -1, channels)
+
+
+def _query_blocks(n: int, batch_heads: int, pool_len: int):
+    step = max(1, CPU_CHUNK_LOGITS // max(1, batch_heads * pool_len))
+    return [(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+class AggregatedAttentionShiftedFunction(torch.autograd.Function):
+    """The CPU path's forward and backward (see the comment above); arguments as :func:`aggregated_attention`."""
+
+    @staticmethod
+    def forward(ctx, q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width,
+                window_size, routes=None):  # fmt: skip
+        b, h, n, d = q.shape
+        dv = v_local.shape[3]
+        window, half = window_size * window_size, window_size // 2
+        ct = _compute_dtype(q.dtype)
+        qg = _channels_first(q, height, width, ct)
+        logits = _local_logits_cpu(qg, _padded(k_local, height, width, half, ct), local_bias, height, width,
+                                   window_size)  # fmt: skip
+        del qg
+        logits = logits.view(b, h, window, n)
+        m = logits.amax(dim=2)  # (B, h, N): the local maximum; the centre is always inside the map
+        new = torch.zeros if routes is not None else torch.empty  # head-sparse: unrouted pairs have no pooled term
+        denom = new(b, h, n, dtype=ct, device=q.device)
+        out_pool = new(b, h, n, dv, dtype=ct, device=q.device)
+        kp, vp, pb = k_pool.to(ct), v_pool.to(ct), pool_bias.to(ct)
+        if routes is not None:  # the pooled keys for the routed (token, head) pairs only, a head group at a time
+            q_flat, pb_flat = q.to(ct).reshape(b, h * n, d), pb.reshape(h * n, -1)
+            for heads, flat in routes.groups:
+                g = len(heads)
+                s = torch.matmul(_take(q_flat, flat).view(b, g, -1, d), kp[:, heads].transpose(-2, -1))
+                s = s.add_(pb_flat[flat].view(s.shape))
+                m_rows = torch.maximum(m.view(b, h * n).gather(1, flat).view(s.shape[:3]), s.amax(dim=-1))
+                s = s.sub_(m_rows.unsqueeze(-1)).exp_()
+                m.view(b, h * n).scatter_(1, flat, m_rows.view(b, -1))
+                denom.view(b, h * n).scatter_(1, flat, s.sum(dim=-1).view(b, -1))
+                o_rows = torch.matmul(s, vp[:, heads]).view(b, -1, dv)
+                out_pool.view(b, h * n, dv).scatter_(1, _rows_index(flat, dv), o_rows)
+                del s
+        for start, stop in _query_blocks(n, b * h, k_pool.shape[2]) if routes is None else ():
+            s = torch.matmul(q[:, :, start:stop].to(ct), kp.transpose(-2, -1)).add_(pb[:, start:stop])
+            m_blk = torch.maximum(m[:, :, start:stop], s.amax(dim=-1))
+            m[:, :, start:stop] = m_blk
+            s = s.sub_(m_blk.unsqueeze(-1)).exp_()
+            denom[:, :, start:stop] = s.sum(dim=-1)
+            out_pool[:, :, start:stop] = torch.matmul(s, vp)
+            del s
+        logits = logits.sub_(m.unsqueeze(2)).exp_()  # local exp(logit - max)
+        denom += logits.sum(dim=2)
+        logits /= denom.unsqueeze(2)  # local probabilities
+        out_pool /= denom.unsqueeze(-1)
+        lse = denom.log_().add_(m)
+        del m, denom
+        if local_weights is not None:
+            logits += local_weights.to(ct).transpose(2, 3)
+        weights = logits.view(b, h, window, 1, height, width)
+        v_pad = _padded(v_local, height, width, half, ct)
+        out_local = weights[:, :, 0] * _shift(v_pad, 0, height, width, window_size)
+        for j in range(1, window):
+            out_local.addcmul_(weights[:, :, j], _shift(v_pad, j, height, width, window_size))
+        del weights, logits, v_pad
+        out = torch.empty(b, n, h, dv, dtype=q.dtype, device=q.device).transpose(1, 2)  # (B, N, h, dv) memory
+        out.copy_(out_pool.add_(out_local.view(b, h, dv, n).transpose(2, 3)))
+        if routes is not None:
+            out.mul_(routes.chosen.unsqueeze(-1))  # zero at the pairs the router did not select
+        ctx.save_for_backward(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, lse, out)
+        ctx.geometry = (height, width, window_size)
+        ctx.routes = routes
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, lse, out = ctx.saved_tensors
+        height, width, window_size = ctx.geometry
+        routes = ctx.routes
+        b, h, n, d = q.shape
+        dv = v_local.shape[3]
+        window, half = window_size * window_size, window_size // 2
+        ct = _compute_dtype(q.dtype)
+        has_lw = local_weights is not None
+        if routes is not None:  # the output is zero at unselected pairs: nothing flows back from them
+            grad_out = grad_out * routes.chosen.unsqueeze(-1)
+        qg = _channels_first(q, height, width, ct)
+        k_pad = _padded(k_local, height, width, half, ct)
+        v_pad = _padded(v_local, height, width, half, ct)
+        dog = _channels_first(grad_out, height, width, ct)  # (B, h, dv, H, W)
+        probs = _local_logits_cpu(qg, k_pad, local_bias, height, width, window_size)
+        probs = probs.sub_(lse.view(b, h, 1, height, width)).exp_()  # (B, h, L, H, W)
+        dp = torch.empty_like(probs)
+        for j in range(window):
+            torch.sum(dog * _shift(v_pad, j, height, width, window_size), dim=2, out=dp[:, :, j])
+        # delta_i = sum over every entry of p dp = dO_i . (out_i - sum_j local_weights_ij v_nb(i, j))
+        delta = (grad_out.to(ct) * out.to(ct)).sum(dim=-1)  # (B, h, N)
+        lw = local_weights.to(ct).transpose(2, 3).reshape(b, h, window, height, width) if has_lw else None
+        if has_lw:
+            delta -= (lw * dp).sum(dim=2).view(b, h, n)
+        d_lw = dp.view(b, h, window, n).transpose(2, 3).to(q.dtype) if has_lw else None
+        # dv at the neighbours: (p + local_weights) dO; ds = p (dp - delta)
+        dv_pad = torch.zeros_like(v_pad)
+        weights = probs + lw if has_lw else probs
+        for j in range(window):
+            _shift(dv_pad, j, height, width, window_size).addcmul_(weights[:, :, j].unsqueeze(2), dog)
+        del weights, v_pad, lw
+        ds = probs.mul_(dp - delta.view(b, h, 1, height, width))  # (B, h, L, H, W), 0 outside the map
+        del dp
+        d_local_bias = ds.sum(dim=(0, 3, 4))
+        dqg = torch.zeros_like(qg)
+        dk_pad = torch.zeros_like(k_pad)
+        for j in range(window):
+            ds_j = ds[:, :, j].unsqueeze(2)
+            dqg.addcmul_(ds_j, _shift(k_pad, j, height, width, window_size))
+            _shift(dk_pad, j, height, width, window_size).addcmul_(ds_j, qg)
+        del ds, k_pad, qg
+        dq = dqg.view(b, h, d, n).transpose(2, 3)  # (B, h, N, d), channel-first memory
+        del dqg
+        dk = dk_pad[..., half : half + height, half : half + width].reshape(b, h, d, n).transpose(2, 3)
+        dvl = dv_pad[..., half : half + height, half : half + width].reshape(b, h, dv, n).transpose(2, 3)
+        del dk_pad, dv_pad
+        # the pooled keys, in query blocks: p recomputed from the log-sum-exp
+        kp, vp, pb = k_pool.to(ct), v_pool.to(ct), pool_bias.to(ct)
+        dkp = torch.zeros(kp.shape, dtype=ct, device=q.device)
+        dvp = torch.zeros(vp.shape, dtype=ct, device=q.device)
+        dpb = (torch.zeros if routes is not None else torch.empty)(pool_bias.shape, dtype=ct, device=q.device)
+        if routes is not None:
+            dq = dq.contiguous()
+            q_flat, do_flat = q.to(ct).reshape(b, h * n, d), grad_out.to(ct).reshape(b, h * n, dv)
+            pb_flat = pb.reshape(h * n, -1)
+            dq_flat, dpb_flat = dq.view(b, h * n, d), dpb.view(h * n, -1)
+            for heads, flat in routes.groups:
+                g = len(heads)
+                q_rows = _take(q_flat, flat).view(b, g, -1, d)
+                do_rows = _take(do_flat, flat).view(b, g, -1, dv)
+                p = torch.matmul(q_rows, kp[:, heads].transpose(-2, -1))
+                lse_rows = lse.view(b, h * n).gather(1, flat).view(*p.shape[:3], 1)
+                p = p.add_(pb_flat[flat].view(p.shape)).sub_(lse_rows).exp_()
+                dvp.index_add_(1, heads, torch.matmul(p.transpose(-2, -1), do_rows))
+                ds = torch.matmul(do_rows, vp[:, heads].transpose(-2, -1))
+                ds = ds.sub_(delta.view(b, h * n).gather(1, flat).view(*p.shape[:3], 1)).mul_(p)
+                del p
+                dq_flat.scatter_add_(1, _rows_index(flat, d), torch.matmul(ds, kp[:, heads]).view(b, -1, d))
+                dkp.index_add_(1, heads, torch.matmul(ds.transpose(-2, -1), q_rows))
+                dpb_flat.index_add_(0, flat.reshape(-1), ds.reshape(-1, ds.shape[-1]))
+                del ds
+        for start, stop in _query_blocks(n, b * h, k_pool.shape[2]) if routes is None else ():
+            q_blk = q[:, :, start:stop].to(ct)
+            do_blk = grad_out[:, :, start:stop].to(ct)
+            p = torch.matmul(q_blk, kp.transpose(-2, -1)).add_(pb[:, start:stop])
+            p = p.sub_(lse[:, :, start:stop].unsqueeze(-1)).exp_()
+            dvp += torch.matmul(p.transpose(-2, -1), do_blk)
+            ds = torch.matmul(do_blk, vp.transpose(-2, -1)).sub_(delta[:, :, start:stop].unsqueeze(-1)).mul_(p)
+            del p
+            dq[:, :, start:stop] += torch.matmul(ds, kp)
+            dkp += torch.matmul(ds.transpose(-2, -1), q_blk)
+            dpb[:, start:stop] = ds.sum(dim=0)
+            del ds
+        grads = (dq, dk, dvl, dkp, dvp, d_local_bias, dpb)
+        grads = tuple(g.to(t.dtype) for g, t in zip(grads, (q, k_local, v_local, k_pool, v_pool, local_bias,
+                                                             pool_bias)))  # fmt: skip
+        return (*grads, d_lw, None, None, None, None)
+
+
+def aggregated_attention_cpu(
+    q: torch.Tensor,
+    k_local: torch.Tensor,
+    v_local: torch.Tensor,
+    k_pool: torch.Tensor,
+    v_pool: torch.Tensor,
+    local_bias: torch.Tensor,
+    pool_bias: torch.Tensor,
+    local_weights: torch.Tensor | None,
+    height: int,
+    width: int,
+    window_size: int,
+) -> torch.Tensor:
+    """The non-Triton path of :func:`aggregated_attention` (every CPU, any GPU without Triton): the same arguments
+    and result, computed from shifted views of the zero-padded key / value maps with its own backward
+    (:class:`AggregatedAttentionShiftedFunction`), so neither the unfolded windows nor per-window copies are ever
+    made, and the (N, P) pooled logits exist one query block at a time. Float16 / bfloat16 inputs are computed in
+    float32 and returned in their dtype; float64 stays float64 (equal to the reference to rounding)."""
+    _check_inputs(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width,
+                  window_size)  # fmt: skip
+    return AggregatedAttentionShiftedFunction.apply(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias,
+                                                    local_weights, height, width, window_size)  # fmt: skip
+
+
+SPARSE_MIN_POOLED_LOGITS = 1 << 19
+"""The head-sparse CPU path gathers the routed pairs only when the dense pooled logits (B x h x N x P) reach this
+many: below it the gathers cost more than the skipped pairs (MoH-S stage 3 at 224: 0.12M at batch 1, dense)."""
+
+SPARSE_MAX_ROW_FRACTION = 0.9
+"""... and when the gathered rows (the routed pairs plus each head group's padding) are at most this share of the
+dense h x N rows: otherwise the dense pass with the gates after it is the cheaper one."""
+
+
+class _Routes:
+    """The router's selection for the CPU path: ``chosen`` (B, h, N) float 0/1 and, per group of heads of similar load,
+    ``(heads (G,), flat (B, G * cap))``: the flat (head * N + token) rows that group attends (selected tokens first,
+    padded with unselected ones to the group's largest count)."""
+
+    def __init__(self, chosen, groups):
+        self.chosen, self.groups = chosen, groups
+
+
+def _aggregated_routes(heads, num_heads, n, pool_len, dtype) -> _Routes | None:
+    """The head groups of the routed pairs, or None where the dense pass is cheaper (chosen by shape and load)."""
+    b = heads.shape[0]
+    chosen = _selection(heads, num_heads, check=True)  # (B, N, h)
+    if b * num_heads * n * pool_len < SPARSE_MIN_POOLED_LOGITS:
+        return None
+    caps = chosen.sum(dim=1).amax(dim=0).tolist()  # per head: the most tokens one batch element sends to it
+    groups = _head_groups(caps)
+    if sum(cap * len(group) for group, cap in groups) > SPARSE_MAX_ROW_FRACTION * num_heads * n:
+        return None
+    order = torch.argsort((~chosen).to(torch.uint8), dim=1, stable=True)  # (B, N, h): selected tokens first
+    routed = []
+    for whole_group, cap in groups:
+        step = max(1, CPU_CHUNK_LOGITS // (b * cap * pool_len))  # a few heads at a time: cache-sized logits
+        for start in range(0, len(whole_group), step):
+            index = torch.tensor(whole_group[start : start + step], device=heads.device)
+            rows = order[:, :cap, index].transpose(1, 2)  # (B, G, cap)
+            routed.append((index, (index.view(1, -1, 1) * n + rows).reshape(b, -1)))
+    return _Routes(chosen.transpose(1, 2).to(dtype), routed)
+
+
+def head_sparse_aggregated_attention_cpu(
+    q: torch.Tensor,
+    k_local: torch.Tensor,
+    v_local: torch.Tensor,
+    k_pool: torch.Tensor,
+    v_pool: torch.Tensor,
+    local_bias: torch.Tensor,
+    pool_bias: torch.Tensor,
+    local_weights: torch.Tensor | None,
+    height: int,
+    width: int,
+    window_size: int,
+    heads: torch.Tensor,
+    gates: torch.Tensor,
+) -> torch.Tensor:
+    """The non-Triton path of :func:`head_sparse_aggregated_attention` (same arguments and result, gated (B, N, h,
+    dv)). The local window runs dense (shifted views, L entries per pair, cheap); the pooled keys (P per pair, the
+    bulk at dense-task sizes) only for the routed (token, head) pairs, gathered per head group, where that is cheaper
+    than every head then the gates: ``SPARSE_MIN_POOLED_LOGITS`` and ``SPARSE_MAX_ROW_FRACTION`` decide by shape
+    and load; otherwise :func:`aggregated_attention_cpu` on every head, then the gates (the official form)."""
+    args = (q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width, window_size)
+    _check_inputs(*args)
+    routes = _aggregated_routes(heads, q.shape[1], q.shape[2], k_pool.shape[2], q.dtype)
+    if routes is None:
+        out = AggregatedAttentionShiftedFunction.apply(*args)
+    else:
+        out = AggregatedAttentionShiftedFunction.apply(*args, routes)
+    return torch.einsum("bne,bned->bned", dense_gates(heads, gates, q.shape[1]), out.transpose(1, 2))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -512,11 +839,18 @@ def _s4(t: torch.Tensor | None) -> tuple[int, int, int, int]:
     return (0, 0, 0, 0) if t is None else (t.stride(0), t.stride(1), t.stride(2), t.stride(3))
 
 
-def _blocks(head_dim: int, value_dim: int, window_size: int) -> dict:
+# every aggregated-attention kernel: 8 warps, no software pipelining (register-bound, not latency-bound)
+_LAUNCH = dict(num_warps=8, num_stages=1)
+
+
+def _blocks(head_dim: int, value_dim: int, window_size: int, dtype: torch.dtype | None = None) -> dict:
     block_d = max(16, triton.next_power_of_2(head_dim))
     block_dv = max(16, triton.next_power_of_2(value_dim))
-    # the CPU interpreter pays per program and loop step, not per element: fewer, larger tiles
-    block_m = 64 if interpreting() or max(block_d, block_dv) <= 64 else 32
+    # the CPU interpreter pays per program and loop step, not per element: fewer, larger tiles. On a GPU, 32 query
+    # rows (16 in fp32, whose 3xTF32 dots split every operand in two): each row holds its window logits, pooled
+    # logits and several (rows x d) fp32 tiles, and 64-row tiles spilled (up to 10 KB in the dK/dV backward;
+    # tools/kernel_check.py, docs/kernels/compile_report.md)
+    block_m = 64 if interpreting() else (16 if dtype == torch.float32 else 32)
     return dict(
         BLOCK_M=block_m, BLOCK_P=32, BLOCK_L=max(16, triton.next_power_of_2(window_size * window_size)),
         BLOCK_D=block_d, BLOCK_DV=block_dv,
@@ -540,7 +874,7 @@ class AggregatedAttentionFunction(torch.autograd.Function):
                 window_size, slots=None, counts=None):  # fmt: skip
         b, h, n, d = q.shape
         dv, pool_len = v_local.shape[3], k_pool.shape[2]
-        blocks = _blocks(d, dv, window_size)
+        blocks = _blocks(d, dv, window_size, q.dtype)
         fp32_dot = q.dtype == torch.float32
         sparse = slots is not None  # head-sparse: only the (token, head) pairs listed in slots/counts; zero elsewhere
         new = torch.zeros if sparse else torch.empty
@@ -554,7 +888,7 @@ class AggregatedAttentionFunction(torch.autograd.Function):
             *_s4(q), *_s4(k_local), *_s4(v_local), *_s4(k_pool), *_s4(v_pool),
             local_bias.stride(0), local_bias.stride(1), *pool_bias.stride(), *_s4(lw), *_s4(out),
             h, height, width, pool_len, d, dv,
-            WINDOW=window_size, HAS_LW=has_lw, FP32_DOT=fp32_dot, SPARSE=sparse, num_warps=4, **blocks,
+            WINDOW=window_size, HAS_LW=has_lw, FP32_DOT=fp32_dot, SPARSE=sparse, **_LAUNCH, **blocks,
         )  # fmt: skip
         ctx.save_for_backward(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, lse, slots,
                               counts)  # fmt: skip
@@ -572,7 +906,7 @@ class AggregatedAttentionFunction(torch.autograd.Function):
         b, h, n, d = q.shape
         dv, pool_len = v_local.shape[3], k_pool.shape[2]
         window = window_size * window_size
-        blocks = _blocks(d, dv, window_size)
+        blocks = _blocks(d, dv, window_size, q.dtype)
         fp32_dot = q.dtype == torch.float32
         has_lw = local_weights is not None
         lw = local_weights if has_lw else q
@@ -595,30 +929,127 @@ class AggregatedAttentionFunction(torch.autograd.Function):
             *slot_args, *_s4(q), *_s4(k_local), *_s4(v_local), *_s4(k_pool), *_s4(v_pool),
             local_bias.stride(0), local_bias.stride(1), *pool_bias.stride(), *_s4(grad_out), *_s4(dq), *_s4(dlw),
             h, height, width, pool_len, d, dv,
-            WINDOW=window_size, HAS_LW=has_lw, FP32_DOT=fp32_dot, SPARSE=sparse, num_warps=4, **blocks,
+            WINDOW=window_size, HAS_LW=has_lw, FP32_DOT=fp32_dot, SPARSE=sparse, **_LAUNCH, **blocks,
         )  # fmt: skip
         dkl = torch.empty(k_local.shape, dtype=q.dtype, device=dev)
         dvl = torch.empty(v_local.shape, dtype=q.dtype, device=dev)
-        _agg_bwd_local_kv_kernel[(triton.cdiv(n, blocks["BLOCK_M"]), b * h)](
+        # dK/dV of the windows: 16 query rows on a GPU (32 spilled in fp32 and fp16 on sm_90)
+        local_m = blocks["BLOCK_M"] if interpreting() else 16
+        _agg_bwd_local_kv_kernel[(triton.cdiv(n, local_m), b * h)](
             q, k_local, v_local, local_bias, lw, grad_out, lse, delta, dkl, dvl, chosen,
             *_s4(q), *_s4(k_local), *_s4(v_local), local_bias.stride(0), local_bias.stride(1), *_s4(lw),
             *_s4(grad_out), *_s4(dkl), *_s4(dvl),
             h, height, width, d, dv,
-            WINDOW=window_size, HAS_LW=has_lw, BLOCK_M=blocks["BLOCK_M"], BLOCK_D=blocks["BLOCK_D"],
-            BLOCK_DV=blocks["BLOCK_DV"], SPARSE=sparse, num_warps=4,
+            WINDOW=window_size, HAS_LW=has_lw, BLOCK_M=local_m, BLOCK_D=blocks["BLOCK_D"],
+            BLOCK_DV=blocks["BLOCK_DV"], SPARSE=sparse, **_LAUNCH,
         )  # fmt: skip
         dkp = torch.empty(k_pool.shape, dtype=q.dtype, device=dev)
         dvp = torch.empty(v_pool.shape, dtype=q.dtype, device=dev)
-        _agg_bwd_pool_kv_kernel[(triton.cdiv(pool_len, blocks["BLOCK_P"]), b * h)](
+        # dK/dV of the pooled keys: fp32 on 16 pooled keys and 4 warps on a GPU (32 / 8 warps spilled on sm_90)
+        pool_p, pool_launch = blocks["BLOCK_P"], _LAUNCH
+        if fp32_dot and not interpreting():
+            pool_p, pool_launch = 16, dict(num_warps=4, num_stages=1)
+        _agg_bwd_pool_kv_kernel[(triton.cdiv(pool_len, pool_p), b * h)](
             q, k_pool, v_pool, pool_bias, grad_out, lse, delta, dkp, dvp, *slot_args,
             *_s4(q), *_s4(k_pool), *_s4(v_pool), *pool_bias.stride(), *_s4(grad_out), *_s4(dkp), *_s4(dvp),
             h, n, pool_len, d, dv,
-            BLOCK_M=blocks["BLOCK_M"], BLOCK_P=blocks["BLOCK_P"], BLOCK_D=blocks["BLOCK_D"],
-            BLOCK_DV=blocks["BLOCK_DV"], FP32_DOT=fp32_dot, SPARSE=sparse, num_warps=4,
+            BLOCK_M=blocks["BLOCK_M"], BLOCK_P=pool_p, BLOCK_D=blocks["BLOCK_D"],
+            BLOCK_DV=blocks["BLOCK_DV"], FP32_DOT=fp32_dot, SPARSE=sparse, **pool_launch,
         )  # fmt: skip
         dlb = dlb[:, :window].to(local_bias.dtype)
         grads = (dq, dkl, dvl, dkp, dvp, dlb, dpb.to(pool_bias.dtype), dlw if has_lw else None, None, None, None)
         return grads + ((None, None) if sparse else ())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The ops: attnzoo::aggregated_forward / _backward and attnzoo::head_sparse_aggregated_forward / _backward
+# (attnzoo.kernels.backend.kernel_op), the one entry point on every device
+# ----------------------------------------------------------------------------------------------------------------
+
+_AGG_ARGUMENTS = ("Tensor q, Tensor k_local, Tensor v_local, Tensor k_pool, Tensor v_pool, Tensor local_bias, "
+                  "Tensor pool_bias, Tensor? local_weights, int height, int width, int window_size")  # fmt: skip
+
+
+def _uses_triton(q, k_local, v_local, k_pool, v_pool, *rest) -> bool:
+    """The path the ops' kernels take (real or fake tensors): Triton for CUDA tensors (or ZOO_KERNELS=triton) in
+    fp16/bf16/fp32 at the head dims it takes; the CPU path (float64 included) otherwise."""
+    return (choose_backend(q, k_local, v_local, k_pool, v_pool) == "triton" and _triton_ready()
+            and q.dtype != torch.float64 and _triton_supports(q, v_local))  # fmt: skip
+
+
+def _fake_out(q, k_local, v_local, *rest):
+    b, h, n, _ = q.shape  # both paths write a (B, N, h, dv) buffer seen as (B, h, N, dv)
+    return q.new_empty((b, n, h, v_local.shape[3])).transpose(1, 2)
+
+
+def _heads_view(x: torch.Tensor) -> torch.Tensor:
+    """(B, N, h, dv) -> the (B, h, N, dv) view of its contiguous buffer (the ops' output layout)."""
+    return x.contiguous().transpose(1, 2)
+
+
+def _triton_fake_saved(q, *rest):
+    return [q.new_empty((q.shape[0] * q.shape[1], q.shape[2]), dtype=torch.float32)]  # the log-sum-exp
+
+
+def _cpu_fake_saved(q, *rest):
+    return [q.new_empty(q.shape[:3], dtype=_compute_dtype(q.dtype))]  # AggregatedAttentionShiftedFunction's lse
+
+
+class _HeadSparseLaunch(torch.autograd.Function):
+    """AggregatedAttentionFunction for the pairs ``heads`` selects: the slots are made inside the op's kernel."""
+
+    @staticmethod
+    def forward(ctx, q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width,
+                window_size, heads):  # fmt: skip
+        slots, counts = _slots(heads, q.shape[1], q.shape[2])
+        return AggregatedAttentionFunction.forward(ctx, q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias,
+                                                   local_weights, height, width, window_size, slots, counts)  # fmt: skip
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return (*AggregatedAttentionFunction.backward(ctx, grad_out)[:11], None)
+
+
+def _sparse_triton_fake_saved(q, *rest):
+    b, h, n, _ = q.shape
+    return [*_triton_fake_saved(q), q.new_empty((b, h, n), dtype=torch.int32), q.new_empty((b, h), dtype=torch.int32)]
+
+
+def _sparse_cpu(*args):
+    """The non-Triton path, ungated: every selected (token, head) pair with gate 1, zero elsewhere."""
+    *dense, heads = args
+    ones = torch.ones(heads.shape, dtype=args[0].dtype, device=args[0].device)
+    return _heads_view(head_sparse_aggregated_attention_cpu(*dense, heads, ones))
+
+
+def _sparse_plain(*args):
+    """For ONNX: every head (the official unfold form: functional ops, which a decomposition must be), then zero at
+    the unselected pairs."""
+    *dense, heads = args
+    ones = torch.ones(heads.shape, dtype=args[0].dtype, device=args[0].device)
+    mask = dense_gates(heads, ones, args[0].shape[1]).transpose(1, 2).unsqueeze(-1)  # (B, h, N, 1)
+    return aggregated_attention_reference(*dense) * mask
+
+
+_aggregated_op = kernel_op(
+    "aggregated",
+    f"({_AGG_ARGUMENTS})",
+    uses_triton=_uses_triton,
+    triton_path=None if triton is None else function_path(AggregatedAttentionFunction, _triton_fake_saved),
+    other=function_path(AggregatedAttentionShiftedFunction, _cpu_fake_saved),
+    fake_out=_fake_out,
+    decomposition=aggregated_attention_reference,  # for ONNX: the CPU path writes in place, a decomposition may not
+)
+
+_head_sparse_aggregated_op = kernel_op(
+    "head_sparse_aggregated",
+    f"({_AGG_ARGUMENTS}, Tensor heads)",
+    uses_triton=_uses_triton,
+    triton_path=None if triton is None else function_path(_HeadSparseLaunch, _sparse_triton_fake_saved),
+    other=recompute_path(_sparse_cpu),  # the CPU path's head routing depends on the data: recomputed, not kept
+    fake_out=_fake_out,
+    decomposition=_sparse_plain,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -640,7 +1071,8 @@ def aggregated_attention(
     window_size: int,
 ) -> torch.Tensor:
     """TransNeXt's aggregated attention core (see the module docstring), dispatched: Triton on CUDA (or when
-    ``ZOO_KERNELS=triton``), the reference otherwise.
+    ``ZOO_KERNELS=triton``), :func:`aggregated_attention_cpu` otherwise (shifted views, never the unfolded windows;
+    the unfold reference is the test spec only).
 
     q (B, h, N, d): ``(normalize(q) + query_embedding) * softplus(temperature) * length_scale(...)``;
     k_local (B, h, N, d): l2-normalised keys of every pixel; v_local (B, h, N, dv);
@@ -650,8 +1082,8 @@ def aggregated_attention(
     local_weights (B, h, N, window_size**2) or None: ``q_norm @ learnable_tokens + learnable_bias``;
     N = height * width, tokens row-major. Returns ``x_local + x_pool`` (B, h, N, dv) in q's dtype (from the
     kernel, a (B, N, h, dv) buffer seen as (B, h, N, dv), so ``.transpose(1, 2).reshape(B, N, h * dv)`` is free).
-    No attention dropout. float64 always takes the reference; so do head dims above ``TRITON_MAX_HEAD_DIM`` unless
-    ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them.
+    No attention dropout. float64 always takes :func:`aggregated_attention_cpu`; so do head dims above
+    ``TRITON_MAX_HEAD_DIM`` unless ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them.
     """
     q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights = cast_for_autocast(
         q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights
@@ -659,19 +1091,21 @@ def aggregated_attention(
     _check_inputs(q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width,
                   window_size)  # fmt: skip
     args = (q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, height, width, window_size)
-    if choose_backend(q, k_local, v_local, k_pool, v_pool) == "triton" and _triton_ready():
-        if q.dtype == torch.float64:  # the kernels compute in fp32; float64 callers want the exact spec
-            return aggregated_attention_reference(*args)
-        if not _triton_supports(q, v_local):
-            if forced_backend() == "triton":
-                raise ValueError(
-                    f"the Triton aggregated-attention kernel takes float16/bfloat16/float32 and head dims up to "
-                    f"{TRITON_MAX_HEAD_DIM}; got {q.dtype}, {q.shape[3]} (qk), {v_local.shape[3]} (v): use "
-                    f"ZOO_KERNELS=reference"
-                )
-            return aggregated_attention_reference(*args)
-        return AggregatedAttentionFunction.apply(*args)
-    return aggregated_attention_reference(*args)
+    _refuse_forced(q, v_local)
+    # one op on every device: its kernel runs AggregatedAttentionFunction's launchers where _uses_triton says so
+    # (CUDA), AggregatedAttentionShiftedFunction (aggregated_attention_cpu's path) elsewhere
+    out, _ = _aggregated_op(*args[:8], int(height), int(width), int(window_size))
+    return out
+
+
+def _refuse_forced(q: torch.Tensor, v_local: torch.Tensor) -> None:
+    if (forced_backend() == "triton" and _triton_ready() and q.dtype != torch.float64
+            and not _triton_supports(q, v_local)):  # fmt: skip
+        raise ValueError(
+            f"the Triton aggregated-attention kernel takes float16/bfloat16/float32 and head dims up to "
+            f"{TRITON_MAX_HEAD_DIM}; got {q.dtype}, {q.shape[3]} (qk), {v_local.shape[3]} (v): use "
+            f"ZOO_KERNELS=reference"
+        )
 
 
 def head_sparse_aggregated_attention(
@@ -697,7 +1131,8 @@ def head_sparse_aggregated_attention(
     Returns (B, N, h, dv) in q's dtype, zero at unselected pairs: ``.reshape(B, N, h * dv)`` is the projection's
     input, equal to the official ``einsum("bne,bned->bned", masked_gates, x)``. The Triton path computes only the
     selected pairs (query-side work and the pooled-key gradients; the local key/value gradient sweep still visits
-    every key pixel, skipping unselected queries). The CPU path is the official form: every head, then the gates.
+    every key pixel, skipping unselected queries). The CPU path (:func:`head_sparse_aggregated_attention_cpu`)
+    attends the pooled keys for the selected pairs only where that is cheaper, chosen by shape.
     """
     q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates = cast_for_autocast(
         q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, local_weights, gates
@@ -712,11 +1147,8 @@ def head_sparse_aggregated_attention(
     if gates.shape != heads.shape or gates.dtype != q.dtype:
         raise ValueError(f"gates must match heads' shape {tuple(heads.shape)} and q's dtype {q.dtype}; got "
                          f"{tuple(gates.shape)}, {gates.dtype}")  # fmt: skip
-    gate = dense_gates(heads, gates, h)
-    use_triton = choose_backend(q, k_local, v_local, k_pool, v_pool) == "triton" and _triton_ready()
-    if use_triton and q.dtype != torch.float64 and _triton_supports(q, v_local):
-        slots, counts = _slots(heads, h, n)
-        out = AggregatedAttentionFunction.apply(*args, slots, counts)
-    else:
-        out = aggregated_attention_reference(*args)
-    return torch.einsum("bne,bned->bned", gate, out.transpose(1, 2))
+    # one op on every device, ungated (zero at unselected pairs): its kernel runs the Triton launchers on the
+    # selected pairs where _uses_triton says so (CUDA), head_sparse_aggregated_attention_cpu elsewhere; the gates
+    # multiply its output here (their gradient is autograd's)
+    out, _ = _head_sparse_aggregated_op(*args[:8], int(height), int(width), int(window_size), heads)
+    return torch.einsum("bne,bned->bned", dense_gates(heads, gates, h), out.transpose(1, 2))

@@ -29,14 +29,17 @@ Four implementations of the same function live here:
 
 ``r_idx`` must hold valid key-region indices in [0, Rk) (torch.topk's output does); the kernels do not bounds-check.
 
-:func:`bra_attention` dispatches through :func:`attnzoo.kernels.backend.choose_backend`.
+:func:`bra_attention` calls the op ``attnzoo::bra_forward`` on every device; its kernel picks the Triton or the chunked
+path through :func:`attnzoo.kernels.backend.choose_backend` (docs/ARCHITECTURE.md, "Kernels").
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
-from .backend import choose_backend
+from .backend import KernelPath, choose_backend, function_path, kernel_op
 
 __all__ = [
     "region_routing",
@@ -597,16 +600,28 @@ if triton is not None:
                  mask=valid_n[:, None] & valid_dv[None, :])
 
 
-def _launch_config(query_tokens: int, routed_tokens: int, head_dim_qk: int, head_dim_v: int, dtype: torch.dtype):
-    """Tile sizes: tl.dot needs every dim >= 16; wide fp32 heads get smaller tiles to stay in registers."""
+def _launch_config(query_tokens: int, routed_tokens: int, head_dim_qk: int, head_dim_v: int, dtype: torch.dtype,
+                   kernel: str = "fwd"):  # fmt: skip
+    """Tiles and launch options per kernel ("fwd", "dq", "dkv") and dtype: tl.dot needs every dim >= 16; wide fp32
+    heads get smaller tiles. fp32 (IEEE or TF32 dots) runs unpipelined (num_stages=1) on 8 warps, and dK/dV (two
+    accumulators) on 32-token tiles: the pipelined 4-warp launches spilled up to 7 KB of registers on sm_80
+    (tools/kernel_check.py, docs/kernels/compile_report.md); half precision keeps 64-token tiles, 3 stages."""
+    from .backend import interpreting
+
     block_dqk = max(16, triton.next_power_of_2(head_dim_qk))
     block_dv = max(16, triton.next_power_of_2(head_dim_v))
     widest = max(block_dqk, block_dv)
-    big = 64 if (widest <= 64 or dtype != torch.float32) else 32
+    fp32 = dtype == torch.float32
+    big = 64 if (widest <= 64 or not fp32) else 32
+    if fp32 and kernel == "dkv" and not interpreting():
+        big = 32
     block_m = min(big, max(16, triton.next_power_of_2(query_tokens)))
     block_n = min(big, max(16, triton.next_power_of_2(routed_tokens)))
-    num_warps = 4 if block_m * widest <= 64 * 64 else 8
-    return block_m, block_n, block_dqk, block_dv, num_warps
+    if fp32:
+        options = dict(num_warps=4 if kernel == "dkv" else 8, num_stages=1)
+    else:
+        options = dict(num_warps=4 if block_m * widest <= 64 * 64 else 8, num_stages=3)
+    return block_m, block_n, block_dqk, block_dv, options
 
 
 def _kernel_flags(dtype: torch.dtype) -> tuple[bool, str]:
@@ -626,8 +641,8 @@ def _bra_forward_triton(q, k, v, r_idx, num_heads: int, scale: float):
     head_dim_qk, head_dim_v = qk_channels // num_heads, v_channels // num_heads
     out = torch.empty((batch, query_regions, query_tokens, v_channels), device=q.device, dtype=q.dtype)
     lse = torch.empty((batch, num_heads, query_regions, query_tokens), device=q.device, dtype=torch.float32)
-    block_m, block_n, block_dqk, block_dv, num_warps = _launch_config(
-        query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype
+    block_m, block_n, block_dqk, block_dv, options = _launch_config(
+        query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype, "fwd"
     )
     upcast, fp32_precision = _kernel_flags(q.dtype)
     grid = (triton.cdiv(query_tokens, block_m), batch * query_regions, num_heads)
@@ -641,7 +656,7 @@ def _bra_forward_triton(q, k, v, r_idx, num_heads: int, scale: float):
         scale * _LOG2E,
         HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv,
-        UPCAST=upcast, FP32_PRECISION=fp32_precision, num_warps=num_warps,
+        UPCAST=upcast, FP32_PRECISION=fp32_precision, **options,
     )  # fmt: skip
     return out, lse
 
@@ -680,8 +695,8 @@ def _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads: int, sca
         out.stride(0), out.stride(1), out.stride(2),
     )  # fmt: skip
 
-    block_m, block_n, block_dqk, block_dv, num_warps = _launch_config(
-        query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype
+    block_m, block_n, block_dqk, block_dv, options = _launch_config(
+        query_tokens, topk * key_tokens, head_dim_qk, head_dim_v, q.dtype, "dq"
     )
     _bra_bwd_dq_kernel[(triton.cdiv(query_tokens, block_m), batch * query_regions, num_heads)](
         q, k, v, routes, out, grad_out, lse, delta, grad_q, *strides,
@@ -689,13 +704,13 @@ def _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads: int, sca
         scale * _LOG2E, scale,
         HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv,
-        UPCAST=upcast, FP32_PRECISION=fp32_precision, num_warps=num_warps,
+        UPCAST=upcast, FP32_PRECISION=fp32_precision, **options,
     )  # fmt: skip
 
     start, incoming = _transposed_routing(routes, key_regions)
     # key tile: one key region; query side: all incoming query tokens (typically topk * Tq on average)
-    block_n, block_m, block_dqk, block_dv, num_warps = _launch_config(
-        key_tokens, topk * query_tokens, head_dim_qk, head_dim_v, q.dtype
+    block_n, block_m, block_dqk, block_dv, options = _launch_config(
+        key_tokens, topk * query_tokens, head_dim_qk, head_dim_v, q.dtype, "dkv"
     )
     _bra_bwd_dkv_kernel[(triton.cdiv(key_tokens, block_n), batch * key_regions, num_heads)](
         q, k, v, grad_out, lse, delta, grad_k, grad_v, start, incoming, *strides,
@@ -703,50 +718,14 @@ def _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads: int, sca
         scale * _LOG2E, scale,
         HEAD_DIM_QK=head_dim_qk, HEAD_DIM_V=head_dim_v,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv,
-        UPCAST=upcast, FP32_PRECISION=fp32_precision, num_warps=num_warps,
+        UPCAST=upcast, FP32_PRECISION=fp32_precision, **options,
     )  # fmt: skip
     return grad_q, grad_k, grad_v
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# autograd + torch.compile: the kernels run inside torch.library custom ops (opaque to the compiler, with fake
-# implementations for tracing), called from an autograd.Function that dynamo traces without graph breaks.
+# autograd.Function: the Triton launchers (forward + backward); the op below runs them on CUDA
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-@torch.library.custom_op("attnzoo::bra_forward", mutates_args=())
-def _bra_forward_op(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r_idx: torch.Tensor, num_heads: int, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return _bra_forward_triton(q, k, v, r_idx, num_heads, scale)
-
-
-@_bra_forward_op.register_fake
-def _(q, k, v, r_idx, num_heads, scale):
-    batch, query_regions, query_tokens, _ = q.shape
-    out = q.new_empty((batch, query_regions, query_tokens, v.shape[-1]))
-    lse = q.new_empty((batch, num_heads, query_regions, query_tokens), dtype=torch.float32)
-    return out, lse
-
-
-@torch.library.custom_op("attnzoo::bra_backward", mutates_args=())
-def _bra_backward_op(
-    grad_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    r_idx: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor,
-    num_heads: int,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, num_heads, scale)
-
-
-@_bra_backward_op.register_fake
-def _(grad_out, q, k, v, r_idx, out, lse, num_heads, scale):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 class BraAttentionFunction(torch.autograd.Function):
@@ -754,7 +733,7 @@ class BraAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, r_idx, num_heads: int, scale: float):
-        out, lse = _bra_forward_op(q, k, v, r_idx, num_heads, scale)
+        out, lse = _bra_forward_triton(q, k, v, r_idx, num_heads, scale)
         ctx.save_for_backward(q, k, v, r_idx, out, lse)
         ctx.num_heads, ctx.scale = num_heads, scale
         return out
@@ -762,7 +741,7 @@ class BraAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, r_idx, out, lse = ctx.saved_tensors
-        grad_q, grad_k, grad_v = _bra_backward_op(grad_out, q, k, v, r_idx, out, lse, ctx.num_heads, ctx.scale)
+        grad_q, grad_k, grad_v = _bra_backward_triton(grad_out, q, k, v, r_idx, out, lse, ctx.num_heads, ctx.scale)
         return grad_q, grad_k, grad_v, None, None, None
 
 
@@ -777,6 +756,68 @@ def bra_attention_triton(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The op: attnzoo::bra_forward / attnzoo::bra_backward (attnzoo.kernels.backend.kernel_op), the one entry point
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _uses_triton(q, k, v, r_idx, num_heads, scale) -> bool:
+    """The path the op's kernel takes (real or fake tensors): Triton for CUDA tensors (or ZOO_KERNELS=triton), the
+    chunked reference otherwise."""
+    return triton is not None and choose_backend(q, k, v) == "triton"
+
+
+def _fake_out(q, k, v, r_idx, num_heads, scale):
+    return q.new_empty((*q.shape[:3], v.shape[-1]))  # both paths return a contiguous (B, Rq, Tq, Cv)
+
+
+def _chunked_inputs(q, k, v, r_idx, num_heads, scale):
+    """The chunked path's head-major operands: q (scaled), k, v as (N, h, T, d), and the flat routes."""
+    batch, query_regions, query_tokens, _ = q.shape
+    key_regions, key_tokens = k.shape[1:3]
+    q_heads = _heads_first(q.reshape(batch * query_regions, query_tokens, q.shape[-1]), num_heads) * scale
+    k_heads = _heads_first(k.reshape(batch * key_regions, key_tokens, k.shape[-1]), num_heads)
+    v_heads = _heads_first(v.reshape(batch * key_regions, key_tokens, v.shape[-1]), num_heads)
+    return q_heads, k_heads, v_heads, _flat_routes(r_idx, key_regions)
+
+
+def _chunked_op_forward(q, k, v, r_idx, num_heads, scale):
+    """The CPU path: bra_attention_chunked's blocks, keeping only the per-row log-sum-exp for the backward."""
+    _check_inputs(q, k, v, r_idx, num_heads)
+    out, lse = _chunked_forward(*_chunked_inputs(q, k, v, r_idx, num_heads, scale), REFERENCE_CHUNK_LOGITS)
+    return _heads_last(out).view(*q.shape[:3], v.shape[-1]), [lse]
+
+
+def _chunked_op_backward(grad_out, q, k, v, r_idx, num_heads, scale, out, saved):
+    """_ChunkedBraFunction's backward (probabilities recomputed block by block from the log-sum-exp)."""
+    q_heads, k_heads, v_heads, routes = _chunked_inputs(q, k, v, r_idx, num_heads, scale)
+    flat = (q_heads.shape[0], q.shape[2], out.shape[-1])  # explicit: a batch of 0 has nothing to infer -1 from
+    ctx = SimpleNamespace(saved_tensors=(q_heads, k_heads, v_heads, routes, _heads_first(out.reshape(flat), num_heads),
+                                         saved[0]), scale=scale, max_chunk_logits=REFERENCE_CHUNK_LOGITS)  # fmt: skip
+    grad_q, grad_k, grad_v = _ChunkedBraFunction.backward(ctx, grad_out.reshape(flat))[:3]
+    return grad_q.view(q.shape), grad_k.view(k.shape), grad_v.view(v.shape), None, None, None
+
+
+def _chunked_fake_saved(q, k, v, r_idx, num_heads, scale):
+    rows = q.shape[0] * q.shape[1]
+    return [q.new_empty((rows, num_heads, q.shape[2], 1), dtype=_stat_dtype(q.dtype))]
+
+
+def _triton_fake_saved(q, k, v, r_idx, num_heads, scale):
+    return [q.new_empty((q.shape[0], num_heads, q.shape[1], q.shape[2]), dtype=torch.float32)]  # log2-domain lse
+
+
+_bra_op = kernel_op(
+    "bra",
+    "(Tensor q, Tensor k, Tensor v, Tensor r_idx, int num_heads, float scale)",
+    uses_triton=_uses_triton,
+    triton_path=None if triton is None else function_path(BraAttentionFunction, _triton_fake_saved),
+    other=KernelPath(_chunked_op_forward, _chunked_op_backward, _chunked_fake_saved),
+    fake_out=_fake_out,
+    decomposition=bra_attention_reference,  # for ONNX: the chunks write in place, a decomposition may not
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Public entry point
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -786,9 +827,10 @@ def bra_attention(
 ) -> torch.Tensor:
     """Bi-level routing attention: (B, Rq, Tq, Cqk), (B, Rk, Tk, Cqk), (B, Rk, Tk, Cv), (B, Rq, topk) -> (B, Rq, Tq, Cv).
 
-    Runs the Triton kernel for CUDA tensors (or when ``ZOO_KERNELS=triton``), otherwise the reference computed in
-    blocks of query regions (:func:`bra_attention_chunked`: memory linear in the map).
+    One op on every device (``attnzoo::bra_forward``, its backward ``attnzoo::bra_backward``): its kernel runs the
+    Triton kernels for CUDA tensors (or when ``ZOO_KERNELS=triton``), otherwise the reference computed in blocks of
+    query regions (:func:`bra_attention_chunked`'s blocks: memory linear in the map).
     """
-    if choose_backend(q, k, v) == "triton":
-        return bra_attention_triton(q, k, v, r_idx, num_heads, scale)
-    return bra_attention_chunked(q, k, v, r_idx, num_heads, scale)
+    _check_inputs(q, k, v, r_idx, num_heads)
+    out, _ = _bra_op(q, k, v, r_idx, int(num_heads), float(scale))
+    return out

@@ -48,7 +48,7 @@ interpreter computes every dot in fp32).
 import torch
 import torch.nn.functional as F
 
-from .backend import choose_backend, forced_backend, interpreting
+from .backend import choose_backend, forced_backend, function_path, interpreting, kernel_op, recompute_path
 from .tiles import jit as _jit
 from .tiles import load_rows as _load_rows
 from .tiles import matmul as _mm
@@ -675,16 +675,26 @@ def _flow_causal_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _block_l(block_d: int, block_dv: int, causal: bool) -> int:
+def _block_l(block_d: int, block_dv: int, causal: bool, fp32_dot: bool = False) -> int:
     if interpreting():
         # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
         return 128
+    # at d = 64 the kernels keep 64 x 64 fp32 states in registers besides the token tiles: 16-token tiles, or the
+    # backward spills (tools/kernel_check.py, sm_90: fp32 680 B at 64 tokens, 144 B at 32; half 240 B at 64)
+    if max(block_d, block_dv) == 64:
+        return 16
     # the causal kernels hold (block x block) scores and several (block x d) prefix tiles: smaller blocks for big d
     # (sm_90 compile of the causal backward, 3xTF32, d = 64: 64-token blocks need 322 KiB of shared memory, over
     # the H100's 227 KiB)
     if causal:
         return 32 if max(block_d, block_dv) == 64 else 64
     return 64
+
+
+# every flow kernel: 8 warps, no software pipelining. The token sweeps are bound by the on-chip states, not by load
+# latency, and the 3-stage 4-warp launches spilled (fp32 backward: 2.3-3 KB) and took 192 KB of shared memory (over
+# the A100's 163 KB); see docs/kernels/compile_report.md.
+_LAUNCH = dict(num_warps=8, num_stages=1)
 
 
 class FlowAttentionFunction(torch.autograd.Function):
@@ -695,8 +705,8 @@ class FlowAttentionFunction(torch.autograd.Function):
         b, h, n_queries, head_dim = q.shape
         n_keys, value_dim = k.shape[2], v.shape[3]
         block_d, block_dv = _padded(head_dim), _padded(value_dim)
-        block_l = _block_l(block_d, block_dv, causal)
         fp32_dot = q.dtype == torch.float32
+        block_l = _block_l(block_d, block_dv, causal, fp32_dot)
         out = _new_output(q, value_dim)
         grid = (b * h,)
         f32 = dict(dtype=torch.float32, device=q.device)
@@ -714,7 +724,7 @@ class FlowAttentionFunction(torch.autograd.Function):
                 *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, n_queries, head_dim, value_dim, n_blocks, eps, sum_eps,
                 BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot, SAVE_STATES=save,
-                num_warps=4,
+                **_LAUNCH,
             )  # fmt: skip
             ctx.save_for_backward(q, k, v, states_vec, states_z, states_kv)
             ctx.n_blocks = n_blocks
@@ -728,7 +738,7 @@ class FlowAttentionFunction(torch.autograd.Function):
                 *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, n_queries, n_keys, float(n_keys), head_dim, value_dim, eps, sum_eps, length_ratio,
                 BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-                num_warps=4,
+                **_LAUNCH,
             )  # fmt: skip
             ctx.save_for_backward(q, k, v, stats_vec, stats_kv, stats_z)
             ctx.length_ratio = length_ratio
@@ -753,20 +763,61 @@ class FlowAttentionFunction(torch.autograd.Function):
                 q, k, v, grad_out, dq, dk, dv, *stats, *common,
                 h, n_queries, head_dim, value_dim, ctx.n_blocks, ctx.eps, ctx.sum_eps,
                 BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-                num_warps=4,
+                **_LAUNCH,
             )  # fmt: skip
         else:
             _flow_bwd_kernel[grid](
                 q, k, v, grad_out, dq, dk, dv, *stats, *common,
                 h, n_queries, n_keys, float(n_keys), head_dim, value_dim, ctx.eps, ctx.sum_eps, ctx.length_ratio,
                 BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-                num_warps=4,
+                **_LAUNCH,
             )  # fmt: skip
         return dq, dk, dv, None, None, None
 
 
 def _triton_supports(q: torch.Tensor, v: torch.Tensor) -> bool:
     return q.shape[3] <= TRITON_MAX_HEAD_DIM and v.shape[3] <= TRITON_MAX_HEAD_DIM
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The op: attnzoo::flow_forward / attnzoo::flow_backward (attnzoo.kernels.backend.kernel_op), the one entry point
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _uses_triton(q, k, v, causal, eps, sum_eps) -> bool:
+    """The path the op's kernel takes (real or fake tensors): Triton for CUDA tensors (or ZOO_KERNELS=triton) at the
+    head dims it takes, float64 never (the kernels compute in fp32); the reference otherwise."""
+    return choose_backend(q, k, v) == "triton" and _triton_supports(q, v) and q.dtype != torch.float64
+
+
+def _fake_out(q, k, v, causal, eps, sum_eps):
+    if _uses_triton(q, k, v, causal, eps, sum_eps):
+        return _new_output(q, v.shape[3])  # the kernels write a (B, L, h, dv) buffer seen as (B, h, L, dv)
+    return q.new_empty((*q.shape[:3], v.shape[3]))
+
+
+def _fake_saved(q, k, v, causal, eps, sum_eps):
+    """The fp32 statistics FlowAttentionFunction.forward keeps: per (batch, head), four d-vectors, the d x dv state
+    and the competition's normaliser (non-causal), or those carried at every block start (causal)."""
+    b, h, n_queries, head_dim = q.shape
+    block_d, block_dv = _padded(head_dim), _padded(v.shape[3])
+    f32 = dict(dtype=torch.float32, device=q.device)
+    if causal:
+        n_blocks = triton.cdiv(n_queries, _block_l(block_d, block_dv, causal, q.dtype == torch.float32))
+        return [q.new_empty((b * h, n_blocks, 4, block_d), **f32), q.new_empty((b * h, n_blocks), **f32),
+                q.new_empty((b * h, n_blocks, block_d, block_dv), **f32)]  # fmt: skip
+    return [q.new_empty((b * h, 4, block_d), **f32), q.new_empty((b * h, block_d, block_dv), **f32),
+            q.new_empty((b * h,), **f32)]  # fmt: skip
+
+
+_flow_op = kernel_op(
+    "flow",
+    "(Tensor q, Tensor k, Tensor v, bool causal, float eps, float sum_eps)",
+    uses_triton=_uses_triton,
+    triton_path=None if triton is None else function_path(FlowAttentionFunction, _fake_saved),
+    other=recompute_path(lambda q, k, v, causal, eps, sum_eps: flow_attention_reference(q, k, v, causal, eps, sum_eps)),
+    fake_out=_fake_out,
+)
 
 
 def flow_attention(
@@ -784,17 +835,13 @@ def flow_attention(
     adds after each flow sum (1e-6 for Flowformer_CV, 0 for the core ``Flow_Attention``). Returns (B, h, L, dv).
     """
     _check_inputs(q, k, v, causal)
-    if choose_backend(q, k, v) == "triton":
-        if not _triton_supports(q, v):
-            if forced_backend() == "triton":
-                raise ValueError(
-                    f"the Triton flow-attention kernel takes head dims up to {TRITON_MAX_HEAD_DIM}; got "
-                    f"{q.shape[3]} (qk) and {v.shape[3]} (v): use ZOO_KERNELS=reference or smaller heads"
-                )
-            return flow_attention_reference(q, k, v, causal=causal, eps=eps, sum_eps=sum_eps)
-        if q.dtype == torch.float64:
-            # the kernels compute in fp32; float64 (parity runs) wants the exact spec
-            return flow_attention_reference(q, k, v, causal=causal, eps=eps, sum_eps=sum_eps)
-        return FlowAttentionFunction.apply(q, k, v, causal, float(eps), float(sum_eps))
-    return flow_attention_reference(q, k, v, causal=causal, eps=eps, sum_eps=sum_eps)
+    if forced_backend() == "triton" and not _triton_supports(q, v):
+        raise ValueError(
+            f"the Triton flow-attention kernel takes head dims up to {TRITON_MAX_HEAD_DIM}; got "
+            f"{q.shape[3]} (qk) and {v.shape[3]} (v): use ZOO_KERNELS=reference or smaller heads"
+        )
+    # one op on every device: its kernel runs FlowAttentionFunction's launchers where _uses_triton says so (CUDA),
+    # the reference elsewhere (float64 parity runs included)
+    out, _ = _flow_op(q, k, v, bool(causal), float(eps), float(sum_eps))
+    return out
 

@@ -35,7 +35,15 @@ from __future__ import annotations
 
 import torch
 
-from .backend import cast_for_autocast, choose_backend, forced_backend, interpreting
+from .backend import (
+    cast_for_autocast,
+    choose_backend,
+    forced_backend,
+    function_path,
+    interpreting,
+    kernel_op,
+    recompute_path,
+)
 from .tiles import jit as _jit
 from .tiles import matmul, strides4, tl, triton
 
@@ -43,6 +51,7 @@ __all__ = [
     "head_sparse_attention",
     "head_sparse_attention_reference",
     "head_sparse_attention_gather",
+    "head_sparse_attention_cpu",
     "head_sparse_attention_triton",
     "HeadSparseAttentionFunction",
     "dense_gates",
@@ -185,6 +194,40 @@ def head_sparse_attention_gather(
     o = torch.cat(results, dim=1) * gate.reshape(b, n * h).gather(1, flat).unsqueeze(-1)
     out = q.new_zeros(b, n * h, dv).scatter(1, flat.unsqueeze(-1).expand(-1, -1, dv), o)
     return out.reshape(b, n, h, dv)
+
+
+GATHER_MIN_LOGITS = 1 << 20
+"""The CPU path gathers the selected pairs only when the dense logits (B x h x N x M) reach this many: below it the
+gathers' fixed costs exceed the skipped work (MoH-S's 7x7 last stage at batch 8: 0.46M, dense)."""
+
+GATHER_MAX_ROW_FRACTION = 0.75
+"""... and when the gathered rows (the selected pairs plus each head group's padding) are at most this share of the
+dense B x h x N rows: each gathered logit also pays its bias gather and, in the backward, its scatter, so above
+about three quarters of the rows the dense pass with the gates after it is the cheaper one."""
+
+
+def head_sparse_attention_cpu(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: torch.Tensor,
+    gates: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """The non-Triton path of :func:`head_sparse_attention` (same arguments and result), chosen by shape and load:
+    :func:`head_sparse_attention_gather` (only the selected pairs) where the logits are large and the gathered rows
+    few enough (``GATHER_MIN_LOGITS``, ``GATHER_MAX_ROW_FRACTION``), else the dense form with the gates after it
+    (:func:`head_sparse_attention_reference`, the official order)."""
+    _check_inputs(q, k, v, heads, gates, bias)
+    b, h, n, _ = q.shape
+    if b * h * n * k.shape[2] >= GATHER_MIN_LOGITS:
+        chosen = _selection(heads, h, check=True)
+        caps = chosen.sum(dim=1).amax(dim=0).tolist()
+        rows = sum(cap * len(group) for group, cap in _head_groups(caps))
+        if rows <= GATHER_MAX_ROW_FRACTION * h * n:
+            return head_sparse_attention_gather(q, k, v, heads, gates, bias, scale)
+    return head_sparse_attention_reference(q, k, v, heads, gates, bias, scale)
 
 
 def _attend_heads(q, k, v, bias, scale, order, group, cap, results, flat_index) -> None:
@@ -379,10 +422,15 @@ def _hs_bwd_dkv_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _blocks(head_dim: int, value_dim: int) -> dict:
+# every head-sparse kernel: 8 warps, no software pipelining (register-bound, not latency-bound)
+_LAUNCH = dict(num_warps=8, num_stages=1)
+
+
+def _blocks(head_dim: int, value_dim: int, dtype: torch.dtype | None = None) -> dict:
     block_d = max(16, triton.next_power_of_2(head_dim))
     block_dv = max(16, triton.next_power_of_2(value_dim))
-    big = 64 if interpreting() or max(block_d, block_dv) <= 64 else 32
+    # 32-token tiles on a GPU (16 in fp32): 64-token ones spilled in all three kernels (docs/kernels/compile_report.md)
+    big = 64 if interpreting() else (16 if dtype == torch.float32 else 32)
     return dict(BLOCK_M=big, BLOCK_N=big, BLOCK_D=block_d, BLOCK_DV=block_dv)
 
 
@@ -411,7 +459,7 @@ class HeadSparseAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, slots, counts, bias, scale: float):
         b, h, n, d = q.shape
         m, dv = k.shape[2], v.shape[3]
-        blocks = _blocks(d, dv)
+        blocks = _blocks(d, dv, q.dtype)
         fp32_dot = q.dtype == torch.float32
         out = torch.zeros(b, n, h, dv, dtype=q.dtype, device=q.device)
         lse = torch.zeros(b * h, n, dtype=torch.float32, device=q.device)
@@ -423,7 +471,7 @@ class HeadSparseAttentionFunction(torch.autograd.Function):
             q, k, v, bias_arg, slots, counts, out_heads, lse,
             *strides4(q), *strides4(k), *strides4(v), *bias_strides, *strides4(out_heads),
             h, n, m, d, dv, scale,
-            HAS_BIAS=has_bias, FP32_DOT=fp32_dot, num_warps=4, **blocks,
+            HAS_BIAS=has_bias, FP32_DOT=fp32_dot, **_LAUNCH, **blocks,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, slots, counts, bias, out, lse)
         ctx.scale = scale
@@ -435,7 +483,7 @@ class HeadSparseAttentionFunction(torch.autograd.Function):
         scale = ctx.scale
         b, h, n, d = q.shape
         m, dv = k.shape[2], v.shape[3]
-        blocks = _blocks(d, dv)
+        blocks = _blocks(d, dv, q.dtype)
         fp32_dot = q.dtype == torch.float32
         has_bias = bias is not None
         bias_arg = bias if has_bias else q
@@ -448,14 +496,14 @@ class HeadSparseAttentionFunction(torch.autograd.Function):
         _hs_bwd_dq_kernel[(triton.cdiv(n, blocks["BLOCK_M"]), b * h)](
             q, k, v, bias_arg, slots, counts, do_heads, lse, delta, dq, dbias,
             *args, *strides4(dq), h, n, m, d, dv, scale,
-            HAS_BIAS=has_bias, FP32_DOT=fp32_dot, num_warps=4, **blocks,
+            HAS_BIAS=has_bias, FP32_DOT=fp32_dot, **_LAUNCH, **blocks,
         )  # fmt: skip
         dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
         dv_ = torch.empty(v.shape, dtype=v.dtype, device=v.device)
         _hs_bwd_dkv_kernel[(triton.cdiv(m, blocks["BLOCK_N"]), b * h)](
             q, k, v, bias_arg, slots, counts, do_heads, lse, delta, dk, dv_,
             *args, *strides4(dk), *strides4(dv_), h, n, m, d, dv, scale,
-            HAS_BIAS=has_bias, FP32_DOT=fp32_dot, num_warps=4, **blocks,
+            HAS_BIAS=has_bias, FP32_DOT=fp32_dot, **_LAUNCH, **blocks,
         )  # fmt: skip
         return dq, dk, dv_, None, None, dbias.to(bias.dtype) if has_bias else None, None
 
@@ -483,6 +531,64 @@ def head_sparse_attention_triton(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The op: attnzoo::head_sparse_forward / attnzoo::head_sparse_backward (attnzoo.kernels.backend.kernel_op), the one
+# entry point on every device; ungated (zero at the unselected pairs), the caller multiplies by the gates
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _uses_triton(q, k, v, heads, bias, scale) -> bool:
+    """The path the op's kernel takes (real or fake tensors): Triton for CUDA tensors (or ZOO_KERNELS=triton) in
+    fp16/bf16/fp32 at the head dims it takes; the CPU path (float64 included) otherwise."""
+    return (choose_backend(q, k, v) == "triton" and _triton_ready() and q.dtype != torch.float64
+            and _triton_supports(q, v))  # fmt: skip
+
+
+def _fake_out(q, k, v, heads, bias, scale):
+    return q.new_empty((q.shape[0], q.shape[2], q.shape[1], v.shape[3]))  # (B, N, h, dv), contiguous
+
+
+class _HeadSparseLaunch(torch.autograd.Function):
+    """HeadSparseAttentionFunction for the pairs ``heads`` selects: the slots are made inside the op's kernel."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, heads, bias, scale):
+        slots, counts = _slots(heads, q.shape[1], q.shape[2])
+        return HeadSparseAttentionFunction.forward(ctx, q, k, v, slots, counts, bias, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        dq, dk, dv, _, _, dbias, _ = HeadSparseAttentionFunction.backward(ctx, grad_out)
+        return dq, dk, dv, None, dbias, None
+
+
+def _triton_fake_saved(q, k, v, heads, bias, scale):
+    b, h, n, _ = q.shape  # slots, counts, the log-sum-exp
+    return [q.new_empty((b, h, n), dtype=torch.int32), q.new_empty((b, h), dtype=torch.int32),
+            q.new_empty((b * h, n), dtype=torch.float32)]  # fmt: skip
+
+
+def _ones(heads: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return torch.ones(heads.shape, dtype=q.dtype, device=q.device)
+
+
+_head_sparse_op = kernel_op(
+    "head_sparse",
+    "(Tensor q, Tensor k, Tensor v, Tensor heads, Tensor? bias, float scale)",
+    uses_triton=_uses_triton,
+    triton_path=None if triton is None else function_path(_HeadSparseLaunch, _triton_fake_saved),
+    # the CPU path's choice (gathered pairs or dense) depends on the data: recomputed in the backward, not kept
+    other=recompute_path(
+        lambda q, k, v, heads, bias, scale: head_sparse_attention_cpu(q, k, v, heads, _ones(heads, q), bias,
+                                                                      scale).contiguous()  # fmt: skip
+    ),
+    fake_out=_fake_out,
+    decomposition=lambda q, k, v, heads, bias, scale: head_sparse_attention_reference(  # for ONNX: the dense form
+        q, k, v, heads, _ones(heads, q), bias, scale
+    ),
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Public entry point
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -502,23 +608,20 @@ def head_sparse_attention(
     uses (shared heads included); gates (B, N, K): their weights (the official ``masked_gates`` at those heads);
     bias (h, N, M) or None: added to the logits (TransNeXt's CPB bias); scale: multiplies q . k (1 for TransNeXt,
     whose q comes scaled). Returns (B, N, h, dv) in q's dtype, zero at the unselected pairs, so
-    ``.reshape(B, N, h * dv)`` is the projection's input. Triton on CUDA (or with ``ZOO_KERNELS=triton``), the
-    gathered plain-torch path otherwise; both do only the selected work. Head indices are not bounds-checked on
-    the Triton path (torch.topk's output is in range).
+    ``.reshape(B, N, h * dv)`` is the projection's input. Triton on CUDA (or with ``ZOO_KERNELS=triton``), only the
+    selected work; :func:`head_sparse_attention_cpu` otherwise (the gathered pairs or the dense form, by shape).
+    Head indices are not bounds-checked on the Triton path (torch.topk's output is in range).
     """
     q, k, v, gates, bias = cast_for_autocast(q, k, v, gates, bias)
     _check_inputs(q, k, v, heads, gates, bias)
-    args = (q, k, v, heads, gates, bias, float(scale))
-    if choose_backend(q, k, v) == "triton" and _triton_ready():
-        if q.dtype == torch.float64:  # the kernels compute in fp32; float64 callers want the exact spec
-            return head_sparse_attention_gather(*args)
-        if not _triton_supports(q, v):
-            if forced_backend() == "triton":
-                raise ValueError(
-                    f"the Triton head-sparse kernel takes float16/bfloat16/float32 and head dims up to "
-                    f"{TRITON_MAX_HEAD_DIM}; got {q.dtype}, {q.shape[3]} (qk), {v.shape[3]} (v): use "
-                    f"ZOO_KERNELS=reference"
-                )
-            return head_sparse_attention_gather(*args)
-        return _gated_triton(*args)
-    return head_sparse_attention_gather(*args)
+    if (forced_backend() == "triton" and _triton_ready() and q.dtype != torch.float64
+            and not _triton_supports(q, v)):  # fmt: skip
+        raise ValueError(
+            f"the Triton head-sparse kernel takes float16/bfloat16/float32 and head dims up to "
+            f"{TRITON_MAX_HEAD_DIM}; got {q.dtype}, {q.shape[3]} (qk), {v.shape[3]} (v): use "
+            f"ZOO_KERNELS=reference"
+        )
+    # one op on every device, ungated: its kernel runs the Triton launchers on the selected pairs where _uses_triton
+    # says so (CUDA), head_sparse_attention_cpu elsewhere; the gates multiply its output here
+    out, _ = _head_sparse_op(q, k, v, heads, bias, float(scale))
+    return torch.einsum("bne,bned->bned", dense_gates(heads, gates, q.shape[1]), out)

@@ -57,7 +57,15 @@ from __future__ import annotations
 
 import torch
 
-from .backend import choose_backend, forced_backend, interpreting
+from .backend import (
+    cast_for_autocast,
+    choose_backend,
+    forced_backend,
+    function_path,
+    interpreting,
+    kernel_op,
+    recompute_path,
+)
 from .tiles import jit as _jit
 from .tiles import load_rows as _load_rows
 from .tiles import matmul as _mm
@@ -254,9 +262,17 @@ def _slab_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _block_l() -> int:
+def _block_l(block_d: int = 0, block_dv: int = 0, fp32_dot: bool = False) -> int:
     # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
-    return 128 if interpreting() else 64
+    if interpreting():
+        return 128
+    # fp32 (3xTF32 dots) at d = 64 keeps two 64 x 64 fp32 states in registers besides the token tiles (as flow)
+    return 16 if fp32_dot and max(block_d, block_dv) == 64 else 64
+
+
+# both SLAB kernels: 8 warps, no software pipelining (the sweeps are bound by the on-chip state; the 3-stage 4-warp
+# launches spilled up to 2.6 KB on sm_80 and took 160 KB of shared memory; docs/kernels/compile_report.md)
+_LAUNCH = dict(num_warps=8, num_stages=1)
 
 
 class SimplifiedLinearAttentionFunction(torch.autograd.Function):
@@ -267,8 +283,8 @@ class SimplifiedLinearAttentionFunction(torch.autograd.Function):
         b, h, n_queries, head_dim = q.shape
         n_keys, value_dim = k.shape[2], v.shape[3]
         block_d, block_dv = _padded(head_dim), _padded(value_dim)
-        block_l = _block_l()
         fp32_dot = q.dtype == torch.float32
+        block_l = _block_l(block_d, block_dv, fp32_dot)
         out = _new_output(q, value_dim)
         state = torch.empty(b * h, block_d, block_dv, dtype=torch.float32, device=q.device)
         key_sum = torch.empty(b * h, block_d, dtype=torch.float32, device=q.device)
@@ -277,7 +293,7 @@ class SimplifiedLinearAttentionFunction(torch.autograd.Function):
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
             h, n_queries, n_keys, head_dim, value_dim, eps,
             BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-            num_warps=4,
+            **_LAUNCH,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, state, key_sum)
         ctx.eps = eps
@@ -299,13 +315,46 @@ class SimplifiedLinearAttentionFunction(torch.autograd.Function):
             *_strides(dq), *_strides(dk), *_strides(dv),
             h, n_queries, n_keys, head_dim, value_dim, ctx.eps,
             BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-            num_warps=4,
+            **_LAUNCH,
         )  # fmt: skip
         return dq, dk, dv, None
 
 
 def _triton_supports(q: torch.Tensor, v: torch.Tensor) -> bool:
     return q.shape[3] <= TRITON_MAX_HEAD_DIM and v.shape[3] <= TRITON_MAX_HEAD_DIM
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The op: attnzoo::slab_forward / attnzoo::slab_backward (attnzoo.kernels.backend.kernel_op), the one entry point
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _uses_triton(q, k, v, eps) -> bool:
+    """The path the op's kernel takes (real or fake tensors): Triton for CUDA tensors (or ZOO_KERNELS=triton) at the
+    head dims it takes, float64 never (the kernels compute in fp32); the reference otherwise."""
+    return choose_backend(q, k, v) == "triton" and _triton_supports(q, v) and q.dtype != torch.float64
+
+
+def _fake_out(q, k, v, eps):
+    if _uses_triton(q, k, v, eps):
+        return _new_output(q, v.shape[3])  # the kernel writes a (B, N, h, dv) buffer seen as (B, h, N, dv)
+    return q.new_empty((*q.shape[:3], v.shape[3]))
+
+
+def _fake_saved(q, k, v, eps):
+    """What SimplifiedLinearAttentionFunction.forward keeps: the fp32 state k^T v and key sum per (batch, head)."""
+    bh, block_d, block_dv = q.shape[0] * q.shape[1], _padded(q.shape[3]), _padded(v.shape[3])
+    return [q.new_empty((bh, block_d, block_dv), dtype=torch.float32), q.new_empty((bh, block_d), dtype=torch.float32)]
+
+
+_slab_op = kernel_op(
+    "slab",
+    "(Tensor q, Tensor k, Tensor v, float eps)",
+    uses_triton=_uses_triton,
+    triton_path=None if tl is None else function_path(SimplifiedLinearAttentionFunction, _fake_saved),
+    other=recompute_path(lambda q, k, v, eps: simplified_linear_attention_reference(q, k, v, eps)),
+    fake_out=_fake_out,
+)
 
 
 def simplified_linear_attention(
@@ -316,18 +365,17 @@ def simplified_linear_attention(
     q (B, h, N, d), k (B, h, M, d), v (B, h, M, dv); q and k already through the feature map (ReLU: non-negative),
     any strides. ``eps`` is the official ``1e-6`` added to the normaliser. Returns (B, h, N, dv) in q's dtype.
     float64 always takes the reference (the kernels compute in fp32); so do head dims over ``TRITON_MAX_HEAD_DIM``
-    unless ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them.
+    unless ``ZOO_KERNELS=triton`` forces the kernel, which then refuses them. Under ``torch.autocast`` q, k, v are
+    taken in the autocast dtype (the models' k carries a float32 positional term next to half-precision q, v).
     """
+    q, k, v = cast_for_autocast(q, k, v)
     _check_inputs(q, k, v)
-    if choose_backend(q, k, v) == "triton":
-        if not _triton_supports(q, v):
-            if forced_backend() == "triton":
-                raise ValueError(
-                    f"the Triton SLAB linear-attention kernel takes head dims up to {TRITON_MAX_HEAD_DIM}; got "
-                    f"{q.shape[3]} (qk) and {v.shape[3]} (v): use ZOO_KERNELS=reference or smaller heads"
-                )
-            return simplified_linear_attention_reference(q, k, v, eps=eps)
-        if q.dtype == torch.float64:
-            return simplified_linear_attention_reference(q, k, v, eps=eps)
-        return SimplifiedLinearAttentionFunction.apply(q, k, v, float(eps))
-    return simplified_linear_attention_reference(q, k, v, eps=eps)
+    if forced_backend() == "triton" and not _triton_supports(q, v):
+        raise ValueError(
+            f"the Triton SLAB linear-attention kernel takes head dims up to {TRITON_MAX_HEAD_DIM}; got "
+            f"{q.shape[3]} (qk) and {v.shape[3]} (v): use ZOO_KERNELS=reference or smaller heads"
+        )
+    # one op on every device: its kernel runs SimplifiedLinearAttentionFunction's launchers where _uses_triton says
+    # so (CUDA), the reference elsewhere (float64 parity runs included)
+    out, _ = _slab_op(q, k, v, float(eps))
+    return out

@@ -98,6 +98,17 @@ EOF
 } > "$SUMMARY" 2>&1
 cat "$SUMMARY"
 
+# First: what the kernels compiled to without a GPU (make kernel-check: registers, spills, shared memory per
+# configuration), so this run's driver figures (Triton's CompiledKernel n_regs / n_spills) can be compared with it.
+stage "compile report: docs/kernels/compile_report.md (tools/kernel_check.py, compiled on a CPU machine)"
+REPORT="$ROOT/docs/kernels/compile_report.md"
+if [ -f "$REPORT" ]; then
+    cat "$REPORT"
+    { echo; echo "## compile report made without a GPU (docs/kernels/compile_report.md)"; echo; sed '1,2d' "$REPORT"; } >> "$SUMMARY"
+else
+    echo "no $REPORT: run make kernel-check" | tee -a "$SUMMARY"
+fi
+
 stage "kernel tests: pytest ${TEST_ARGS[*]}"
 timeout "$LIMIT_TESTS" "$PY" -m pytest "${TEST_ARGS[@]}" -q -rfEs -p no:cacheprovider > "$OUT/tests.log" 2>&1
 TEST_RC=$?

@@ -33,3 +33,22 @@ class LargestTensor(TorchDispatchMode):
                 self.largest_elements = max(self.largest_elements, t.numel())
                 self.largest_bytes = max(self.largest_bytes, t.numel() * t.element_size())
         return out
+
+
+def launches(function: type[torch.autograd.Function], call) -> int:
+    """How many times ``call()`` ran ``function``'s forward (the Triton launchers), through its autograd.Function or
+    through the op's kernel (both look the forward up on the class)."""
+    original = function.__dict__["forward"]
+    count = 0
+
+    def counted(ctx, *args):
+        nonlocal count
+        count += 1
+        return original.__func__(ctx, *args)
+
+    function.forward = staticmethod(counted)
+    try:
+        call()
+    finally:
+        function.forward = original
+    return count

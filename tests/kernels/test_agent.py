@@ -138,4 +138,4 @@ def test_dispatch_follows_zoo_kernels(monkeypatch):
     agent_attention(*inputs, 0.5)
     monkeypatch.delenv("ZOO_KERNELS")
     agent_attention(*inputs, 0.5)
-    assert calls == ["reference", "fused", "fused" if DEVICE == "cuda" else "reference"]
+    assert calls == ["reference", "fused", "fused"]  # SDPA on every device unless the reference is asked for

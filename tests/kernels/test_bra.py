@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from kernel_checks import launches
 
 from attnzoo.kernels import bra
 from attnzoo.kernels.bra import (
+    BraAttentionFunction,
     bra_attention,
     bra_attention_gather,
     bra_attention_reference,
@@ -237,17 +239,22 @@ def test_bad_inputs_name_the_problem():
 def test_dispatch_follows_zoo_kernels(monkeypatch):
     q, k, v, r_idx = make_inputs(1, 4, 5, 2, 16, 2, torch.float32)
     q.requires_grad_()
+    # one op whatever the path (attnzoo::bra_forward); its kernel launches the Triton kernels or not
+    outputs = []
+    kernel_runs = lambda: launches(  # noqa: E731
+        BraAttentionFunction, lambda: outputs.append(bra_attention(q, k, v, r_idx, 2, 0.25))
+    )
     monkeypatch.setenv("ZOO_KERNELS", "reference")
-    reference_out = bra_attention(q, k, v, r_idx, 2, 0.25)
-    assert "BraAttentionFunction" not in type(reference_out.grad_fn).__name__
+    assert kernel_runs() == 0
     monkeypatch.setenv("ZOO_KERNELS", "triton")
-    triton_out = bra_attention(q, k, v, r_idx, 2, 0.25)
-    assert "BraAttentionFunction" in type(triton_out.grad_fn).__name__
+    assert kernel_runs() == 1
+    reference_out, triton_out = outputs
+    assert "attnzoo_bra_forward" in type(triton_out.grad_fn).__name__
+    assert "attnzoo_bra_forward" in type(reference_out.grad_fn).__name__
     torch.testing.assert_close(triton_out, reference_out, rtol=2e-5, atol=2e-5)
     monkeypatch.delenv("ZOO_KERNELS")
-    default_out = bra_attention(q, k, v, r_idx, 2, 0.25)
     # no override: CUDA tensors take the kernel, CPU tensors the reference (even with the interpreter on)
-    assert ("BraAttentionFunction" in type(default_out.grad_fn).__name__) == (DEVICE == "cuda")
+    assert kernel_runs() == (1 if DEVICE == "cuda" else 0)
 
 
 @pytest.mark.parametrize("backend", ["triton", "reference"])

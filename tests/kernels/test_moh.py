@@ -17,7 +17,7 @@ if not __import__("torch").cuda.is_available():
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative  # noqa: E402
+from kernel_checks import TOLERANCE, LargestTensor, assert_close_relative, launches  # noqa: E402
 
 from attnzoo.kernels.moh import (  # noqa: E402
     HeadSparseAttentionFunction,
@@ -224,11 +224,17 @@ def test_dispatch(monkeypatch):
                 stack.extend(next_fn for next_fn, _ in fn.next_functions)
         return " ".join(names)
 
+    # one op whatever the path (attnzoo::head_sparse_forward); its kernel launches the Triton kernels or not
+    outputs = []
+    kernel_runs = lambda *tensors: launches(  # noqa: E731
+        HeadSparseAttentionFunction, lambda: outputs.append(head_sparse_attention(*tensors))
+    )
     monkeypatch.setenv("ZOO_KERNELS", "reference")
-    assert "HeadSparseAttentionFunction" not in grad_fn_chain(head_sparse_attention(q, k, v, used, gates))
+    assert kernel_runs(q, k, v, used, gates) == 0
+    assert "attnzoo_head_sparse_forward" in grad_fn_chain(outputs[-1])
     monkeypatch.setenv("ZOO_KERNELS", "triton")
-    out = head_sparse_attention(q, k, v, used, gates)
-    torch.testing.assert_close(out, head_sparse_attention_reference(q, k, v, used, gates))
-    assert "HeadSparseAttentionFunction" in grad_fn_chain(out)
-    double = head_sparse_attention(q.double(), k.double(), v.double(), used, gates.double())
-    assert "HeadSparseAttentionFunction" not in grad_fn_chain(double)  # float64: the exact gathered path
+    assert kernel_runs(q, k, v, used, gates) == 1
+    torch.testing.assert_close(outputs[-1], head_sparse_attention_reference(q, k, v, used, gates))
+    assert "attnzoo_head_sparse_forward" in grad_fn_chain(outputs[-1])
+    # float64: the exact CPU path
+    assert kernel_runs(q.double(), k.double(), v.double(), used, gates.double()) == 0

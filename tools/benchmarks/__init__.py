@@ -21,6 +21,7 @@ from pathlib import Path
 OP_BENCHMARKS = {
     "agent": ".agent",
     "bra": ".bra",
+    "compile": ".compile_ops",
     "flow": ".flow",
     "moh": ".moh_ops",
     "slab": ".slab",
