@@ -53,6 +53,7 @@ __all__ = ["AgentCSWin", "AgentDeiT", "AgentPVT", "AgentSwinTransformer", "check
 register_notrace_function(agent_attention)
 register_notrace_function(pool_agent_tokens)
 
+
 # The softmax ('B') attentions are the skeletons' own; re-exported under the names this module always had.
 PvtAttention = pvt.PvtAttention
 WindowAttention = swin.WindowAttention
@@ -184,7 +185,7 @@ class PvtAgentAttention(AgentBiasMixin, nn.Module):
             key_hw = (H // self.sr_ratio, W // self.sr_ratio)
         else:
             key_hw = (H, W)
-        k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
+        k, v = self.kv(x).reshape(b, x.shape[1], 2, c).unbind(2)
         q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
         agents = pool_agent_tokens(q, (H, W), self.agent_shape)
         agent_bias, token_bias = self.agent_biases(key_hw, (H, W), self.agent_shape)
@@ -520,7 +521,7 @@ class CSWinAgentAttention(AgentBiasMixin, nn.Module):
         hw = (self.resolution, self.resolution)
         q, k, v = (cswin.strip_partition(t, hw, self.strip) for t in (q, k, v))
         c = v.shape[-1]
-        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        lepe = self.get_v(v.transpose(1, 2).reshape(v.shape[0], c, *self.strip)).flatten(2).transpose(1, 2)
         q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
         agents = pool_agent_tokens(q, self.strip, self.agent_shape)
         agent_bias, token_bias = self.agent_biases(self.strip, self.strip, self.agent_shape)

@@ -631,21 +631,22 @@ def moh_head_gates(module: nn.Module, x: torch.Tensor, return_heads: bool = Fals
     tokens = x.reshape(b * n, c)
     shared, routed = module.shared_head, module.routed_head
     if routed == 0:
-        return F.softmax(module.wg_1(tokens), dim=1).reshape(b, n, -1) * shared, None
+        return F.softmax(module.wg_1(tokens), dim=1).reshape(b, n, shared) * shared, None
     scores = F.softmax(module.wg(tokens), dim=1)
     experts = scores.shape[1]
     indices = torch.topk(scores, k=routed, dim=1).indices
     mask = torch.zeros_like(scores).scatter(1, indices, 1.0)  # the official one_hot(...).sum(1), ONNX-exportable
     balance = None
-    if module.training:
-        balance = torch.mean(scores.mean(dim=0) * mask.mean(dim=0)) * experts * experts
+    if module.training:  # no token (an empty batch): nothing to balance, a loss of 0 (a mean over none is NaN)
+        balance = (torch.mean(scores.mean(dim=0) * mask.mean(dim=0)) * experts * experts if b * n
+                   else scores.sum() * 0)
     routed_gates = scores * mask
     denom = routed_gates.sum(dim=1, keepdim=True).clamp(min=torch.finfo(routed_gates.dtype).eps)
-    routed_gates = (routed_gates / denom).reshape(b, n, -1) * routed
+    routed_gates = (routed_gates / denom).reshape(b, n, experts) * routed
     if shared == 0:
         gates = routed_gates
     elif shared > 1:
-        shared_gates = F.softmax(module.wg_1(tokens), dim=1).reshape(b, n, -1) * shared
+        shared_gates = F.softmax(module.wg_1(tokens), dim=1).reshape(b, n, shared) * shared
     else:
         shared_gates = torch.full((b, n, 1), float(shared), dtype=x.dtype, device=x.device)
     if shared:
@@ -654,7 +655,7 @@ def moh_head_gates(module: nn.Module, x: torch.Tensor, return_heads: bool = Fals
     if not return_heads:
         return gates, balance
     shared_idx = torch.arange(shared, device=x.device).expand(b * n, shared)
-    return gates, balance, torch.cat([shared_idx, indices + shared], dim=1).reshape(b, n, -1)
+    return gates, balance, torch.cat([shared_idx, indices + shared], dim=1).reshape(b, n, shared + routed)
 
 
 def moh_balance_loss(model: nn.Module, weight: float = 1.0) -> torch.Tensor | None:

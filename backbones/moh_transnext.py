@@ -18,7 +18,8 @@ The official code computes every head and weights the unselected routed heads 0.
 passes the router's selection to a head-sparse op: stage 4 (full attention) to :func:`attnzoo.kernels.moh.head_sparse_attention`,
 the routed aggregated-attention stages (stage 3 of every release, stages 1-3 of base_50) to
 :func:`attnzoo.kernels.aggregated_attention.head_sparse_aggregated_attention`, whose Triton path (CUDA) computes only the
-selected (token, head) pairs; its CPU path is the official dense-then-gate form.
+selected (token, head) pairs; its CPU path attends the pooled keys for the routed pairs only where that is cheaper
+than the official dense-then-gate form (chosen by shape and load), as the stage-4 op's does.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class MoHAggregatedAttention(_HeadGates, transnext.AggregatedAttention):
         self._build_gates(dim, shared_heads, routed_heads)
 
     def forward(self, x, H, W):
-        if not self.routed_head or (self.attn_drop > 0 and self.training) or torch.compiler.is_compiling():
+        if (not self.routed_head or not x.numel() or (self.attn_drop > 0 and self.training)
+                or torch.compiler.is_compiling()):  # (an empty batch too: the dense form gives empty out)
             # dense-then-gate (the official form): the head-sparse kernel's selection has data-dependent sizes, which
             # torch.compile(fullgraph=True) and torch.export (ONNX) cannot trace; the op has no attention dropout
             return super().forward(x, H, W)
@@ -102,7 +104,8 @@ class MoHFullAttention(_HeadGates, transnext.FullAttention):
         self._build_gates(dim, shared_heads, routed_heads)
 
     def forward(self, x, H, W):
-        if not self.routed_head or (self.attn_drop > 0 and self.training) or torch.compiler.is_compiling():
+        if (not self.routed_head or not x.numel() or (self.attn_drop > 0 and self.training)
+                or torch.compiler.is_compiling()):  # (an empty batch too: the dense form gives empty out)
             # dense-then-mask (the official form): the head-sparse op's gathers have data-dependent sizes, which
             # torch.compile(fullgraph=True) and torch.export (ONNX) cannot trace
             return super().forward(x, H, W)

@@ -250,7 +250,7 @@ class PvtLinearAttention(pvt.SpatialReductionFolding, nn.Module):
             x = self.sr(x.transpose(1, 2).reshape(b, c, H, W))
             key_hw = (x.shape[2], x.shape[3])
             x = self.norm(x.flatten(2).transpose(1, 2))
-        k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
+        k, v = self.kv(x).reshape(b, x.shape[1], 2, c).unbind(2)  # sizes, not -1: an empty batch
         if self.dynamic_img_size:
             k = k + resample_grid_embed(self.positional_encoding, self.trained_key_grid, key_hw, 0, "timm")
         else:
@@ -282,7 +282,7 @@ class CSWinLinearAttention(nn.Module):
         hw = (self.resolution, self.resolution)
         q, k, v = (cswin.strip_partition(t, hw, self.strip) for t in (q, k, v))
         c = v.shape[-1]
-        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        lepe = self.get_v(v.transpose(1, 2).reshape(v.shape[0], c, *self.strip)).flatten(2).transpose(1, 2)
         out, vh = _linear_attention_heads(q, k + self.positional_encoding, v, self.num_heads)
         out = out + _depthwise_heads(self.dwc, vh, self.strip) + split_heads(lepe, self.num_heads)
         return cswin.strip_reverse(merge_heads(out), hw, self.strip)

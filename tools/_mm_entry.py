@@ -127,6 +127,17 @@ def prepare_cpu_distributed(cfg) -> bool:
     return True
 
 
+def finish_distributed() -> None:
+    """End a torchrun process deterministically: every rank waits for the others, then leaves the process group
+    (gloo's connections closed in order, not torn down by interpreter exit while a peer is still closing, which can
+    abort a rank with SIGABRT). Nothing in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner

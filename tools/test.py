@@ -14,7 +14,14 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _mm_entry import add_common_args, build_runner, check_checkpoint, load_config, one_error_line  # noqa: E402
+from _mm_entry import (  # noqa: E402
+    add_common_args,
+    build_runner,
+    check_checkpoint,
+    finish_distributed,
+    load_config,
+    one_error_line,
+)
 
 
 def parse_args(argv=None):
@@ -44,6 +51,7 @@ def main(argv=None):
         # One "name: value" line per metric, whatever the logger prints.
         for name, value in metrics.items():
             print(f"{name}: {value}", flush=True)
+    finish_distributed()
     return metrics
 
 

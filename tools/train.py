@@ -11,7 +11,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _mm_entry import add_common_args, build_runner, load_config  # noqa: E402
+from _mm_entry import add_common_args, build_runner, finish_distributed, load_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,6 +50,7 @@ def main(argv=None):
 
     runner = build_runner(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == "__main__":

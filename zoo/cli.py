@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from .commands import VERB_MODULES
 from .errors import EXIT_USER_ERROR, UserError, ZooError
+from .tasks.folders import printable
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "UserError", "build_parser", "main"]
 
@@ -52,12 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except (ZooError, FileNotFoundError) as err:
-        print(f"zoo: error: {err}", file=sys.stderr)
+        print(f"zoo: error: {printable(str(err))}", file=sys.stderr)  # names in it escaped: one line, no colours
         return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         # Ctrl-C: one line (what the verb says about where it stopped, e.g. a run folder's next step), exit 130.
         fresh_line = "\n" if sys.stderr.isatty() else ""  # off the progress bar or the ^C the terminal echoed
-        print(f"{fresh_line}zoo: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr, flush=True)
+        print(f"{fresh_line}zoo: interrupted{f': {printable(str(err))}' if str(err) else ''}", file=sys.stderr,
+              flush=True)
         return EXIT_INTERRUPTED
 
 

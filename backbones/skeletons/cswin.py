@@ -45,14 +45,15 @@ def strip_partition(x, hw, strip):
     b, _, c = x.shape
     (h, w), (sh, sw) = hw, strip
     x = x.view(b, h // sh, sh, w // sw, sw, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, sh * sw, c)
+    return x.reshape(b * (h // sh) * (w // sw), sh * sw, c)  # sizes, not -1: an empty batch has no -1 to infer
 
 
 def strip_reverse(x, hw, strip):
     (h, w), (sh, sw) = hw, strip
     c = x.shape[-1]
-    x = x.view(-1, h // sh, w // sw, sh, sw, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h * w, c)
+    b = x.shape[0] // ((h // sh) * (w // sw))
+    x = x.view(b, h // sh, w // sw, sh, sw, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * w, c)
 
 
 def cswin_strip(resolution, split_size, branch):
@@ -95,7 +96,7 @@ class CSWinLePEAttention(nn.Module):
         hw = (self.resolution, self.resolution)
         q, k, v = (strip_partition(t, hw, self.strip) for t in (q, k, v))
         n, c = v.shape[1:]
-        lepe = self.get_v(v.transpose(1, 2).reshape(-1, c, *self.strip)).flatten(2).transpose(1, 2)
+        lepe = self.get_v(v.transpose(1, 2).reshape(v.shape[0], c, *self.strip)).flatten(2).transpose(1, 2)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale,
                                              dropout_p=self.attn_drop if self.training else 0.0)
@@ -253,7 +254,7 @@ class CSWinTransformer(ClassifierHead, nn.Module):
 
     def _to_map(self, x, index, channels_last):
         side = self.resolutions[index]
-        x = x.reshape(x.shape[0], side, side, -1)
+        x = x.reshape(x.shape[0], side, side, x.shape[-1])
         return x if channels_last else x.permute(0, 3, 1, 2).contiguous()
 
     def forward_features(self, x):

@@ -169,7 +169,7 @@ class VisionTransformer(ClassifierHead, nn.Module):
             if i in take_indices:
                 feat = self.norm(x) if norm else x
                 if output_fmt == "NCHW":
-                    feat = feat[:, self.num_prefix_tokens:].reshape(b, grid[0], grid[1], -1)
+                    feat = feat[:, self.num_prefix_tokens:].reshape(b, grid[0], grid[1], feat.shape[-1])
                     feat = feat.permute(0, 3, 1, 2).contiguous()
                 intermediates.append(feat)
         if intermediates_only:

@@ -82,7 +82,7 @@ class PvtAttention(SpatialReductionFolding, nn.Module):
         q = split_heads(self.q(x), self.num_heads)
         if self.sr_ratio > 1:
             x = self.norm(self.sr(x.transpose(1, 2).reshape(b, c, H, W)).flatten(2).transpose(1, 2))
-        k, v = self.kv(x).reshape(b, -1, 2, c).unbind(2)
+        k, v = self.kv(x).reshape(b, x.shape[1], 2, c).unbind(2)  # sizes, not -1: an empty batch
         out = F.scaled_dot_product_attention(
             q, split_heads(k, self.num_heads), split_heads(v, self.num_heads),
             dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale,
@@ -264,7 +264,7 @@ class PyramidVisionTransformer(ClassifierHead, nn.Module):
 
     @staticmethod
     def _to_nchw(x, hw):
-        return x.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
+        return x.reshape(x.shape[0], hw[0], hw[1], x.shape[-1]).permute(0, 3, 1, 2).contiguous()
 
     def forward_features(self, x):
         """The last stage's map, NCHW (B, C, H/32, W/32), as timm's PVT-v2 returns it."""

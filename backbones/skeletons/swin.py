@@ -38,13 +38,15 @@ def checked_img_size(img_size, multiple: int, who: str) -> tuple[int, int]:
 def window_partition(x, window_size):
     b, h, w, c = x.shape
     x = x.reshape(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
+    # sizes, not -1, here and below: an empty batch (0 elements) has no -1 to infer
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * (h // window_size) * (w // window_size), window_size * window_size, c)
 
 
 def window_reverse(windows, window_size, h, w):
     c = windows.shape[-1]
-    x = windows.reshape(-1, h // window_size, w // window_size, window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+    b = windows.shape[0] // ((h // window_size) * (w // window_size))
+    x = windows.reshape(b, h // window_size, w // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 # torch.fx cannot trace Python branches on map sizes: the functions below that build masks or pad by size are opaque
@@ -93,7 +95,7 @@ class WindowAttention(nn.Module):
         if mask is not None:
             nw = mask.shape[0]
             bias = (bias + mask.unsqueeze(1)).unsqueeze(0)  # (1, nW, heads, n, n)
-            q, k, v = (t.view(b // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
+            q, k, v = (t.view(b // nw, nw, self.num_heads, n, c // self.num_heads) for t in (q, k, v))
         if torch.compiler.is_exporting():
             # torch.export's SDPA decomposition (torch 2.14) reports output strides it does not have, and the
             # reshape below then fails as an invalid view in the ONNX exporter: spell the same attention out.
@@ -102,7 +104,7 @@ class WindowAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
                                                  dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.reshape(b, self.num_heads, n, -1).transpose(1, 2).reshape(b, n, c)
+        out = out.reshape(b, self.num_heads, n, c // self.num_heads).transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(out))
 
 
@@ -222,7 +224,7 @@ class PatchMerging(nn.Module):
         x = pad_to_even(x.view(b, h, w, c))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         out_hw = (x.shape[1], x.shape[2])
-        return self.reduction(self.norm(x.reshape(b, -1, 4 * c))), out_hw
+        return self.reduction(self.norm(x.reshape(b, out_hw[0] * out_hw[1], 4 * c))), out_hw
 
     def reparameterize(self):
         fold_norm(self, "norm", lambda s, b: fold_into_linear_input(self.reduction, s, b))
@@ -358,7 +360,7 @@ class SwinTransformer(ClassifierHead, nn.Module):
             x, hw = layer(x, hw)
             if layer.downsample is not None:
                 x, hw = layer.downsample(x, hw)
-        return self.norm(x).reshape(x.shape[0], hw[0], hw[1], -1)
+        return self.norm(x).reshape(x.shape[0], hw[0], hw[1], x.shape[-1])
 
     def forward_head(self, x, pre_logits: bool = False):
         if self.global_pool == "avg":
@@ -383,14 +385,14 @@ class SwinTransformer(ClassifierHead, nn.Module):
             x, hw = layer(x, hw)
             if i in take_indices:
                 feat = getattr(self, f"norm{i}")(x) if self.out_norms else x
-                intermediates.append(feat.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous())
+                intermediates.append(feat.reshape(x.shape[0], hw[0], hw[1], feat.shape[-1]).permute(0, 3, 1, 2).contiguous())
             if layer.downsample is not None and i < len(layers) - 1:
                 x, hw = layer.downsample(x, hw)
         if intermediates_only:
             return intermediates
         if len(layers) == self.num_layers:
             x = self.norm(x)
-        return x.reshape(x.shape[0], hw[0], hw[1], -1), intermediates
+        return x.reshape(x.shape[0], hw[0], hw[1], x.shape[-1]), intermediates
 
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         take_indices, max_index = feature_take_indices(self.num_layers, indices)

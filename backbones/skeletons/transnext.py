@@ -437,7 +437,7 @@ class TransNeXt(ClassifierHead, nn.Module):
         for blk in getattr(self, f"block{index + 1}"):
             x = blk(x, H, W)
         x = getattr(self, f"norm{index + 1}")(x)
-        return x.reshape(x.shape[0], H, W, -1).permute(0, 3, 1, 2).contiguous()
+        return x.reshape(x.shape[0], H, W, x.shape[-1]).permute(0, 3, 1, 2).contiguous()  # sizes, not -1: batch 0
 
     def forward_features(self, x):
         """The last stage's normalised map, NCHW (B, C, H/32, W/32)."""

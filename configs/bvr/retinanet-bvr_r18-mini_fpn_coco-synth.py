@@ -3,7 +3,7 @@
 # keypoint / key-selection settings; a 41x41 location grid for 128 px images). Not a setup of the paper; the
 # CPU cycle test (tests/mm/test_bvr_cycle.py) and the ablation (tools/bvr_ablation.py) use it.
 _base_ = ['./retinanet_r18-mini_fpn_coco-synth.py']
-custom_imports = dict(imports=['attnzoo.heads.detection'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.detection', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 model = dict(
     bbox_head=dict(

@@ -5,7 +5,7 @@
 #   https://drive.google.com/file/d/1iKygKRi6EmqRsEQgBhJTfToWweVXEltB/view
 # Its keys load as they are (attnzoo.heads.detection.convert_official_bvr_checkpoint checks it is a BVR RetinaNet).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['attnzoo.heads.detection'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.detection', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 num_classes = 80
 norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)

@@ -7,6 +7,8 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py', '../_base_/datasets/coco-synth_detection.py',
     'mmdet::_base_/default_runtime.py'
 ]
+# mmengine reads checkpoints through the zoo's reader (mmdet's own tools/test.py reads what its train.py wrote)
+custom_imports = dict(imports=['attnzoo.openmmlab'], allow_failed_imports=False)
 channels = 32
 model = dict(
     backbone=dict(depth=18, base_channels=16, out_indices=(1, 2, 3), frozen_stages=-1, norm_eval=False,

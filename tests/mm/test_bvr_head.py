@@ -130,17 +130,19 @@ def test_keypoint_head_and_transformer_get_gradients(retina_bvr):
     assert len(results) == 2 and {"bboxes", "scores", "labels"} <= set(results[0].keys())
 
 
-def test_zoo_convert_uses_the_card_key_mapping(retina_bvr, tmp_path):
-    """`zoo convert SRC DST --model <bvr card>` runs the card's key mapping: a BVR file converts, another is refused."""
+def test_zoo_convert_uses_the_card_key_mapping(retina_bvr, tmp_path, capsys):
+    """`zoo convert SRC DST --model <bvr card>` runs the card's key mapping, then checks the fit: a mini-width BVR head
+    is mapped (its keys reach the fit check under the card's names) and refused for the full-size card; a file whose
+    bbox_head is not BVR is refused by the mapping itself."""
     from attnzoo.cli import main
 
     official = {f"bbox_head.{k}": v for k, v in retina_bvr.state_dict().items()}
     torch.save({"state_dict": official, "meta": {}}, tmp_path / "bvr.pth")
     assert main(["convert", str(tmp_path / "bvr.pth"), str(tmp_path / "bvr.safetensors"), "--model",
-                 "retinanet_bvr_r50_coco"]) == 0
-    from safetensors.torch import load_file
-
-    assert load_file(str(tmp_path / "bvr.safetensors")).keys() == official.keys()
+                 "retinanet_bvr_r50_coco"]) == 2
+    err = capsys.readouterr().err
+    assert "bbox_head.bbox_head.cls_convs.0.conv.weight checkpoint [32, 32, 3, 3] vs model [256, 256, 3, 3]" in err
+    assert not (tmp_path / "bvr.safetensors").exists()
     plain = {k.replace("bbox_head.bbox_head.", "bbox_head."): v for k, v in official.items()
              if k.startswith("bbox_head.bbox_head.")}
     torch.save({"state_dict": plain}, tmp_path / "plain.pth")

@@ -215,7 +215,8 @@ def test_check_images_is_a_library_generator(npr_run, image_folder):
     run = load_run(folder)
     warnings = []
     results = list(check_images(run, [image_folder], threshold=0.0, batch_size=1, warn=warnings.append))
-    assert [r.path.name for r in results] == ["a.png", "b.jpg"] and len(warnings) == 2
+    assert [r.path.name for r in results] == ["a.png", "b.jpg"] and len(warnings) == 3
+    assert "image(s) in sub-folder" in warnings[0] and "more" in warnings[0]  # named, not walked (issue 35)
     assert all(r.label == "fake" and r.row() == {"image": str(r.path), "p_fake": r.p_fake, "verdict": "fake",
                                                    "head": "npr"} for r in results)
     with pytest.raises(ValueError, match="batch_size"):

@@ -137,7 +137,8 @@ def test_a_folder_gives_its_own_image_files_not_its_subfolders(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     warned = []
     assert collect_images([tmp_path, tmp_path / "top.jpg"], warned.append) == [tmp_path / "top.jpg"]
-    assert len(warned) == 1 and "notes.txt: not an image file" in warned[0]
+    assert len(warned) == 2 and "notes.txt: not an image file" in warned[1]
+    assert warned[0].startswith(f"warning: skipping the 1 image(s) in sub-folder {tmp_path / 'nested'}: ")  # issue 35
     with pytest.raises(UserError, match="nowhere: no such file or directory"):
         collect_images([tmp_path / "nowhere"], warned.append)
     write_truncated_jpeg(tmp_path / "broken.jpg")

@@ -6,7 +6,8 @@ The killed and interrupted runs are separate processes running `attnzoo.cli.main
 script runs), forked from a multiprocessing forkserver that imported zoo once, so each starts in a fraction of a
 second instead of the ~8 s a fresh interpreter takes to import torch and timm here. They are killed with a real
 SIGKILL (or sent a real SIGINT) at points the run announces through its test hook, ``ZOO_TEST_PAUSE`` (see
-zoo/tasks/classification/runs.py). The model is the tiny BiFormer of test_classification.py at 32 px on 3 classes
+zoo/tasks/classification/runs.py): the run waits there for the test's go-ahead (a file the test creates), so no test
+races a clock against a loaded machine. The model is the tiny BiFormer of test_classification.py at 32 px on 3 classes
 of the shapes maker: an epoch takes well under a second.
 """
 
@@ -36,7 +37,6 @@ FAST = ["--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-aug"]
 RUN_FILES = {"config.json", "model.safetensors", "README.md", "train_state.pth", "metrics.jsonl"}
 LOCK_NAME = "train.lock"
 EXIT_INTERRUPTED = 130  # attnzoo.cli.EXIT_INTERRUPTED, as shells report a command ended by SIGINT
-PAUSE = 60  # seconds a killed child sleeps at its hook; it is killed long before
 
 
 @pytest.fixture(autouse=True)
@@ -76,11 +76,18 @@ def _zoo_child(argv: list[str], log: str, env: dict[str, str]) -> None:
 
 
 class Child:
+    """`zoo <argv>` in a forked process; with ``pause`` (``<point>@<epoch>``) it waits there until :meth:`go`."""
+
     def __init__(self, context, argv: list[str], log: Path, pause: str | None = None):
         self.log = str(log)
-        env = {"OMP_NUM_THREADS": "1", **({"ZOO_TEST_PAUSE": pause} if pause else {})}
+        self.go_file = Path(self.log + ".go")
+        env = {"OMP_NUM_THREADS": "1", **({"ZOO_TEST_PAUSE": f"{pause}:{self.go_file}"} if pause else {})}
         self.process = context.Process(target=_zoo_child, args=(argv, self.log, env))
         self.process.start()
+
+    def go(self) -> None:
+        """The go-ahead: the paused run goes on."""
+        self.go_file.touch()
 
     @property
     def pid(self) -> int:
@@ -112,6 +119,15 @@ class Child:
             self.process.kill()
             raise AssertionError(f"still running after {timeout} s")
         return self.process.exitcode
+
+
+def _wait_until(condition, what: str, timeout: float = 120) -> None:
+    """Poll ``condition`` (an event, not a clock; the timeout only ends a test that is already failing)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s")
+        time.sleep(0.05)
 
 
 def _train(shapes: Path, out: Path, epochs: int, *extra: str) -> list[str]:
@@ -156,8 +172,11 @@ def _continue(shapes: Path, out: Path, epochs: int, capsys, *extra: str) -> str:
 
 def test_a_second_writer_on_the_same_out_is_refused_naming_the_first(shapes, tmp_path, forkserver):
     out = tmp_path / "run"
-    # Both start at once on a new folder; the pause keeps the winner busy long after the loser's check.
-    children = [Child(forkserver, _train(shapes, out, 2), tmp_path / f"child{i}", pause="hub@1:1") for i in range(2)]
+    # Both start at once on a new folder; the winner waits at its pause until the loser has been refused.
+    children = [Child(forkserver, _train(shapes, out, 2), tmp_path / f"child{i}", pause="hub@1") for i in range(2)]
+    _wait_until(lambda: any(not child.process.is_alive() for child in children), "neither run ended")
+    for child in children:
+        child.go()
     codes = [child.join() for child in children]
     assert sorted(codes) == [0, EXIT_USER_ERROR], [c.stderr()[-1500:] for c in children]
     winner, loser = children if codes[0] == 0 else children[::-1]
@@ -192,7 +211,7 @@ def test_the_lock_records_its_holder_and_a_stale_one_is_taken_over(tmp_path, cap
 
 def test_kill9_mid_epoch_then_resume(shapes, tmp_path, forkserver, capsys):
     out = tmp_path / "run"
-    child = Child(forkserver, _train(shapes, out, 2), tmp_path / "child", pause=f"batch@2:{PAUSE}")
+    child = Child(forkserver, _train(shapes, out, 2), tmp_path / "child", pause="batch@2")
     child.wait_for("zoo-test: paused at batch of epoch 2")
     child.kill9()
     assert _state(out)["epoch"] == 1 and _metrics_epochs(out) == [1] and (out / LOCK_NAME).exists()
@@ -204,7 +223,7 @@ def test_kill9_mid_epoch_then_resume(shapes, tmp_path, forkserver, capsys):
 def test_kill9_between_the_state_and_the_metrics_loses_no_metrics_line(shapes, tmp_path, forkserver, capsys):
     """Row 6: the state of epoch 2 was committed, its metrics line not yet: --resume ends with 1, 2, 3 (not 1, 3)."""
     out = tmp_path / "run"
-    child = Child(forkserver, _train(shapes, out, 3), tmp_path / "child", pause=f"train_state.pth@2:{PAUSE}")
+    child = Child(forkserver, _train(shapes, out, 3), tmp_path / "child", pause="train_state.pth@2")
     child.wait_for("zoo-test: paused at train_state.pth of epoch 2")
     child.kill9()
     assert _state(out)["epoch"] == 2 and _metrics_epochs(out) == [1]
@@ -222,7 +241,7 @@ def test_kill9_while_the_first_epoch_is_written_leaves_a_folder_that_goes_on(sha
     """Row 5: killed after the first epoch's hub files, before its state: both `--resume` and a plain restart start
     afresh after one warning, and the hidden files of interrupted writes are removed."""
     out = tmp_path / "run"
-    child = Child(forkserver, _train(shapes, out, 1), tmp_path / "child", pause=f"hub@1:{PAUSE}")
+    child = Child(forkserver, _train(shapes, out, 1), tmp_path / "child", pause="hub@1")
     child.wait_for("zoo-test: paused at hub of epoch 1")
     child.kill9()
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", LOCK_NAME}
@@ -268,9 +287,10 @@ def test_ctrl_c_ends_with_one_line_and_a_resumable_folder(shapes, tmp_path, fork
     """Row 9 (Ctrl-C): SIGINT while epoch 1 is being committed takes effect once it is: exit 130, one line saying
     what to run, the lock released, and --resume goes on."""
     out = tmp_path / "run"
-    child = Child(forkserver, _train(shapes, out, 2), tmp_path / "child", pause="train_state.pth@1:1.5")
+    child = Child(forkserver, _train(shapes, out, 2), tmp_path / "child", pause="train_state.pth@1")
     child.wait_for("zoo-test: paused at train_state.pth of epoch 1")
-    os.kill(child.pid, signal.SIGINT)
+    os.kill(child.pid, signal.SIGINT)  # pending in the child before the go-ahead below can be seen
+    child.go()
     assert child.join() == EXIT_INTERRUPTED
     stderr = child.stderr()
     assert "Traceback" not in stderr

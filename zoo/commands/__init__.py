@@ -13,5 +13,5 @@ command prints one JSON object as its last stdout line.
 
 from __future__ import annotations
 
-VERB_MODULES = ("listing", "card", "configs", "convert", "export", "bench", "validate", "train", "predict", "xray",
+VERB_MODULES = ("listing", "card", "configs", "convert", "export", "bench", "validate", "train", "predict", "probe", "xray",
                 "forgery", "demo")

@@ -6,17 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from ..errors import UserError
-from .validate import non_negative_int, positive_int
+from .validate import check_device, image_side, non_negative_int, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tasks.bench import run_bench
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is visible (use --device cpu)")
+    check_device(args.device)
     rows = run_bench(args.pattern, device=args.device, batch=args.batch, img_size=args.img_size, amp=args.amp,
                      train=args.train, peers=not args.no_peers, out=args.out, warmup=args.warmup, iters=args.iters)
     print((Path(args.out) / "bench.md").read_text())
@@ -32,7 +28,7 @@ def register(commands) -> None:
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     bench.add_argument("--train", action="store_true", help="also time a training step (forward+backward+SGD)")
     bench.add_argument("--batch", type=positive_int, default=8)
-    bench.add_argument("--img-size", type=positive_int, default=224,
+    bench.add_argument("--img-size", type=image_side, default=224,
                        help="input size; models that take img_size are built at it (default %(default)s)")
     bench.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     bench.add_argument("--no-peers", action="store_true", help="leave out the timm peers (Swin-T, ConvNeXt-T, ...)")

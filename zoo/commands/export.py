@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .validate import add_model_kwargs_argument, positive_int
+from .validate import add_model_kwargs_argument, image_side, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,9 +28,9 @@ def register(commands) -> None:
     export.add_argument("--output", "-o", help="file to write (default NAME.onnx)")
     export.add_argument("--checkpoint", help="weights to load first (path or card name, through attnzoo.load_checkpoint)")
     sizes = export.add_mutually_exclusive_group()
-    sizes.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"),
+    sizes.add_argument("--input-size", type=image_side, nargs=3, metavar=("C", "H", "W"),
                        help="the traced input (default: the model's); the model is built at H x W where it takes img_size")
-    sizes.add_argument("--img-size", type=positive_int, help="square input size: --input-size 3 N N")
+    sizes.add_argument("--img-size", type=image_side, help="square input size: --input-size 3 N N")
     export.add_argument("--opset", type=positive_int, default=18)
     export.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
     add_model_kwargs_argument(export, "constructor arguments, e.g. depth='(1,1,1,1)'")

@@ -12,6 +12,7 @@ import argparse
 import json
 
 from ..errors import UserError
+from ..outputs import output_folder
 from .validate import (
     WORKERS_HELP,
     add_max_pixels_argument,
@@ -19,11 +20,50 @@ from .validate import (
     check_device,
     check_model_kwargs,
     float_in,
+    image_side,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
 )
+
+
+def given_flags(argv: list[str] | None) -> set[str] | None:
+    """The argument names the command line ``argv`` (``["train", ...]``) gives, defaults aside; None without it."""
+    if not argv:
+        return None
+    parser = argparse.ArgumentParser(prog="zoo", add_help=False)
+    commands = parser.add_subparsers(dest="command")
+    register(commands)
+    train = commands.choices["train"]
+    for action in train._actions:
+        action.default = argparse.SUPPRESS
+    train._defaults.clear()
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
+def timm_optimizer(name: str) -> str:
+    """``--opt``: a name timm's optimizer factory knows (checked when the flag is read, not after the data scan)."""
+    from timm.optim import list_optimizers
+
+    known = list_optimizers()
+    if name.lower() not in known:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a timm optimizer (e.g. {', '.join(known[:8])}, ...; "
+                                         "timm.optim.list_optimizers() names them all)")
+    return name
+
+
+def timm_scheduler(name: str) -> str:
+    """``--sched``: a name timm's scheduler factory knows (asked of the factory itself, on a throw-away optimizer)."""
+    import torch
+    from timm.scheduler import create_scheduler_v2
+
+    try:
+        create_scheduler_v2(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), sched=name, num_epochs=2)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a timm scheduler (cosine, tanh, step, multistep, plateau, "
+                                         "poly)") from None
+    return name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.scale[0] > args.scale[1]:
         raise UserError(f"--scale {args.scale[0]} {args.scale[1]}: MIN is above MAX; pass the smaller area first.")
     check_model_kwargs(args)
+    output_folder(args.out, "--out", create=False)  # attnzoo.outputs: the one output-path rule, before any work
+    if args.resume:  # --resume keeps the run's recipe for every flag not typed (see runs.resume_recipe)
+        args.given = given_flags(getattr(args, "argv", None))
     processes = start_processes(args.device, args.workers)
     args.workers = processes.workers  # the loaders read it from args
     summary = train(args, processes)
@@ -56,7 +99,7 @@ def register(commands) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (hub folder + resume state)")
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
-    p.add_argument("--img-size", type=positive_int, default=None,
+    p.add_argument("--img-size", type=image_side, default=None,
                    help="input size (default: the model's); a model whose constructor takes img_size is built at it "
                         "and --pretrained weights of another size are resampled to it")
     p.add_argument("--crop-pct", type=positive_float, default=None,
@@ -75,13 +118,13 @@ def register(commands) -> None:
                        help="stochastic depth rate (default: the model's)")
     start.add_argument("--grad-checkpointing", action="store_true", help="recompute activations to save memory")
     opt = p.add_argument_group("optimizer and schedule (timm's factories)")
-    opt.add_argument("--opt", default="adamw", help="any timm optimizer name (default %(default)s)")
+    opt.add_argument("--opt", type=timm_optimizer, default="adamw", help="any timm optimizer name (default %(default)s)")
     opt.add_argument("--lr", type=non_negative_float, default=1e-3, help="0 keeps the weights (e.g. to test loading)")
     opt.add_argument("--weight-decay", type=non_negative_float, default=0.05)
     opt.add_argument("--layer-decay", type=float_in(0.0, 1.0, low_open=True), default=None,
                      help="layer-wise lr decay, e.g. 0.75 (models with group_matcher)")
     opt.add_argument("--clip-grad", type=positive_float, default=None, help="clip the gradient norm to this")
-    opt.add_argument("--sched", default="cosine", help="any timm scheduler name (default %(default)s)")
+    opt.add_argument("--sched", type=timm_scheduler, default="cosine", help="any timm scheduler name (default %(default)s)")
     opt.add_argument("--warmup-epochs", type=non_negative_int, default=1)
     opt.add_argument("--warmup-lr", type=non_negative_float, default=1e-5)
     opt.add_argument("--min-lr", type=non_negative_float, default=1e-6)

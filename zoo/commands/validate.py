@@ -12,7 +12,8 @@ import math
 import os
 
 from ..errors import UserError
-from ..tasks.images import DEFAULT_MAX_PIXELS, parse_pixel_limit
+from ..tasks.folders import printable
+from ..tasks.images import DEFAULT_MAX_PIXELS, display_path, parse_pixel_limit
 
 WORKERS_HELP = ("data loading processes per process (default: min(4, CPUs - 1) of the CPUs this process may use; "
                 "torch's threads take the rest unless OMP_NUM_THREADS is set)")
@@ -38,6 +39,18 @@ def int_at_least(minimum: int):
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+
+def image_side(text: str) -> int:
+    """``--img-size`` / ``--input-size``: a whole number of pixels whose square is within the image reader's pixel
+    limit (``attnzoo.tasks.images.DEFAULT_MAX_PIXELS``), checked when the flag is read, before anything is allocated
+    (``--img-size 100000`` would ask for a 10-gigapixel input: tens of GB before the first step)."""
+    side = positive_int(text)
+    if side * side > DEFAULT_MAX_PIXELS:
+        raise argparse.ArgumentTypeError(
+            f"{side}x{side} = {side * side / 1e6:.1f} megapixels is over the {DEFAULT_MAX_PIXELS / 1e6:.1f}-megapixel "
+            f"limit of an input (at most {math.isqrt(DEFAULT_MAX_PIXELS)} per side)")
+    return side
 
 
 def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False,
@@ -125,6 +138,10 @@ def check_model_kwargs(args: argparse.Namespace) -> None:
 def check_device(device: str) -> None:
     import torch
 
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N.") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} but no CUDA device is visible; use --device cpu.")
 
@@ -165,10 +182,12 @@ def run(args: argparse.Namespace) -> int:
     if not processes.is_primary:
         return 0
     result = done.result
-    print(f"{args.model} on {done.folder}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  loss {result.loss:.4f}  "
+    print(f"{printable(args.model)} on {display_path(done.folder)}: top-1 {result.top1:.3f}  "
+          f"top-{result.top5_k} {result.top5:.3f}  loss {result.loss:.4f}  "
           f"({result.images} images, {result.images_per_s:.1f} images/s, {len(done.scan.skipped)} skipped)")
     print(json.dumps(done.record(model=args.model, checkpoint=args.checkpoint, batch_size=args.batch_size,
-                                 amp=args.amp, device=str(processes.device), world_size=processes.world_size)))
+                                 amp=args.amp, device=str(processes.device), world_size=processes.world_size,
+                                 top5_k=result.top5_k)))
     return 0
 
 
@@ -178,7 +197,7 @@ def register(commands) -> None:
     validate.add_argument("--data", required=True, metavar="DIR",
                           help="an ImageFolder (DIR/<class>/<image>), a folder with val/ in it, or ImageNet val "
                                "(DIR/n01440764/*.JPEG, ...)")
-    validate.add_argument("--img-size", type=positive_int, default=None,
+    validate.add_argument("--img-size", type=image_side, default=None,
                           help="input size (default: the model's); a model whose constructor takes img_size is built "
                                "at it, its weights resampled")
     validate.add_argument("--crop-pct", type=positive_float, default=None,

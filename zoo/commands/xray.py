@@ -5,6 +5,8 @@ batching) and writes, for every image, ``<stem>.json`` (one record per instance 
 score, box ``[x1, y1, x2, y2]`` in image pixels, mask as compressed COCO RLE when the model predicts masks) and
 ``<stem>.png`` (boxes, tinted masks, and "class score" labels placed so that no two overlap). One summary line per
 image goes to stdout (``bag_0012.png: Gun 0.91, Knife 0.44``), and the last line is one JSON object for the run.
+No output overwrites an input: when two inputs share a stem (``bag.png``, ``bag.jpg``) or ``--out`` is an input
+folder, the outputs are named by stem and suffix (``bag_png.json``, ``bag_jpg.png``; ``attnzoo.outputs``' rule).
 
 CONFIG is a config file, a shipped config's path below the configs folder (``xray/<file>.py``; ``zoo configs``
 lists them), or a model card's name (``sdanet_r101_pidray``). A directory input contributes its image files (not its

@@ -14,6 +14,12 @@ n/s/m/l/x width scaling, so every scale of a YAML builds::
     - [-1, 1, BiLevelRoutingAttention2d, [{topk: 8, residual: false}]]  # keywords: one mapping, last
     - [4, 1, ELA, [{preset: S}]]
 
+A row's arguments are checked against the layer's signature when the YAML is read (a word where a number belongs,
+``[eight]``, is one line naming the argument), and a head count must leave each head at least
+:data:`MIN_HEAD_CHANNELS` (8) channels: a YOLO row usually starts with a channel count, so ``[256]`` read as
+``num_heads=256`` would silently build one-channel heads; it is refused with a line saying to leave the channel count
+out.
+
 Names: ``BiLevelRoutingAttention2d``, ``AgentAttention2d``, ``FlowAttention2d``, ``SimplifiedLinearAttention2d``,
 ``ELA`` (every 2D layer of :data:`attnzoo.integrations.forms.PLUGGABLE`). The arguments are the layer's own (see
 :mod:`attnzoo.layers`) plus ``residual``: an attention is placed as ``x + gamma * layer(x)`` with ``gamma`` starting at 0
@@ -176,6 +182,9 @@ def _load_with_old_module_names(torch_safe_load):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+MIN_HEAD_CHANNELS = 8  # a row's num_heads must leave each head at least this many channels (see _check_head_count)
+
+
 def _layer_parameters(layer_class: type[nn.Module]) -> list[str]:
     """The layer's arguments after the channel count, in order."""
     return list(inspect.signature(layer_class).parameters)[1:]
@@ -210,6 +219,43 @@ def _check_arguments(name: str, layer_class: type[nn.Module], positional: list, 
     doubled = [key for key in accepted[:len(positional)] if key in keywords]
     if doubled:
         raise LayerArgumentError(f"{where}{name} got '{doubled[0]}' both by position and in the mapping; give it once")
+    given = {**dict(zip(accepted, positional)), **keywords}
+    signature = inspect.signature(layer_class).parameters
+    for key, value in given.items():
+        wanted = _wanted_type(signature[key]) if key in signature else None
+        if wanted is not None and not _is_a(value, wanted):
+            kind = {int: "a whole number", bool: "true or false", float: "a number"}[wanted]
+            raise LayerArgumentError(f"{where}{name}'s {key} takes {kind}, got {value!r}; {takes}")
+
+
+def _wanted_type(parameter: inspect.Parameter) -> type | None:
+    """int, float or bool when the layer's signature asks for one (its annotation, as text: ``'int | None'``)."""
+    annotation = str(parameter.annotation).replace("None", "").replace("|", " ").split()
+    for kind in (bool, int, float):
+        if kind.__name__ in annotation:
+            return kind
+    return None
+
+
+def _is_a(value: Any, wanted: type) -> bool:
+    if value is None:
+        return True  # the layer's own default
+    if wanted is bool:
+        return isinstance(value, bool)
+    if wanted is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_head_count(name: str, c1: int, num_heads: Any) -> None:
+    """The rule for a row's head count: each head keeps at least :data:`MIN_HEAD_CHANNELS` channels. A YOLO row
+    usually starts with a channel count (``[256]``), which a zoo layer does not take (its channels are those of the row
+    it reads from); read as ``num_heads`` it would silently build 256 one-channel heads, so it is refused."""
+    if isinstance(num_heads, int) and num_heads > 0 and c1 // num_heads < MIN_HEAD_CHANNELS:
+        raise LayerArgumentError(
+            f"{name}: num_heads={num_heads} on {c1} channels leaves {c1 // num_heads} channel(s) per head (at least "
+            f"{MIN_HEAD_CHANNELS} are needed); if {num_heads} is meant as a channel count, leave it out: a zoo layer "
+            "takes its channels from the row it reads from ([] or [{num_heads: 8}])")
 
 
 class _YoloLayer(PluggedLayer):
@@ -231,6 +277,9 @@ class _YoloLayer(PluggedLayer):
             order = f"{name}({c1} channels from the input row, {', '.join(_layer_parameters(self.layer_class))})"
             hint = f" (a row's positional arguments follow the channel count, which the bridge adds: {order})"
             raise LayerArgumentError(f"{err}{hint if positional else ''}") from err
+        if "num_heads" in _layer_parameters(self.layer_class):  # after the layer's own checks (e.g. dividing)
+            _check_head_count(name, c1, {**dict(zip(_layer_parameters(self.layer_class), positional)),
+                                         **keywords}.get("num_heads"))
         super().__init__(layer, residual=residual)
 
     def __setstate__(self, state: dict) -> None:

@@ -5,6 +5,8 @@ A value is parsed as timm's ``ParseKwargs`` does (a Python literal, else the tex
 
 - an unknown name: the names the model's constructor takes, close matches first;
 - a wrong type: the type the constructor's signature (or, without an annotation, its default) asks for;
+- a value below the range of timm's shared arguments (``num_classes`` >= 0, ``in_chans`` >= 1, ``img_size`` >= 1),
+  which would otherwise build silently (a negative ``num_classes`` builds no classifier at all);
 - a value the model cannot take: the model is built and run once on the meta device (no memory, no compute; shapes
   only) with the card's arguments plus the user's, and the exception becomes one line naming the argument. A model
   that fails there without the user's arguments too (an op without a meta kernel, e.g. ``.item()``) is not judged:
@@ -28,17 +30,13 @@ import torch
 from timm.data import resolve_model_data_config
 
 from ..cards import suggest_names
-from ..errors import ZooError
 from .builder import CONFIG_NAME, LOCAL_DIR_PREFIX, build_model, card_of
+from .model_args import ModelArgumentError, check_folder_model_args, check_ranges
 from .registry import require_model
 
-__all__ = ["ModelArgumentError", "check_model_kwargs", "parse_kwarg_value"]
+__all__ = ["ModelArgumentError", "check_folder_model_args", "check_model_kwargs", "parse_kwarg_value"]
 
 _SEQUENCES = (collections.abc.Sequence, list, tuple)  # typing.Sequence / List / Tuple have these as origin
-
-
-class ModelArgumentError(ZooError, ValueError):
-    """A ``--model-kwargs`` argument the model does not take; the message names it and what the model accepts."""
 
 
 def parse_kwarg_value(text: str) -> Any:
@@ -201,6 +199,7 @@ def check_model_kwargs(source: str | os.PathLike, kwargs: dict[str, Any], img_si
     the command will run at (default: the model's), for the meta forward pass."""
     if not kwargs:
         return
+    check_ranges(kwargs)
     name, base, pretrained_cfg = _target(source)
     if not name:
         return

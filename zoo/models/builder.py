@@ -24,6 +24,7 @@ from timm.models._hub import load_model_config_from_path
 from ..cards import Card, get_card, has_card
 from ..errors import UserError
 from ..weights import CheckpointError, check_fit, checkpoint_filter_fn_for, prepare_state_dict, read_state_dict
+from .model_args import check_folder_model_args
 from .registry import require_model
 
 __all__ = ["LOCAL_DIR_PREFIX", "build_model", "card_of", "folder_img_size", "img_size_kwargs", "model_kwargs_for"]
@@ -130,6 +131,7 @@ def _build_from_folder(folder: Path, **kwargs: Any) -> torch.nn.Module:
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} next to {CONFIG_NAME}.")
     require_model(architecture)
+    model_args = check_folder_model_args(config_path, model_args)  # a hostile config.json: one line, nothing run
     # JSON has no tuples; timm's default configs use them (input_size, mean, std, ...).
     pretrained_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in pretrained_cfg.items()
                       if k not in ("source", "file")}

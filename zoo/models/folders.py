@@ -82,5 +82,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, *, lab
     config = json.loads((directory / CONFIG_NAME).read_text())
     if readme is None:
         readme = render_card(architecture) if has_card(architecture) else _generated_readme(model, architecture, config)
+    # names from the file system (class folders) may hold bytes that are not UTF-8 (surrogate escapes): shown as \xNN
+    readme = readme.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     atomic_write(directory / README_NAME, lambda tmp: Path(tmp).write_text(readme, encoding="utf-8"))
     return directory

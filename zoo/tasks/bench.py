@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+from ..outputs import output_folder, writing
 from .measure import (
     ScatterPoint,
     StepMeasurement,
@@ -204,22 +206,31 @@ def _progress(jobs):
 def run_bench(pattern: str | None = None, *, device: str = "cpu", batch: int = 8, img_size: int = 224,
               amp: str = "none", train: bool = False, peers: bool = True, out: str | Path = "bench_out",
               warmup: int = 2, iters: int = 5) -> list[BenchRow]:
-    """Bench every zoo model matching ``pattern`` ("a*,b*": several) plus PEERS; write bench.{json,md,png}."""
+    """Bench every zoo model matching ``pattern`` ("a*,b*": several) plus PEERS; write bench.{json,md,png}.
+
+    A pattern that matches no zoo model is a ``UserError`` (a typo is not an empty table), and so is an ``out`` that
+    cannot be written (``attnzoo.outputs``' rule), both before anything is measured."""
     from .. import list_models
 
     patterns = [p.strip() for p in pattern.split(",")] if pattern else ["*"]
-    names = [n for n in list_models() if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    available = list_models()
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatch(n, p) for n in available)]
+    if unmatched:
+        raise UserError(f"no zoo model matches {', '.join(map(repr, unmatched))} (`zoo list` names them; patterns use "
+                        "* and ?, comma-separated)")
+    names = [n for n in available if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    out = output_folder(out, "--out", create=False)
     jobs = [(n, False) for n in names] + ([(p, True) for p in PEERS] if peers else [])
     rows: list[BenchRow] = []
     for name, is_peer in _progress(jobs):
         rows.append(bench_model(name, device=device, batch=batch, img_size=img_size, amp=amp, train=train,
                                 warmup=warmup, iters=iters, peer=is_peer))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out")
     peak_rule = "" if device.startswith("cuda") else " (CPU peak: profiler allocation records, a lower bound)"
     header = (f"Machine: {machine_label(device)}; torch {torch.__version__}; batch {batch}, {img_size}x{img_size}, "
               f"amp {amp}; median of {iters} steps after {warmup} warm-up{peak_rule}.")
-    write_json(out / "bench.json", {"header": header, "rows": [asdict(r) for r in rows]}, indent=2)
-    (out / "bench.md").write_text(bench_markdown(rows, header))
-    bench_plot(rows, out / "bench.png", header)
+    with writing(out, "--out"):
+        write_json(out / "bench.json", {"header": header, "rows": [asdict(r) for r in rows]}, indent=2)
+        (out / "bench.md").write_text(bench_markdown(rows, header))
+        bench_plot(rows, out / "bench.png", header)
     return rows

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import output_file, writing
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,8 @@ def export_model(
     from .. import create_model, load_checkpoint
     from ..models.builder import img_size_kwargs
 
+    # the one output-path rule (attnzoo.outputs), before a model is built
+    output = output_file(output or f"{name}.onnx", "--output", inputs=[checkpoint] if checkpoint else [])
     kwargs = dict(model_kwargs or {})
     if input_size is not None and "img_size" not in kwargs:
         height, width = input_size[-2:]
@@ -52,7 +56,7 @@ def export_model(
     model = create_model(name, pretrained=False, **kwargs)
     if checkpoint:
         load_checkpoint(model, checkpoint)
-    return export_onnx(model, output or f"{name}.onnx", input_size=input_size, opset=opset, exporter=exporter)
+    return export_onnx(model, output, input_size=input_size, opset=opset, exporter=exporter)
 
 
 def _example_input(model: torch.nn.Module, input_size: tuple[int, ...] | None, batch_size: int) -> torch.Tensor:
@@ -79,24 +83,28 @@ def export_onnx(
     """
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"exporter={exporter!r}: use 'auto', 'dynamo' or 'torchscript'")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = _example_input(model, input_size, batch_size)
     used = None
     if exporter in ("auto", "dynamo"):
         try:
             program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, verbose=False)
-            program.save(str(path))
-            used = "dynamo"
         except Exception as err:  # the dynamo exporter raises many error types
             if exporter == "dynamo":
                 raise
             log.warning("dynamo ONNX export failed (%s: %s); falling back to the TorchScript exporter",
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        else:
+            with writing(path):  # a full disk is the file system's answer, not a reason to try another exporter
+                program.save(str(path))
+            used = "dynamo"
     if used is None:
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"])
+        with writing(path):
+            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["output"])
         used = "torchscript"
     diff = _onnxruntime_max_abs_diff(model, path, x) if check else None
     return OnnxExport(path=path, exporter=used, max_abs_diff=diff)

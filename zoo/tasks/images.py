@@ -18,9 +18,10 @@ validate`` / ``zoo train``, ``zoo xray detect``, ``zoo forgery check``).
   of the ranges 0..1 (float only), 0..255, 0..65535 that holds their largest value, else from 0..their largest value
   (negative values and NaN become 0). 16-bit colour PNGs are read by Pillow as 8-bit colour.
 - **Folders** (the ``IMAGE_OR_DIR...`` arguments of ``zoo xray detect`` and ``zoo forgery check``): a folder
-  contributes its own image files (by suffix, sorted), not its subfolders; a file named twice counts once; a file that
-  is not an image (by suffix, or by its header) is skipped with a warning that names it. A path that does not exist is
-  a user mistake (``UserError``: one line, exit 2).
+  contributes its own image files (by suffix, sorted), not its subfolders (a sub-folder holding images is named in a
+  warning, never walked, so no link structure can make it loop); a file named twice counts once; a file that is not
+  an image (by suffix, or by its header) and a link to nothing are skipped with a warning that names them. A path
+  that does not exist is a user mistake (``UserError``: one line, exit 2).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Union
 import numpy as np
 
 from ..errors import UserError, ZooError
+from .folders import printable
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "UnreadableImage", "batches", "check_image", "collect_images",
            "display_path", "parse_pixel_limit", "read_image", "read_rgb_images", "to_rgb"]
@@ -52,8 +54,9 @@ def as_path(path: PathLike) -> Path:
 
 
 def display_path(path: PathLike) -> str:
-    """``path`` for messages: the bytes that are not UTF-8 shown as ``\\xNN`` (printable on any stream)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """``path`` for messages: the bytes that are not UTF-8 and the control characters shown as ``\\xNN`` (printable
+    on any stream, never an escape sequence or a line of its own: ``attnzoo.tasks.folders.printable``)."""
+    return printable(path)
 
 
 class UnreadableImage(ZooError):
@@ -185,7 +188,8 @@ def check_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, com
 
     With ``complete``, also check that the file holds the whole image, cheaper than decoding it: a JPEG must end with
     its end-of-image marker (else it is decoded at 1/8 scale, which reads every byte of it), a PNG's chunks and their
-    checksums are verified, other formats are decoded.
+    checksums are verified and its image data inflated to the size the header promises (checksums can be made valid
+    over data that stops short), other formats are decoded.
     """
     path = as_path(path)
     with _opened(path, max_pixels) as (image, file):
@@ -199,11 +203,85 @@ def check_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, com
                 image.draft(image.mode, (1, 1))
                 image.load()
             elif image.format == "PNG":
-                image.verify()
+                image.verify()  # every chunk and its checksum
+                file.seek(0)
+                _check_png_image_data(file)  # valid checksums over image data that stops short
             else:
                 image.load()
         except Exception as err:
             raise UnreadableImage(path, _reason(err)) from None
+
+
+def _check_png_image_data(file) -> None:
+    """Raise ``OSError`` unless the PNG's image data (its IDAT chunks' zlib stream) is complete: the stream ends and,
+    for a non-interlaced image, inflates to exactly the rows the header promises. Inflated in pieces, never held whole;
+    cheaper than decoding (no filtering, no image), and it catches a file whose chunks were cut and given new checksums.
+    """
+    import struct
+    import zlib
+
+    file.read(8)  # the signature (Pillow has read it)
+    inflate = zlib.decompressobj()
+    produced, expected, interlaced = 0, None, False
+    while True:
+        head = file.read(8)
+        if len(head) < 8:
+            raise OSError("the PNG ends before its IEND chunk")
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", file.read(13))
+            file.read(length - 13 + 4)
+            channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
+            expected = height * (1 + (width * channels * depth + 7) // 8)
+            interlaced = interlace != 0
+            continue
+        if kind == b"IDAT":
+            remaining = length
+            while remaining:
+                piece = file.read(min(remaining, 1 << 16))
+                if not piece:
+                    raise OSError("the PNG ends inside its image data")
+                remaining -= len(piece)
+                data = piece
+                while data:
+                    produced += len(inflate.decompress(data, 1 << 20))
+                    data = inflate.unconsumed_tail
+            file.read(4)
+            continue
+        if kind == b"IEND":
+            break
+        file.seek(length + 4, os.SEEK_CUR)
+    while not inflate.eof and inflate.unconsumed_tail:
+        produced += len(inflate.decompress(inflate.unconsumed_tail, 1 << 20))
+    produced += len(inflate.flush())
+    if not inflate.eof:
+        raise OSError("image file is truncated (its compressed image data stops short)")
+    if expected is not None and not interlaced and produced != expected:
+        raise OSError(f"image file is truncated ({produced} of {expected} bytes of image data)")
+
+
+def _folder_files(folder: Path, warn: Callable[[str], None]) -> list[Path]:
+    """A folder's own files, sorted; a sub-folder holding image files and a link to nothing are named in a warning
+    (a folder contributes its own images only: nothing is left out without a word)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise UserError(f"{display_path(folder)}: cannot be read ({err.strerror or err})") from None
+    files = []
+    for entry in entries:
+        if entry.is_file():
+            files.append(entry)
+        elif entry.is_dir():
+            try:
+                inside = sum(1 for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            except OSError:
+                inside = 0
+            if inside:
+                warn(f"warning: skipping the {inside} image(s) in sub-folder {display_path(entry)}: a folder gives "
+                     "its own images, not its sub-folders' (pass the sub-folder too)")
+        elif entry.is_symlink() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            warn(f"warning: skipping {display_path(entry)}: a link to nothing")
+    return files
 
 
 def collect_images(inputs: Sequence[PathLike], warn: Callable[[str], None],
@@ -218,7 +296,7 @@ def collect_images(inputs: Sequence[PathLike], warn: Callable[[str], None],
     seen: set[Path] = set()
     for item in map(as_path, inputs):
         if item.is_dir():
-            candidates = sorted(p for p in item.iterdir() if p.is_file())
+            candidates = _folder_files(item, warn)
         elif item.is_file():
             candidates = [item]
         else:

@@ -5,7 +5,7 @@
 # <data_root>/{train,easy,hard,hidden}/. `python tools/make_pidray.py --out data/pidray` writes a synthetic set with
 # the same layout.
 # Image size: the official configs resize to (500, 500) with keep_ratio and pad to a multiple of 32.
-custom_imports = dict(imports=['attnzoo.heads.xray'], allow_failed_imports=False)
+custom_imports = dict(imports=['attnzoo.heads.xray', 'attnzoo.openmmlab'], allow_failed_imports=False)
 
 dataset_type = 'PIDrayDataset'
 data_root = 'data/pidray/'

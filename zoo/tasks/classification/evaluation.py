@@ -26,10 +26,11 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass
 class EvalResult:
     top1: float  # percent
-    top5: float  # percent (top-k with k = the number of classes when there are fewer than 5)
+    top5: float  # percent: top-k with k = top5_k, 5 or the number of classes when there are fewer
     images: int
     loss: float
     seconds: float
+    top5_k: int = 5  # what "top-5" is here: min(5, classes); printed as top-<k> (a 3-class model's top-3 is 100 %)
 
     @property
     def images_per_s(self) -> float:
@@ -50,6 +51,12 @@ def make_eval_loader(dataset, data_config: dict, batch_size: int, workers: int, 
         persistent_workers=False)
 
 
+def _outputs(model: torch.nn.Module, seen: int) -> int:
+    """The model's class count (its ``num_classes``), else the logits' width seen in the loop."""
+    outputs = getattr(model, "num_classes", None)
+    return outputs if isinstance(outputs, int) and outputs > 0 else seen
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, processes: Processes, amp_dtype: torch.dtype | None = None,
              progress: bool = True, desc: str = "validate") -> EvalResult:
@@ -59,6 +66,7 @@ def evaluate(model: torch.nn.Module, loader, processes: Processes, amp_dtype: to
     model.eval()
     device = processes.device
     correct1 = correct5 = images = 0
+    k = 5
     loss_sum = 0.0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not (progress and processes.is_primary))
@@ -68,7 +76,8 @@ def evaluate(model: torch.nn.Module, loader, processes: Processes, amp_dtype: to
             logits = model(inputs)
         logits = logits.float()
         n = targets.shape[0]
-        acc1, acc5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))
+        k = min(5, logits.shape[1])
+        acc1, acc5 = accuracy(logits, targets, topk=(1, k))
         # accuracy() gives percentages of the batch; the counts are what sum exactly across batches and ranks.
         correct1 += round(acc1.item() * n / 100)
         correct5 += round(acc5.item() * n / 100)
@@ -83,4 +92,5 @@ def evaluate(model: torch.nn.Module, loader, processes: Processes, amp_dtype: to
         [correct1, correct5, images, loss_sum, seconds], processes)
     images = int(images)
     return EvalResult(top1=100 * correct1 / max(images, 1), top5=100 * correct5 / max(images, 1), images=images,
-                      loss=loss_sum / max(images, 1), seconds=seconds / processes.world_size)
+                      loss=loss_sum / max(images, 1), seconds=seconds / processes.world_size,
+                      top5_k=min(5, _outputs(model, k)))

@@ -4,8 +4,8 @@
                            pretrained_cfg with the input size and crop the run was measured with
     RUN/model.safetensors  the weights that were validated (the EMA's with --model-ema)
     RUN/README.md          this run's card: measured val top-1 / top-5, the command, the recipe
-    RUN/train_state.pth    resume state: epoch, raw model, optimizer, EMA, AMP scaler, every epoch's metrics
-                           (weights-only pickle)
+    RUN/train_state.pth    resume state: epoch, raw model, optimizer, EMA, AMP scaler, every epoch's metrics and
+                           the recipe (the flags --resume keeps: :data:`RECIPE_FLAGS`) (weights-only pickle)
     RUN/metrics.jsonl      one JSON line per completed epoch (a copy of the metrics in train_state.pth)
     RUN/train.lock         while a run writes the folder: its pid, host, start time and command
 
@@ -30,10 +30,12 @@ Nothing is lost to a kill, a crash or Ctrl-C:
 
 Under torchrun only rank 0 takes the lock and writes.
 
-Test hook: ``ZOO_TEST_PAUSE=<point>@<epoch>:<seconds>`` makes a run print ``zoo-test: paused at <point> of epoch
-<epoch>`` on stderr and sleep there, so tests can kill it at a known point. The points are ``batch`` (after the
-epoch's first training step), ``hub`` (after config.json, model.safetensors and README.md), ``train_state.pth`` and
-``metrics.jsonl`` (after that file). It is read only by :func:`pause_for_tests`; nothing else changes when it is set.
+Test hook: ``ZOO_TEST_PAUSE=<point>@<epoch>:<go-file>`` makes a run print ``zoo-test: paused at <point> of epoch
+<epoch>`` on stderr and wait there until the file ``<go-file>`` exists (the test's go-ahead, never a clock: a test
+kills or signals the run at a known point, then lets it go on; a run nobody lets go waits until it is killed, at
+most :data:`TEST_PAUSE_LIMIT` seconds). The points are ``batch`` (after the epoch's first training step), ``hub``
+(after config.json, model.safetensors and README.md), ``train_state.pth`` and ``metrics.jsonl`` (after that file).
+It is read only by :func:`pause_for_tests`; nothing else changes when it is set.
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ import torch
 
 from ...errors import ZooError
 from ...models import CONFIG_NAME, README_NAME, WEIGHTS_NAME, family_of, save_pretrained
+from ...outputs import writing
 from ...weights import atomic_write, read_checkpoint, save_pickle
+from ..folders import printable
 
 __all__ = [
     "LOCK_NAME",
     "METRICS_NAME",
+    "RECIPE_FLAGS",
     "RUN_FILES",
     "STATE_NAME",
     "RunError",
@@ -71,7 +76,10 @@ __all__ = [
     "pause_for_tests",
     "prepare_run_folder",
     "read_state",
+    "recipe_of",
     "restore_metrics",
+    "resume_recipe",
+    "show_flag",
     "write_epoch",
 ]
 
@@ -88,7 +96,7 @@ class RunError(ZooError, ValueError):
 
 
 def _warn(message: str) -> None:
-    print(f"zoo: warning: {message}", file=sys.stderr, flush=True)
+    print(f"zoo: warning: {printable(message)}", file=sys.stderr, flush=True)  # names in it escaped
 
 
 def has_run(out: Path) -> bool:
@@ -203,8 +211,9 @@ class RunLock:
 
 
 def _read_holder(path: Path, fd: int | None = None) -> dict:
-    """The record in a lock file ({} when empty or unreadable); waits a moment for a holder still writing it."""
-    for _ in range(10):
+    """The record in a lock file ({} when empty or unreadable); waits for a holder still writing it (it writes right
+    after taking the lock; up to 10 s, so a loaded machine does not turn its pid into "another zoo train is starting")."""
+    for _ in range(100):
         try:
             text = os.pread(fd, 4096, 0).decode() if fd is not None else path.read_text()
         except (OSError, UnicodeDecodeError):
@@ -299,19 +308,126 @@ def restore_metrics(out: Path, state: dict) -> list[dict]:
     return list(history)
 
 
+# ------------------------------------------------------------------------------------------------------ the recipe
+
+# What makes a run's recipe: ``zoo train``'s flags (argument name -> flag) recorded in train_state.pth's ``recipe``
+# and restored by --resume. The rest may change between a run and its --resume: --epochs (to train on), --data (its
+# classes are checked), --device, --workers, --grad-checkpointing, --no-image-check, --max-pixels.
+RECIPE_FLAGS = {
+    "model": "MODEL", "model_kwargs": "--model-kwargs", "img_size": "--img-size", "crop_pct": "--crop-pct",
+    "drop_path": "--drop-path", "pretrained": "--pretrained", "batch_size": "--batch-size", "amp": "--amp",
+    "seed": "--seed", "opt": "--opt", "lr": "--lr", "weight_decay": "--weight-decay", "layer_decay": "--layer-decay",
+    "clip_grad": "--clip-grad", "sched": "--sched", "warmup_epochs": "--warmup-epochs", "warmup_lr": "--warmup-lr",
+    "min_lr": "--min-lr", "no_aug": "--no-aug", "scale": "--scale", "color_jitter": "--color-jitter",
+    "smoothing": "--smoothing", "mixup": "--mixup", "cutmix": "--cutmix", "model_ema": "--model-ema",
+    "model_ema_decay": "--model-ema-decay",
+}
+
+
+def recipe_of(args) -> dict:
+    """The recipe of a run started with ``args`` (the values of :data:`RECIPE_FLAGS`), as train_state.pth records it."""
+    return {dest: getattr(args, dest) for dest in RECIPE_FLAGS if hasattr(args, dest)}
+
+
+def _plain(value):
+    """A value as compared between a run's recipe and a --resume's flags: tuples as lists, ints as floats."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def show_flag(dest: str, value) -> str:
+    """A recipe entry as the flag that gives it (``--img-size 48``, ``--no-aug``, ``no --layer-decay``)."""
+    flag = RECIPE_FLAGS[dest]
+    if dest == "model":
+        return f"MODEL {value}"
+    if value is None or value is False or (dest == "model_kwargs" and not value):
+        return f"no {flag}"
+    if value is True:
+        return flag
+    if dest == "model_kwargs":
+        return f"{flag} " + " ".join(f"{k}={v!r}" for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return f"{flag} " + " ".join(map(str, value))
+    return f"{flag} {value}"
+
+
+def resume_recipe(out: Path, args, state: dict, given: set[str] | None) -> None:
+    """Put the recipe of the run in ``out`` (its ``state``) into ``args`` for --resume: a flag the command did not give
+    takes the run's value; a given flag (``given``: argument names; None: every argument that is not None) that
+    contradicts the run is a :class:`RunError` naming each one, in one line. A run written before train_state.pth
+    recorded its recipe has its input size and crop checked against its config.json, and takes them and its model
+    arguments from there."""
+    recorded = state.get("recipe")
+    if not isinstance(recorded, dict):
+        recorded = _recipe_from_config(out, args, given)
+    clashes = []
+    for dest, value in recorded.items():
+        if dest not in RECIPE_FLAGS or not hasattr(args, dest):
+            continue
+        mine = getattr(args, dest)
+        is_given = dest in given if given is not None else mine is not None
+        if not is_given:
+            setattr(args, dest, value)
+        elif _plain(mine) != _plain(value):
+            clashes.append(f"{show_flag(dest, mine)} (the run: {show_flag(dest, value)})")
+    if clashes:
+        raise RunError(f"{out}: --resume continues the run's own recipe, and {'; '.join(clashes)} "
+                       f"contradict{'s' if len(clashes) == 1 else ''} it; drop "
+                       f"{'that flag' if len(clashes) == 1 else 'those flags'} to continue the run as it was, or start a "
+                       f"new run from its weights (--pretrained {out} --out NEW).")
+
+
+def _recipe_from_config(out: Path, args, given: set[str] | None) -> dict:
+    """The part of the recipe a run whose state has none records in its config.json: its input size and crop (as a
+    recipe, checked against the flags), and its model arguments (the model's as built: the card's and the run's own;
+    they only fill an absent --model-kwargs)."""
+    try:
+        config = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    model_args = dict(config.get("model_args") or {})
+    data = config.get("pretrained_cfg") or {}
+    recorded = {}
+    size = model_args.pop("img_size", None) or (data.get("input_size") or [None])[-1]
+    if isinstance(size, (list, tuple)):
+        size = size[0] if len(set(size)) == 1 else None
+    if isinstance(size, int):
+        recorded["img_size"] = size
+    if isinstance(data.get("crop_pct"), (int, float)):
+        recorded["crop_pct"] = float(data["crop_pct"])
+    model_args.pop("num_classes", None)
+    given_kwargs = "model_kwargs" in given if given is not None else bool(getattr(args, "model_kwargs", None))
+    if model_args and not given_kwargs:
+        args.model_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_args.items()}
+    return recorded
+
+
 # ------------------------------------------------------------------------------------------------------ writing
 
 
+TEST_PAUSE_LIMIT = 600.0  # seconds a paused run waits for its go-ahead: only so a run of a crashed test ends
+
+
 def pause_for_tests(point: str, epoch: int) -> None:
-    """The test hook (see the module's docstring): pause at ``point`` of ``epoch`` when ZOO_TEST_PAUSE asks to."""
+    """The test hook (see the module's docstring): at ``point`` of ``epoch``, when ZOO_TEST_PAUSE asks to, wait for
+    the test's go-ahead file."""
     hook = os.environ.get("ZOO_TEST_PAUSE")
     if not hook:
         return
-    where, _, seconds = hook.rpartition(":")
+    where, _, go = hook.partition(":")
     if where != f"{point}@{epoch}":
         return
     print(f"zoo-test: paused at {point} of epoch {epoch}", file=sys.stderr, flush=True)
-    time.sleep(float(seconds))
+    deadline = time.monotonic() + TEST_PAUSE_LIMIT
+    while not (go and os.path.exists(go)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling an event (the file), not timing one: the run goes on only when the test says so
 
 
 @contextlib.contextmanager
@@ -369,7 +485,7 @@ class RunRecord:
             lines += ["No val/ split next to train/, so nothing was measured.", ""]
         else:
             lines += [
-                "| split | images | top-1 | top-5 |", "|---|---|---|---|",
+                f"| split | images | top-1 | top-{val.get('top5_k', 5)} |", "|---|---|---|---|",
                 f"| {val['data']} | {val['images']} | {val['top1']:.2f} | {val['top5']:.2f} |", "",
                 f"Measured by `zoo train` after epoch {epoch} on the weights in this folder"
                 f"{' (the EMA)' if self.recipe.get('model_ema') else ''}, at {size} pixels, crop_pct "
@@ -390,17 +506,55 @@ class RunRecord:
         return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _previous_epoch_kept(out: Path):
+    """The hub files as the last committed epoch left them, put back when writing the next epoch fails before its
+    commit (a full disk while writing train_state.pth): the folder keeps one consistent epoch, not an epoch's hub
+    files beside the previous epoch's state. Kept as hard links (no space taken; hidden ``.<name>.previous`` files
+    that a next start cleans like other leftovers); where the file system has none, nothing is kept."""
+    hub = (CONFIG_NAME, WEIGHTS_NAME, README_NAME)
+    kept: dict[str, Path | None] = {}
+    for name in hub:
+        link = out / f".{name}.previous"
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        try:
+            os.link(out / name, link)
+            kept[name] = link
+        except FileNotFoundError:
+            kept[name] = None  # not written yet (the first epoch): removed again on failure
+        except OSError:
+            kept = {}  # no hard links here: keep nothing
+            break
+    try:
+        yield
+    except BaseException:
+        for name, link in kept.items():
+            with contextlib.suppress(OSError):
+                if link is None:
+                    (out / name).unlink()
+                else:
+                    os.replace(link, out / name)
+        raise
+    finally:
+        for link in kept.values():
+            if link is not None:
+                with contextlib.suppress(OSError):
+                    link.unlink()
+
+
 def write_epoch(out: Path, record: RunRecord, eval_model: torch.nn.Module, state: dict, data_config: dict,
                 val: dict | None) -> None:
     """After an epoch (rank 0 only): the hub folder of the validated weights, then the resume state (the commit:
     ``state["metrics"]`` holds every epoch's metrics so far), then metrics.jsonl from it; each file atomically, and a
     Ctrl-C meanwhile held until all are written."""
     epoch = int(state["epoch"])
-    with hold_interrupts():
+    with hold_interrupts(), writing(out, "--out"):  # a full disk, a read-only folder: one line (attnzoo.outputs)
         card = record.card(out, eval_model, epoch, state["epochs"], val, data_config)
-        save_pretrained(eval_model, out, label_names=record.classes, data_config=data_config, readme=card)
-        pause_for_tests("hub", epoch)
-        save_pickle(state, out / STATE_NAME)
+        with _previous_epoch_kept(out):
+            save_pretrained(eval_model, out, label_names=record.classes, data_config=data_config, readme=card)
+            pause_for_tests("hub", epoch)
+            save_pickle(state, out / STATE_NAME)
         pause_for_tests(STATE_NAME, epoch)
         _write_metrics(out, state["metrics"])
         pause_for_tests(METRICS_NAME, epoch)

@@ -35,6 +35,7 @@ from .distributed import Processes, sum_across_ranks
 from .evaluation import AMP_DTYPES, autocast, evaluate, make_eval_loader
 from .models import is_model_folder, load_backbone_weights
 from .runs import (
+    STATE_NAME,
     RunError,
     RunLock,
     RunRecord,
@@ -42,7 +43,10 @@ from .runs import (
     pause_for_tests,
     prepare_run_folder,
     read_state,
+    recipe_of,
     restore_metrics,
+    resume_recipe,
+    show_flag,
     write_epoch,
 )
 
@@ -148,6 +152,10 @@ def train(args, processes: Processes) -> dict:
 
 def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> dict:
     """The run itself, in a folder prepared by ``train``; ``done["epoch"]`` follows the last committed epoch."""
+    state = None
+    if resume:  # the run's own recipe first: it says how the model is built and trained (runs.resume_recipe)
+        state = read_state(out)
+        resume_recipe(out, args, state, getattr(args, "given", None))
     random_seed(args.seed, processes.rank)
     verbose = processes.is_primary
 
@@ -192,8 +200,7 @@ def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> d
 
     start_epoch = 0
     history: list[dict] = []  # every committed epoch's metrics (rank 0)
-    if resume:
-        state = read_state(out)
+    if state is not None:
         if state.get("architecture") != model.pretrained_cfg["architecture"] or state.get("classes") != classes:
             raise RunError(f"{out}: the run there trained {state.get('architecture')} on classes "
                            f"{state.get('classes')}; resume it with the same MODEL and --data.")
@@ -201,8 +208,11 @@ def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> d
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise RunError(f"{out}: its resume state does not fit this model ({str(err).splitlines()[0][:200]}); "
-                           "pass the same MODEL and --model-kwargs as the run that wrote it.") from err
+            built = "; ".join(show_flag(d, getattr(args, d)) for d in ("model", "model_kwargs", "img_size", "drop_path"))
+            raise RunError(f"{out}: its {STATE_NAME} does not fit the model the run's recipe builds ({built}): "
+                           f"{str(err).splitlines()[0][:200]}; the file is damaged or another run's, so --resume "
+                           f"cannot continue it; start again in another --out (or with --pretrained {out} to start "
+                           "from the weights in its model.safetensors).") from err
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
         if scaler is not None and state.get("scaler") is not None:
@@ -245,6 +255,7 @@ def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> d
             train_loader.sampler.set_epoch(epoch)
         train_model.train()
         loss_sum = seen = 0.0
+        epoch_lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with (scheduler.step below sets the next)
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
                    disable=not verbose)
         for step, (inputs, targets) in enumerate(bar):
@@ -283,20 +294,21 @@ def _train(args, processes: Processes, out: Path, resume: bool, done: dict) -> d
         if val_loader is not None:
             result = evaluate(eval_model, val_loader, processes, amp_dtype, progress=verbose, desc="val")
             val = dict(data=str(val_folder), images=result.images, top1=result.top1, top5=result.top5,
-                       loss=result.loss)
+                       top5_k=result.top5_k, loss=result.loss)
         seconds = time.perf_counter() - started
         summary = dict(epoch=epoch + 1, epochs=args.epochs, train_loss=loss_sum / seen,
-                       lr=optimizer.param_groups[0]["lr"], seconds=round(seconds, 2),
+                       lr=epoch_lr, seconds=round(seconds, 2),
                        top1=val["top1"] if val else None, top5=val["top5"] if val else None,
                        val_images=val["images"] if val else 0)
         if verbose:
             line = f"epoch {epoch + 1}/{args.epochs}  train loss {loss_sum / seen:.4f}  lr {summary['lr']:.2e}"
             if val:
-                line += f"  val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}  loss {val['loss']:.4f}"
+                line += (f"  val top-1 {val['top1']:.2f}  top-{val['top5_k']} {val['top5']:.2f}  "
+                         f"loss {val['loss']:.4f}")
             print(line + f"  ({seconds:.1f} s)", flush=True)
             history.append(summary)
             state = dict(epoch=epoch + 1, epochs=args.epochs, architecture=model.pretrained_cfg["architecture"],
-                         classes=classes, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         classes=classes, recipe=recipe_of(args), model=model.state_dict(), optimizer=optimizer.state_dict(),
                          ema=ema.module.state_dict() if ema is not None else None,
                          scaler=scaler.state_dict() if scaler is not None else None, metrics=list(history))
             with hold_interrupts():  # a Ctrl-C meanwhile ends the run after the commit, and says so

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
+from ...outputs import output_folder, per_input_names, writing
 from ..images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -73,15 +74,14 @@ def read_bgr_images(paths: Sequence[Path], warn: Callable[[str], None], max_pixe
         yield index, np.ascontiguousarray(rgb[..., ::-1])
 
 
-def output_stems(images: Sequence[Path]) -> list[str]:
-    """One output name per image: its stem, with ``_2``, ``_3`` ... added when two inputs share a stem."""
-    seen: dict[str, int] = {}
-    stems = []
-    for image in images:
-        count = seen.get(image.stem, 0) + 1
-        seen[image.stem] = count
-        stems.append(image.stem if count == 1 else f"{image.stem}_{count}")
-    return stems
+OUTPUT_SUFFIXES = (".json", ".png")
+
+
+def output_stems(images: Sequence[Path], out: str | Path, keep: Sequence[Path] = ()) -> list[str]:
+    """One output name per image (``attnzoo.outputs.per_input_names``' rule): its stem; the stem and suffix
+    (``bag_png``, ``bag_jpg``) when two inputs share a stem or ``<out>/<stem>.json|.png`` is an input (``--out`` is
+    the input folder), then ``_2``, ``_3`` ...: no output overwrites an input or another image's output."""
+    return per_input_names(images, out, OUTPUT_SUFFIXES, keep=keep)
 
 
 # -- the detector --------------------------------------------------------------------------------------------------
@@ -233,6 +233,7 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     if not checkpoint_file.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint file (a .pth written by tools/train.py, or an official "
                         "checkpoint converted with the card's key mapping)")
+    out_dir = output_folder(out, "--out", create=False)
     images = collect_images(inputs, warn_skip, max_pixels)
     if not images:
         raise UserError(f"no image files in {', '.join(map(display_path, inputs))} (looked for "
@@ -250,9 +251,8 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     inferencer = build_inferencer(config_file, checkpoint_file, device)
     classes = inferencer.model.dataset_meta["classes"]
     palette = inferencer.model.dataset_meta.get("palette")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems = output_stems(images)
+    output_folder(out_dir, "--out")
+    stems = output_stems(images, out_dir, keep=(config_file, checkpoint_file))
     total = done = 0
     for batch in batches(read_bgr_images(images, warn_skip, max_pixels), batch_size):
         indices, arrays = zip(*batch)
@@ -265,8 +265,9 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
             result = {"image": str(image), "width": int(width), "height": int(height),
                       "config": str(config_file), "checkpoint": str(checkpoint_file), "score_thr": score_thr,
                       "instances": records}
-            (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
-            draw_detections(bgr, records, palette, out_dir / f"{stem}.png")
+            with writing(out_dir, "--out"):
+                (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+                draw_detections(bgr, records, palette, out_dir / f"{stem}.png")
             total += len(records)
             done += 1
             log(summary_line(display_path(image.name), records, score_thr))
