@@ -50,6 +50,16 @@ class ParityCase:
         self.outputs = {k[len("output."):]: v for k, v in tensors.items() if k.startswith("output.")}
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test, restored after it (tests that train or time small models in-process: two
+    threads on the shared 2-core machine are slower than one). Use with ``pytest.mark.usefixtures``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def parity():
     """``parity("biformer_cls_224")`` -> ParityCase."""

@@ -85,12 +85,7 @@ def test_readme_table_lists_every_family_and_column():
     assert all(len(cells) == len(COLUMNS) for cells in TABLE.values())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 _BUILT: dict[str, torch.nn.Module] = {}

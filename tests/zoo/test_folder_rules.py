@@ -50,12 +50,7 @@ def _no_raw_control(out: str, err: str = "") -> None:
                                          or 0xD800 <= ord(c) <= 0xDFFF for c in text), repr(text)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
