@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,45 @@ class ParityCase:
             self.state_dict[key] = torch.as_tensor(value["data"] if isinstance(value, dict) else value)
         self.inputs = {k[len("input."):]: v for k, v in tensors.items() if k.startswith("input.")}
         self.outputs = {k[len("output."):]: v for k, v in tensors.items() if k.startswith("output.")}
+
+
+class _CurrentStderr:
+    """Writes to ``sys.stderr`` as it is at each write: what a logging handler left on a finished test's closed
+    capture is given instead (see ``_no_logging_handler_on_a_closed_stream``)."""
+
+    closed = False
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        if not getattr(sys.stderr, "closed", False):
+            sys.stderr.flush()
+
+
+def _loggers_with_handlers():
+    yield logging.getLogger()
+    yield from (logger for logger in list(logging.Logger.manager.loggerDict.values())
+                if isinstance(logger, logging.Logger) and logger.handlers)
+    mm_logging = sys.modules.get("mmengine.logging")  # mmengine's loggers are not in logging's manager
+    if mm_logging is not None:
+        yield from list(mm_logging.MMLogger._instance_dict.values())
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_handler_on_a_closed_stream():
+    """After each test, a logging handler (mmengine's loggers included) that holds a closed stream (the test's
+    capsys / capfd capture, a StringIO it redirected to) writes to the current stderr instead, so one test's logger
+    never prints "--- Logging error --- ... I/O operation on closed file" into another test's stream (issue 35). The
+    zoo's own mm code keeps its loggers on the standard streams (attnzoo.openmmlab.logs); this catches the rest."""
+    yield
+    for logger in _loggers_with_handlers():
+        for handler in list(logger.handlers):
+            if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+                    and getattr(handler.stream, "closed", False)):
+                with handler.lock:  # not setStream: it flushes the closed stream first
+                    handler.stream = _CurrentStderr()
+                    handler.__dict__.pop("flush", None)  # transformers' handler flushes the stderr of its making
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def _clone_import_module():
 def _run(code: str, cwd: Path, env_extra: dict | None = None, flags: tuple = ()) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | (env_extra or {})
     return subprocess.run([sys.executable, *flags, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def wheel(tmp_path_factory) -> Path:
 def installed_wheel(wheel, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+                   check=True, capture_output=True, text=True, timeout=900)
     return target
 
 

@@ -130,10 +130,17 @@ def prepare_cpu_distributed(cfg) -> bool:
 def finish_distributed() -> None:
     """End a torchrun process deterministically: every rank waits for the others, then leaves the process group
     (gloo's connections closed in order, not torn down by interpreter exit while a peer is still closing, which can
-    abort a rank with SIGABRT). Nothing in a single process."""
+    abort a rank with SIGABRT). Nothing in a single process.
+
+    The caller drops its Runner first: the DDP wrapper's reducer holds the group, and one left for interpreter exit
+    tears its gloo pairs down after the group is gone, in no fixed order across the ranks. What still refers to it is
+    collected here, before the barrier."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
@@ -142,7 +149,9 @@ def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
+    from attnzoo.openmmlab import follow_standard_streams
+
     prepare_cpu_distributed(cfg)
-    if "runner_type" in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+    follow_standard_streams()  # the Runner's logger writes to sys.stdout as it is then, not as it was now
+    return runner

@@ -25,9 +25,12 @@ from _clone_import import make_attnzoo_importable  # noqa: E402
 
 make_attnzoo_importable()
 
+from attnzoo.errors import EXIT_USER_ERROR, ZooError  # noqa: E402
 from attnzoo.heads.forgery.data import read_annotations  # noqa: E402
 from attnzoo.heads.forgery.metrics import ForgeryRecord, forgery_metrics_table, format_table  # noqa: E402
+from attnzoo.outputs import output_file, writing  # noqa: E402
 from attnzoo.tasks.forgery.runs import ForgeryRun, load_run  # noqa: E402
+from attnzoo.weights import atomic_write  # noqa: E402
 
 
 def css_model(kind: str):
@@ -72,20 +75,31 @@ def evaluate_fakereasoning(run: ForgeryRun, test_file: str, max_new_tokens: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="forgery_eval.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="folder written by tools/forgery_train.py")
     parser.add_argument("--test", required=True, help="annotations (.jsonl) to evaluate on")
     parser.add_argument("--css", choices=("none", "tiny", "openai"), default="none")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args(argv)
+    try:
+        return evaluate(args)
+    except ZooError as err:  # a run folder that is not one, a metrics file the rule refuses, a refused write
+        parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: {err}\n")
+
+
+def evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run)
+    # the zoo's output-path rule (attnzoo.outputs), before the evaluation: the file can be written, and is not --test
+    metrics_file = output_file(run.folder / "metrics.json", "--run", inputs=[args.test])
     if run.head == "fakereasoning":
         records = evaluate_fakereasoning(run, args.test, args.max_new_tokens)
     else:
         records = evaluate_detector(run, args.test)
     table = forgery_metrics_table(records, css_model(args.css), args.threshold)
-    (run.folder / "metrics.json").write_text(json.dumps(table, indent=2))
+    text = json.dumps(table, indent=2)
+    with writing(metrics_file, "--run"):
+        atomic_write(metrics_file, lambda tmp: Path(tmp).write_text(text))
     print(format_table(table))
     return 0
 

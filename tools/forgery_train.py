@@ -37,6 +37,7 @@ from _clone_import import make_attnzoo_importable  # noqa: E402
 
 make_attnzoo_importable()  # a clone that is not installed
 
+from attnzoo.errors import EXIT_USER_ERROR, ZooError  # noqa: E402
 from attnzoo.heads.forgery.baselines import (  # noqa: E402
     UnivFD,
     evaluation_transform,
@@ -45,8 +46,11 @@ from attnzoo.heads.forgery.baselines import (  # noqa: E402
 )
 from attnzoo.heads.forgery.builders import HEADS, build_detector, build_fakereasoning  # noqa: E402
 from attnzoo.heads.forgery.data import ForgeryImageDataset, read_annotations  # noqa: E402
+from attnzoo.outputs import output_file, output_folder, writing  # noqa: E402
 from attnzoo.tasks.forgery.runs import DETECTOR_WEIGHTS, FAKEREASONING_WEIGHTS, RUN_FILE, TINY_RESPONSES  # noqa: E402
-from attnzoo.weights import save_safetensors  # noqa: E402
+from attnzoo.weights import atomic_write, save_safetensors  # noqa: E402
+
+RUN_FILES = (RUN_FILE, DETECTOR_WEIGHTS, FAKEREASONING_WEIGHTS, TINY_RESPONSES)
 
 
 def detector_loaders(model, train_file, crop: int, batch_size: int, augment: bool, test_file=None):
@@ -164,16 +168,26 @@ def train_fakereasoning(args, log=print) -> dict:
         if args.time_budget and time.time() - start > args.time_budget:
             log(f"time budget reached at step {steps} of {total}")
             break
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(args.out)  # checked and made by main before training
     trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    save_safetensors(trainable, out_dir / FAKEREASONING_WEIGHTS)
-    (out_dir / TINY_RESPONSES).write_text(json.dumps(responses))  # the tiny tokenizer is built from these
+    with writing(out_dir, "--out"):
+        save_safetensors(trainable, out_dir / FAKEREASONING_WEIGHTS)
+        # the tiny tokenizer is built from these
+        atomic_write(out_dir / TINY_RESPONSES, lambda tmp: Path(tmp).write_text(json.dumps(responses)))
     return {"steps": steps, "loss": last, "seconds": time.time() - start}
 
 
+def output_run_folder(out: str, train_file: str) -> Path:
+    """``--out`` checked by the zoo's output-path rule (``attnzoo.outputs``) before any work, then made: a folder, no
+    name too long, writable, and none of the files a run writes is the ``--train`` file."""
+    out_dir = output_folder(out, "--out", create=False)
+    for name in RUN_FILES:
+        output_file(out_dir / name, "--out", inputs=[train_file])
+    return output_folder(out_dir, "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="forgery_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--head", choices=HEADS, required=True)
     parser.add_argument("--train", required=True, help="annotations (.jsonl) to train on")
     parser.add_argument("--out", required=True, help="run folder")
@@ -192,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bn-recalibration", action="store_true",
                         help="keep BatchNorm's running statistics as training left them (NPR; see README)")
     args = parser.parse_args(argv)
+    try:
+        return run_training(args)
+    except ZooError as err:  # an output path the rule refuses, a write the file system refuses: one line
+        parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: {err}\n")
+
+
+def run_training(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     if args.head == "fakereasoning" and args.lm_training is None:
         args.lm_training = "full" if args.tiny else "lora"
     if args.lr is None:
         args.lr = {"npr": 2e-4, "univfd": 1e-3, "fakereasoning": 2e-4}[args.head]
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_run_folder(args.out, args.train)
     if args.head == "fakereasoning":
         summary = train_fakereasoning(args)
     else:
@@ -212,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             # the training images as evaluation sees them (no augmentation), with the final weights
             plain, _ = detector_loaders(model, args.train, args.image_size, args.batch_size, False)
             summary["bn_recalibration_images"] = recalibrate_batchnorm(model, plain)
-        save_safetensors(model.state_dict(), out_dir / DETECTOR_WEIGHTS)
-    (out_dir / RUN_FILE).write_text(json.dumps({"args": vars(args), "summary": summary}, indent=2))
+        with writing(out_dir, "--out"):
+            save_safetensors(model.state_dict(), out_dir / DETECTOR_WEIGHTS)
+    run_text = json.dumps({"args": vars(args), "summary": summary}, indent=2)
+    with writing(out_dir, "--out"):  # run.json last and whole: a folder with one is a finished run
+        atomic_write(out_dir / RUN_FILE, lambda tmp: Path(tmp).write_text(run_text))
     print(json.dumps(summary))
     return 0
 

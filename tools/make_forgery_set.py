@@ -40,8 +40,10 @@ from _clone_import import make_attnzoo_importable  # noqa: E402
 
 make_attnzoo_importable()  # a clone that is not installed
 
+from attnzoo.errors import EXIT_USER_ERROR, ZooError  # noqa: E402
 from attnzoo.heads.forgery.data import ForgeryAnnotation, write_annotations  # noqa: E402
 from attnzoo.heads.forgery.prompt import AUTHENTIC_ATTRIBUTES, FORGERY_ATTRIBUTES  # noqa: E402
+from attnzoo.outputs import output_folder, writing  # noqa: E402
 
 GENERATORS = ("nearest", "bilinear", "transposed_conv")
 SPLITS = ("train", "test")
@@ -128,11 +130,16 @@ def upsampling_generator(scene: np.ndarray, kind: str) -> np.ndarray:
 
 def make_set(out: str | Path, train: int = 600, test: int = 200, size: int = 32, seed: int = 0) -> dict[str, Path]:
     """Write both splits (half real, half fake, generators in turn); returns {split: annotation file}."""
-    from PIL import Image
-
     if size % 2:
         raise ValueError(f"size must be even (2x upsampling); got {size}")
-    out = Path(out)
+    out = output_folder(out, "--out")  # the zoo's output-path rule (attnzoo.outputs), before any image is made
+    with writing(out, "--out"):
+        return _write_splits(out, train, test, size, seed)
+
+
+def _write_splits(out: Path, train: int, test: int, size: int, seed: int) -> dict[str, Path]:
+    from PIL import Image
+
     files = {}
     for split_index, (split, count) in enumerate(zip(SPLITS, (train, test))):
         records = []
@@ -160,14 +167,17 @@ def make_set(out: str | Path, train: int = 600, test: int = 200, size: int = 32,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="make_forgery_set.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--train", type=int, default=600)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    files = make_set(args.out, args.train, args.test, args.size, args.seed)
+    try:
+        files = make_set(args.out, args.train, args.test, args.size, args.seed)
+    except ZooError as err:  # an output path the rule refuses, a write the file system refuses: one line
+        parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: {err}\n")
     for split, path in files.items():
         print(f"{split}: {path}")
     return 0

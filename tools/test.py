@@ -51,6 +51,7 @@ def main(argv=None):
         # One "name: value" line per metric, whatever the logger prints.
         for name, value in metrics.items():
             print(f"{name}: {value}", flush=True)
+    del runner  # its DDP wrapper holds the process group: released before finish_distributed destroys the group
     finish_distributed()
     return metrics
 

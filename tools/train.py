@@ -50,6 +50,7 @@ def main(argv=None):
 
     runner = build_runner(cfg)
     runner.train()
+    del runner  # its DDP wrapper holds the process group: released before finish_distributed destroys the group
     finish_distributed()
 
 

@@ -1,8 +1,13 @@
 """Where the verbs write: one rule for every output path, checked before the work and kept while writing.
 
 The verbs and their paths: ``zoo train --out RUN`` (a folder), ``zoo convert SRC DST`` (a file), ``zoo export
---output FILE``, ``zoo bench --out DIR``, ``zoo xray detect --out DIR`` (a folder of per-input files),
-``attnzoo.save_pretrained`` (a folder).
+--output FILE``, ``zoo bench --out DIR``, ``zoo xray detect --out DIR`` (a folder of per-input files), ``zoo demo --out
+DIR`` (checked before the first step when the X-ray step will write there), ``zoo probe --out DIR --cache
+DIR`` (both checked before any feature is extracted), ``attnzoo.save_pretrained`` (a folder);
+the forgery tools: ``tools/forgery_train.py --out FORGERY_RUN`` (a folder; none of its files the ``--train`` file),
+``tools/forgery_eval.py --run FORGERY_RUN`` (its ``metrics.json``, never the ``--test`` file),
+``tools/make_forgery_set.py --out DIR``; a tool prints a refusal as ``<tool>: error: ...``, exit 2. ``zoo forgery
+check``, ``zoo card`` and ``zoo configs`` write nothing.
 
 1. **Checked before the work starts** (:func:`output_file`, :func:`output_folder`): every existing part of the path
    above the output is a folder, a file output is not a folder and a folder output not a file, no name in the path is

@@ -37,6 +37,9 @@ FAST = ["--img-size", "32", "--batch-size", "4", "--workers", "0", "--no-aug"]
 RUN_FILES = {"config.json", "model.safetensors", "README.md", "train_state.pth", "metrics.jsonl"}
 LOCK_NAME = "train.lock"
 EXIT_INTERRUPTED = 130  # attnzoo.cli.EXIT_INTERRUPTED, as shells report a command ended by SIGINT
+# Every wait below is for an event (a marker line, an exit); this limit only ends a test that already hangs, so it is
+# far above the slowest normal run (a child's epoch on a 2-core machine beside two workers and a CPU-heavy job).
+WAIT_S = 600
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +100,7 @@ class Child:
         path = Path(self.log + ".err")
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def wait_for(self, marker: str, timeout: float = 120) -> None:
+    def wait_for(self, marker: str, timeout: float = WAIT_S) -> None:
         deadline = time.monotonic() + timeout
         while marker not in self.stderr():
             if not self.process.is_alive():
@@ -110,10 +113,10 @@ class Child:
 
     def kill9(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
-        self.process.join(30)
+        self.process.join(WAIT_S)
         assert self.process.exitcode == -signal.SIGKILL
 
-    def join(self, timeout: float = 120) -> int:
+    def join(self, timeout: float = WAIT_S) -> int:
         self.process.join(timeout)
         if self.process.exitcode is None:
             self.process.kill()
@@ -121,7 +124,7 @@ class Child:
         return self.process.exitcode
 
 
-def _wait_until(condition, what: str, timeout: float = 120) -> None:
+def _wait_until(condition, what: str, timeout: float = WAIT_S) -> None:
     """Poll ``condition`` (an event, not a clock; the timeout only ends a test that is already failing)."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -15,7 +15,10 @@ What importing it does:
 * makes mmengine read local checkpoint files through ``attnzoo.weights.read_checkpoint`` with exactly the extra globals a
   Runner checkpoint holds, for those reads only (:mod:`~attnzoo.openmmlab.checkpoints`): ``--resume``, ``load_from``,
   ``tools/test.py`` and mmdet's inferencers work with ``weights_only`` on, and nothing else in the process is
-  allowed more.
+  allowed more;
+* makes mmengine's default logger now, its console handler following ``sys.stdout`` at each write instead of holding
+  the stream of the moment it was made (:mod:`~attnzoo.openmmlab.logs`): a caller's redirected or captured stream,
+  closed later, never receives another message.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import attnzoo  # noqa: F401  (registers every zoo family with timm)
 
 from .backbone import PRETRAINED_ADAPTERS, ZooBackbone
 from .checkpoints import RUNNER_CHECKPOINT_GLOBALS, install_runner_checkpoint_reader, load_from_zoo_reader
+from .logs import follow_standard_streams, make_default_logger
 from .plugins import PLUGIN_LAYERS
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "PRETRAINED_ADAPTERS",
     "RUNNER_CHECKPOINT_GLOBALS",
     "ZooBackbone",
+    "follow_standard_streams",
     "install_runner_checkpoint_reader",
     "load_from_zoo_reader",
 ]
@@ -58,6 +63,7 @@ def _register() -> None:
         raise ImportError("attnzoo.openmmlab needs mmdet and/or mmsegmentation with full mmcv (not mmcv-lite): "
                           "`pip install 'attnzoo[mm]'` (see tools/install.sh). " + "; ".join(errors))
     install_runner_checkpoint_reader()
+    make_default_logger()
 
 
 _register()

@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..outputs import output_folder, writing
+
 __all__ = ["DEMO_STEPS", "DemoOptions", "DemoStep", "demo_image", "draw_demo_image", "run_demo", "wide_console"]
 
 DEMO_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "demo_image.png"  # zoo/assets, shipped
@@ -189,9 +191,11 @@ def xray_detector(console: Console, options: DemoOptions) -> dict | None:
         return None
     from .xray.demo import DEMO_ITERATIONS, run_xray_demo
 
-    return run_xray_demo(Path(options.out_dir) / "xray", iterations=options.xray_iterations or DEMO_ITERATIONS,
-                         guard_minutes=options.xray_minutes, log=lambda text: console.print(text, markup=False,
-                                                                                            highlight=False))
+    out = Path(options.out_dir) / "xray"
+    with writing(out, "--out"):  # a write the file system refuses (full disk, read-only): one line naming --out
+        return run_xray_demo(out, iterations=options.xray_iterations or DEMO_ITERATIONS,
+                             guard_minutes=options.xray_minutes, log=lambda text: console.print(text, markup=False,
+                                                                                                highlight=False))
 
 
 DEMO_STEPS: list[DemoStep] = [
@@ -214,6 +218,9 @@ def run_demo(
     console = console or wide_console()
     options = DemoOptions(pattern=pattern, max_gflops=max_gflops, budget_s=budget_s, xray_minutes=xray_minutes,
                           xray_iterations=xray_iterations, out_dir=out_dir)
+    if xray_minutes > 0:  # the X-ray step writes under --out: the zoo's output-path rule, before any step runs
+        output_folder(out_dir, "--out", create=False)
+        output_folder(Path(out_dir) / "xray", "--out", create=False)
     for step in DEMO_STEPS:
         console.rule(step.title)
         step.run(console, options)

@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ...outputs import output_folder
 from ...shipped import config_path, tool_path
 
 DEMO_CONFIG = "xray/cascade-mask-rcnn_biformer-tiny_fpn-sdanet_synthetic-demo.py"
@@ -66,8 +67,7 @@ def run_xray_demo(out_dir, iterations: int = DEMO_ITERATIONS, guard_minutes: flo
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     start = time.perf_counter()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out_dir).resolve(), "--out")  # the zoo's output-path rule (attnzoo.outputs)
     data_root = out / "data"
     timings = {}
 
@@ -195,8 +195,8 @@ def _step_output(log_file: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def _mm_logs_to(stream) -> Iterator[None]:
     """mmengine's loggers write to ``stream`` for a while: they hold the ``sys.stdout`` of the moment each was made, so
-    redirecting stdout alone does not move them. Loggers made meanwhile are pointed at stderr afterwards (``stream``
-    is closed then)."""
+    redirecting stdout alone does not move them. Loggers made meanwhile follow ``sys.stderr`` afterwards (``stream``
+    is closed then; :mod:`attnzoo.openmmlab.logs`)."""
     try:
         from mmengine.logging import MMLogger
     except ImportError:  # nothing of OpenMMLab can log then
@@ -207,11 +207,7 @@ def _mm_logs_to(stream) -> Iterator[None]:
         return [h for logger in list(MMLogger._instance_dict.values()) for h in logger.handlers
                 if type(h) is logging.StreamHandler]
 
-    def point(handler: logging.StreamHandler, target) -> None:
-        # Not setStream: it flushes the old stream first, which may be closed by now (a finished test's capture, an
-        # earlier step's log file); a closed old stream has nothing left to flush.
-        with handler.lock:
-            handler.stream = target
+    from ...openmmlab.logs import StandardStream, point
 
     before = {handler: handler.stream for handler in stream_handlers()}
     for handler in before:
@@ -220,8 +216,9 @@ def _mm_logs_to(stream) -> Iterator[None]:
         yield
     finally:
         for handler in stream_handlers():
-            previous = before.get(handler, sys.stderr)
-            point(handler, sys.stderr if getattr(previous, "closed", False) else previous)
+            previous = before.get(handler)
+            point(handler, StandardStream("stderr") if previous is None or getattr(previous, "closed", False)
+                  else previous)
 
 
 def write_demo_config(path: str | os.PathLike, data_root: str | os.PathLike, seed: int,

@@ -246,9 +246,11 @@ def detect(config: str | Path, checkpoint: str | Path, inputs: Sequence[str | Pa
     start = time.perf_counter()
     import warnings
 
-    # mmengine 0.10.7 imports pkg_resources, whose deprecation warning says nothing to a user of this command
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    inferencer = build_inferencer(config_file, checkpoint_file, device)
+    # mmengine 0.10.7 imports pkg_resources, whose deprecation warning says nothing to a user of this command (for
+    # this import only: the process's warning filters are left as they were)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        inferencer = build_inferencer(config_file, checkpoint_file, device)
     classes = inferencer.model.dataset_meta["classes"]
     palette = inferencer.model.dataset_meta.get("palette")
     output_folder(out_dir, "--out")
