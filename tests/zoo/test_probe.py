@@ -14,7 +14,8 @@ import torch
 
 from attnzoo.cli import EXIT_USER_ERROR, main
 from attnzoo.tasks.probing import Features, ProbeError, token_map, train_probe
-from attnzoo.tasks.probing.leaderboard import ModelSpec, run_probe
+from attnzoo.tasks.probing.leaderboard import ModelSpec, leaderboard_markdown, run_probe, write_leaderboard
+from attnzoo.tasks.probing.training import recipe_record
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -102,6 +103,26 @@ def test_a_cache_of_another_version_or_folder_is_refused_and_rebuilt(first_run, 
     assert any("written for another folder; refused" in m for m in messages), messages
 
 
+def test_two_weights_of_one_model_in_one_run_each_get_their_own_features(digits, tmp_path):
+    """Two specs of one model and input size share a cache entry's folder: the second (other weights, another key)
+    replaces the entry, and the first still trains on its own features (every model is extracted before any probe
+    trains, so the first's features are held memory-mapped)."""
+    import attnzoo
+
+    torch.manual_seed(1)
+    weights = tmp_path / "other.pth"
+    torch.save(attnzoo.create_model("agent_deit_tiny", img_size=32, **VIT_KWARGS).state_dict(), weights)
+    specs = [ModelSpec("agent_deit_tiny", random_init=True, model_kwargs=VIT_KWARGS, label="random"),
+             ModelSpec("agent_deit_tiny", checkpoint=str(weights), model_kwargs=VIT_KWARGS, label="other")]
+    cache = tmp_path / "cache"
+    board, messages = _run(specs, digits, cache, methods=["knn"])
+    assert board.extracted == {"random": 400, "other": 400}
+    assert any("written for another weights; refused, rebuilding it" in m for m in messages), messages
+    alone = {spec.name: _run([spec], digits, tmp_path / spec.name, methods=["knn"])[0].rows[0] for spec in specs}
+    alone = {name: (row.top1, row.top5) for name, row in alone.items()}  # each from a cache of its own
+    assert {r.model: (r.top1, r.top5) for r in board.rows} == alone and alone["random"] != alone["other"]
+
+
 def test_cli_prints_the_leaderboard_and_writes_markdown_json_and_plot(first_run, digits, tmp_path, capsys):
     cache, vit, _, _ = first_run
     out = tmp_path / "out"
@@ -176,6 +197,43 @@ def test_token_map_reads_vit_tokens_and_both_map_layouts():
         token_map(vit, torch.randn(2, 1, 8))
 
 
+def test_the_recipes_follow_the_stated_rule_and_are_recorded(first_run, tmp_path):
+    """The batch is the official one capped at a tenth of the training images (at least 16, at most all); the lr is
+    the official run's, unscaled; warm-up keeps its share of the epochs. What trained is what is recorded/printed."""
+    _, vit, _, _ = first_run  # 320 training scans, --epochs 30
+    recipes = {r.method: r.recipe for r in vit.rows}
+    assert recipes["knn"] == {}
+    for method in ("linear", "attentive", "ep"):
+        r = recipes[method]
+        assert (r["optimizer"], r["lr"], r["official_lr"], r["weight_decay"]) == ("lars", 1.6, 0.1 * 4096 / 256, 0.0)
+        assert (r["batch_size"], r["official_batch_size"], r["epochs"], r["warmup_epochs"]) == (32, 4096, 30, 3)
+    r = recipes["mp"]
+    assert (r["optimizer"], r["lr"], r["weight_decay"], r["batch_size"], r["official_batch_size"]) == (
+        "adamw", 1e-3, 0.05, 32, 256)
+    assert (r["epochs"], r["warmup_epochs"], r["train_images"], r["official_lr"]) == (30, 5, 320, 1e-4)
+    for row in vit.rows:  # the row's own columns are the recipe's
+        assert (row.batch_size, row.lr, row.epochs) == ((row.recipe["batch_size"], row.recipe["lr"],
+                                                         row.recipe["epochs"]) if row.recipe else (0, 0.0, 0))
+    text = leaderboard_markdown(vit)
+    assert ("Probe recipes on the 320 training images (batch: the official batch capped at a tenth of the training "
+            "images, at least 16 (at most all of them); lr: not scaled with the batch):") in text
+    assert ("- linear, attentive, ep: LARS, lr 1.6 (official), weight decay 0, batch 32 (official 4096), 30 epochs "
+            "(3 warm-up; official 90 / 10)") in text
+    assert ("- mp: AdamW, lr 0.001 (official 0.0001), weight decay 0.05, batch 32 (official 256), 30 epochs (5 "
+            "warm-up; official 30 / 5)") in text
+    paths = write_leaderboard(vit, tmp_path / "out")
+    assert {r["method"]: r["recipe"] for r in json.loads(paths["json"].read_text())["rows"]} == recipes
+    # the rule at other sizes, and without --epochs
+    batches = {n: (recipe_record("ep", n)["batch_size"], recipe_record("mp", n)["batch_size"])
+               for n in (10, 100, 1438, 20_000, 100_000)}
+    assert batches == {10: (10, 10), 100: (16, 16), 1438: (143, 143), 20_000: (2000, 256), 100_000: (4096, 256)}
+    assert [(recipe_record(m, 1438)["epochs"], recipe_record(m, 1438)["warmup_epochs"]) for m in ("ep", "mp")] == [
+        (90, 10), (30, 5)]
+    assert {recipe_record(m, n)["lr"] for m in ("linear", "ep") for n in (10, 100_000)} == {1.6}
+    given = recipe_record("ep", 320, batch_size=8)
+    assert (given["batch_size"], given["batch_rule"]) == (8, "given")
+
+
 def test_probe_training_is_seeded():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
@@ -184,3 +242,18 @@ def test_probe_training_is_seeded():
     first = train_probe("ep", features, features, 3, seed=1, epochs=3)
     second = train_probe("ep", features, features, 3, seed=1, epochs=3)
     assert (first.top1, first.top5) == (second.top1, second.top5) and first.params == second.params
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache"])
+def test_an_output_path_that_is_a_file_is_one_line_before_any_work(flag, tmp_path, capsys):
+    """attnzoo.outputs' rule for `zoo probe`: checked before the folder is read (the data folder does not even
+    exist here, so an error about it would mean the work had started)."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    paths = {"--out": str(tmp_path / "out"), "--cache": str(tmp_path / "cache"), flag: str(taken)}
+    code = main(["probe", "agent_deit_tiny", "--data", str(tmp_path / "no_such_folder"), "--random-init",
+                 "--img-size", "32", "--out", paths["--out"], "--cache", paths["--cache"], "--quiet", *VIT_FLAGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USER_ERROR
+    assert len(err) == 1 and err[0].startswith(f"zoo: error: {flag} ") and "it is a file, not a folder" in err[0], err
+    assert taken.read_text() == "mine\n"

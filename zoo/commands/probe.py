@@ -4,6 +4,10 @@ For each model the frozen features are extracted once and cached (a second run, 
 probe named by ``--method`` is trained on them; one leaderboard is printed (top-1 / top-5, probe parameters,
 extraction and training time), and with ``--out`` written as probe.md, probe.json and probe.png. The last stdout
 line is one JSON object.
+
+Under torchrun (``torchrun --nproc_per_node N -m attnzoo.cli probe ...``: gloo on the CPU, NCCL on CUDA) the
+extraction is sharded across the processes into the same cache entry one process writes; rank 0 alone trains the
+probes and prints; the other ranks print nothing but errors.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ from .validate import (
 
 def run(args: argparse.Namespace) -> int:
     from ..models import check_model_kwargs
+    from ..outputs import output_folder
+    from ..tasks.classification import start_processes, stop_processes
     from ..tasks.probing import default_cache_dir
     from ..tasks.probing.leaderboard import ModelSpec, leaderboard_markdown, parse_methods, run_probe, write_leaderboard
 
     check_device(args.device)
+    # the output paths before any work (attnzoo.outputs: a file where a folder belongs, a name too long, read-only)
+    if args.out:
+        output_folder(args.out, "--out", create=False)
+    output_folder(args.cache or default_cache_dir(), "--cache", create=False)
     if args.random_init and args.pretrained:
         raise UserError("--random-init and --pretrained contradict each other; pass one of them.")
     methods = parse_methods(args.method)
@@ -39,10 +49,15 @@ def run(args: argparse.Namespace) -> int:
         check_model_kwargs(name, args.model_kwargs, img_size=args.img_size)
     specs = [ModelSpec(name, checkpoint=args.pretrained, random_init=args.random_init, model_kwargs=args.model_kwargs)
              for name in names]
+    processes = start_processes(args.device, args.workers)  # torchrun's process group, or this one process
     board = run_probe(specs, args.data, methods, cache_dir=args.cache or default_cache_dir(), img_size=args.img_size,
-                      crop_pct=args.crop_pct, batch_size=args.batch_size, workers=args.workers, device=args.device,
-                      seed=args.seed, epochs=args.epochs, val_fraction=args.val_fraction,
-                      probe_threads=args.probe_threads or None, progress=not args.quiet, max_pixels=args.max_pixels)
+                      crop_pct=args.crop_pct, batch_size=args.batch_size, workers=processes.workers,
+                      device=args.device, seed=args.seed, epochs=args.epochs, val_fraction=args.val_fraction,
+                      probe_threads=args.probe_threads or None, progress=not args.quiet, max_pixels=args.max_pixels,
+                      processes=processes)
+    stop_processes(processes)  # run_probe left the group already; a no-op then
+    if board is None:  # not rank 0: its shards are in the cache, and it prints nothing
+        return 0
     print(leaderboard_markdown(board))
     summary = {"data": board.data, "models": names, "methods": methods, "extracted": board.extracted,
                "best": None if board.best() is None else {"model": board.best().model, "method": board.best().method,
@@ -79,9 +94,11 @@ def register(commands) -> None:
     probe.add_argument("--epochs", type=positive_int, default=None,
                        help="epochs of every trained probe (default: each official recipe's: 90, MP 30)")
     probe.add_argument("--seed", type=non_negative_int, default=0)
-    probe.add_argument("--batch-size", type=positive_int, default=64, help="extraction batch (default %(default)s)")
+    probe.add_argument("--batch-size", type=positive_int, default=64,
+                       help="extraction batch per process (default %(default)s)")
     probe.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
-    probe.add_argument("--workers", type=non_negative_int, default=0, help="data loading processes (default 0)")
+    probe.add_argument("--workers", type=non_negative_int, default=0,
+                       help="data loading processes per process (default 0)")
     probe.add_argument("--probe-threads", type=non_negative_int, default=1,
                        help="torch CPU threads while the probes train (default 1: small probes train fastest on one; "
                             "0: torch's default)")

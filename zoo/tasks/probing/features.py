@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from ...errors import ZooError
 
-__all__ = ["Features", "ProbeError", "extract_features", "token_map"]
+__all__ = ["FLOAT16_MAX", "Features", "ProbeError", "compact_tokens", "extract_features", "largest_magnitude",
+           "token_map"]
 
 FLOAT16_MAX = 65504.0
 
@@ -68,17 +69,24 @@ def token_map(model: torch.nn.Module, output: torch.Tensor, name: str = "model")
     return tokens, tokens.mean(dim=1)
 
 
-def _compact(tokens: np.ndarray) -> np.ndarray:
-    """float16 when every value fits it (halves the cache), else float32."""
-    if tokens.size and np.abs(tokens).max() >= FLOAT16_MAX:
-        return tokens
-    return tokens.astype(np.float16)
+def largest_magnitude(tokens: np.ndarray) -> float:
+    """The largest |value| of ``tokens`` (0 for none)."""
+    return float(np.abs(tokens).max()) if tokens.size else 0.0
+
+
+def compact_tokens(tokens: np.ndarray, largest: float | None = None) -> np.ndarray:
+    """float16 when every value fits it (halves the cache), else float32. ``largest``: the largest |value| of the
+    whole split when ``tokens`` is one shard of it (so every shard takes the type the whole split takes)."""
+    if largest is None:
+        largest = largest_magnitude(tokens)
+    return tokens.astype(np.float32 if largest >= FLOAT16_MAX else np.float16, copy=False)
 
 
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, loader, device: torch.device, *, name: str = "model",
-                     desc: str = "extract", progress: bool = True) -> Features:
-    """Run the frozen ``model`` over ``loader`` (eval mode, no grad) and keep its token map, pooled vector, labels."""
+                     desc: str = "extract", progress: bool = True, compact: bool = True) -> Features:
+    """Run the frozen ``model`` over ``loader`` (eval mode, no grad) and keep its token map, pooled vector, labels.
+    ``compact=False`` keeps the tokens float32 (a shard, compacted once the whole split's largest value is known)."""
     model.eval()
     tokens, pooled, labels = [], [], []
     start = time.perf_counter()
@@ -92,4 +100,6 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device, *, na
     seconds = time.perf_counter() - start
     if not labels:
         raise ProbeError(f"{name}: the split has no images to extract.")
-    return Features(_compact(np.concatenate(tokens)), np.concatenate(pooled), np.concatenate(labels), seconds)
+    tokens = np.concatenate(tokens)
+    return Features(compact_tokens(tokens) if compact else tokens, np.concatenate(pooled), np.concatenate(labels),
+                    seconds)
