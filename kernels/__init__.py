@@ -1,5 +1,5 @@
 """Attention ops: tensors in, tensors out. One op per file (bra.py, agent.py, flow.py, slab.py, aggregated_attention.py,
-moh.py); tiles.py holds the Triton tile helpers flow and slab share, backend.py the dispatch.
+moh.py); tiles.py holds the Triton tile helpers flow and slab share, backend.py the dispatch, launch.py the GPU target a launch is compiled for.
 
 Each op file holds the plain-torch reference (the spec), the Triton kernels, the autograd.Function, the
 ``attnzoo::`` torch.library op (:func:`attnzoo.kernels.backend.kernel_op`: its kernel picks the path through

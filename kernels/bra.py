@@ -612,15 +612,17 @@ def _launch_config(query_tokens: int, routed_tokens: int, head_dim_qk: int, head
     block_dv = max(16, triton.next_power_of_2(head_dim_v))
     widest = max(block_dqk, block_dv)
     fp32 = dtype == torch.float32
-    big = 64 if (widest <= 64 or not fp32) else 32
-    if fp32 and kernel == "dkv" and not interpreting():
-        big = 32
+    # fp32 at head dims above 32: 32-token tiles (64 x 64 tiles at a 33..64 head dim spilled 88-376 B on sm_80/90/100)
+    big = 64 if (widest <= 32 or not fp32) else 32
+    if (fp32 or widest == 64) and kernel == "dkv" and not interpreting():
+        big = 32  # dK/dV (two accumulators): 32-token tiles for fp32, and for half at head dims above 32 (88 B on sm_80)
     block_m = min(big, max(16, triton.next_power_of_2(query_tokens)))
     block_n = min(big, max(16, triton.next_power_of_2(routed_tokens)))
     if fp32:
-        options = dict(num_warps=4 if kernel == "dkv" else 8, num_stages=1)
+        options = dict(num_warps=4 if kernel == "dkv" and widest <= 32 else 8, num_stages=1)
     else:
-        options = dict(num_warps=4 if block_m * widest <= 64 * 64 else 8, num_stages=3)
+        # 8 warps from 64 x 64 tiles on (dK/dV at 64 x 64 on 4 warps: 88 B of spills on sm_80)
+        options = dict(num_warps=4 if block_m * widest < 64 * 64 else 8, num_stages=3)
     return block_m, block_n, block_dqk, block_dv, options
 
 

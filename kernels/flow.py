@@ -34,8 +34,10 @@ In this file, in order:
   queries: the output), so q and k are read twice and v once; nothing of size L is written but the output.
   Backward: four sweeps (queries, keys, queries, keys), reading q, dO, k, v twice each.
   Causal forward: one sweep (every statistic is a prefix sum, carried across blocks), reading q, k, v once; it
-  stores the carried state at each block start for the backward (L/64 states, never (L, d, dv)). Causal backward:
-  one reverse sweep carrying the suffix sums of every gradient.
+  stores the carried state at each block start for the backward (L/block states, never (L, d, dv)). Causal backward:
+  one reverse sweep carrying the suffix sums of every gradient. The causal kernels keep their carried d x dv state
+  in a per-program fp32 workspace (L2) and sweep the value dim in slices (``CHUNK_DV``), so it never sits whole in
+  registers beside the token tiles (it spilled on sm_80 that way).
 - ``FlowAttentionFunction`` (autograd) and ``flow_attention`` (dispatch through ``attnzoo.kernels.backend``).
 
 Head dims up to 64 run in Triton (padded to a power of two >= 16 for ``tl.dot``); larger ones use the reference
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from .backend import choose_backend, forced_backend, function_path, interpreting, kernel_op, recompute_path
+from .launch import target_capability
 from .tiles import jit as _jit
 from .tiles import load_rows as _load_rows
 from .tiles import matmul as _mm
@@ -450,7 +453,7 @@ def _flow_bwd_kernel(
 
 @_jit
 def _flow_causal_fwd_kernel(
-    Q, K, V, OUT, STATES_VEC, STATES_Z, STATES_KV,
+    Q, K, V, OUT, STATES_VEC, STATES_Z, STATES_KV, KV,
     stride_qb, stride_qh, stride_ql, stride_qd,
     stride_kb, stride_kh, stride_kl, stride_kd,
     stride_vb, stride_vh, stride_vl, stride_vd,
@@ -458,7 +461,7 @@ def _flow_causal_fwd_kernel(
     n_heads, length, head_dim, value_dim, n_blocks,
     eps, sum_eps,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
-    SAVE_STATES: tl.constexpr,
+    SAVE_STATES: tl.constexpr, CHUNK_DV: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
     b = bh // n_heads
@@ -469,10 +472,12 @@ def _flow_causal_fwd_kernel(
     o_base = OUT + b * stride_ob + h * stride_oh
     offs_l = tl.arange(0, BLOCK_L)
     offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_DV)
+    offs_c = tl.arange(0, CHUNK_DV)
     d_mask = offs_d < head_dim
-    e_mask = offs_e < value_dim
     visible = offs_l[:, None] >= offs_l[None, :]
+    # the value dim is swept in CHUNK_DV-wide slices and the carried d x dv state lives in KV (zeros, one per
+    # program, L2-resident), not in registers (whole, it spilled on sm_80 beside the token tiles)
+    kv_base = KV + bh * BLOCK_D * BLOCK_DV
 
     # prefix sums carried from block to block
     k_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -480,7 +485,6 @@ def _flow_causal_fwd_kernel(
     k_out = tl.zeros([BLOCK_D], dtype=tl.float32)
     q_in = tl.zeros([BLOCK_D], dtype=tl.float32)
     exp_sum = tl.sum(tl.zeros([BLOCK_L], dtype=tl.float32), axis=0)
-    kv = tl.zeros([BLOCK_D, BLOCK_DV], dtype=tl.float32)
     for block in range(0, n_blocks):
         if SAVE_STATES:  # the state entering this block, for the backward's reverse sweep
             state = STATES_VEC + (bh * n_blocks + block) * 4 * BLOCK_D
@@ -489,13 +493,10 @@ def _flow_causal_fwd_kernel(
             tl.store(state + 2 * BLOCK_D + offs_d, k_out)
             tl.store(state + 3 * BLOCK_D + offs_d, q_in)
             tl.store(STATES_Z + bh * n_blocks + block, exp_sum)
-            kv_state = STATES_KV + (bh * n_blocks + block) * BLOCK_D * BLOCK_DV
-            tl.store(kv_state + offs_d[:, None] * BLOCK_DV + offs_e[None, :], kv)
         rows = block * BLOCK_L + offs_l
         row_mask = rows < length
         q = _load_features(q_base, rows, offs_d, stride_ql, stride_qd, row_mask, d_mask)
         k = _load_features(k_base, rows, offs_d, stride_kl, stride_kd, row_mask, d_mask)
-        v = _load_rows(v_base, rows, offs_e, stride_vl, stride_vd, row_mask, e_mask)
         q_eps = tl.where(d_mask[None, :], q + eps, 0.0)
         k_eps = tl.where(d_mask[None, :], k + eps, 0.0)
         visible_tokens = (rows + 1).to(tl.float32)
@@ -514,23 +515,34 @@ def _flow_causal_fwd_kernel(
         weight = tl.where(row_mask, tl.exp(source), 0.0)
         exp_sum_rows = exp_sum + tl.cumsum(weight, axis=0)
         competition = tl.where(row_mask, weight / exp_sum_rows * visible_tokens, 0.0)
-        weighted_v = v * competition[:, None]
         scores = tl.where(visible, _mm(q, tl.trans(k), FP32_DOT), 0.0)
-        out = _mm(q, kv, FP32_DOT) + _mm(scores, weighted_v, FP32_DOT)
-        out = out * (allocation / incoming)[:, None]  # (sink_incoming / n) * allocation
-        mask = row_mask[:, None] & e_mask[None, :]
-        tl.store(o_base + rows[:, None] * stride_ol + offs_e[None, :] * stride_od, out.to(OUT.dtype.element_ty), mask=mask)
+        scale = allocation / incoming  # (sink_incoming / n) * allocation
+        for c in range(0, BLOCK_DV, CHUNK_DV):  # value-dim slices: nothing below sums over the value dim
+            cols = c + offs_c
+            c_mask = cols < value_dim
+            v = _load_rows(v_base, rows, cols, stride_vl, stride_vd, row_mask, c_mask)
+            state_ptrs = offs_d[:, None] * BLOCK_DV + cols[None, :]
+            kv = tl.load(kv_base + state_ptrs)
+            if SAVE_STATES:  # the state entering this block, for the backward's reverse sweep
+                tl.store(STATES_KV + (bh * n_blocks + block) * BLOCK_D * BLOCK_DV + state_ptrs, kv)
+            weighted_v = v * competition[:, None]
+            out = (_mm(q, kv, FP32_DOT) + _mm(scores, weighted_v, FP32_DOT)) * scale[:, None]
+            mask = row_mask[:, None] & c_mask[None, :]
+            tl.store(o_base + rows[:, None] * stride_ol + cols[None, :] * stride_od, out.to(OUT.dtype.element_ty), mask=mask)
+            kv += _mm(tl.trans(k), weighted_v, FP32_DOT)
+            tl.debug_barrier()  # every thread has read this slice of KV before any thread overwrites it
+            tl.store(kv_base + state_ptrs, kv)
+        tl.debug_barrier()  # the next block's threads read what other threads stored
         k_sum += tl.sum(k, axis=0)
         q_sum += tl.sum(q, axis=0)
         k_out += tl.sum(k * source_outgoing[:, None], axis=0)
         q_in += tl.sum(q * sink_incoming[:, None], axis=0)
         exp_sum += tl.sum(weight, axis=0)
-        kv += _mm(tl.trans(k), weighted_v, FP32_DOT)
 
 
 @_jit
 def _flow_causal_bwd_kernel(
-    Q, K, V, DO, DQ, DK, DV, STATES_VEC, STATES_Z, STATES_KV,
+    Q, K, V, DO, DQ, DK, DV, STATES_VEC, STATES_Z, STATES_KV, D_KV,
     stride_qb, stride_qh, stride_ql, stride_qd,
     stride_kb, stride_kh, stride_kl, stride_kd,
     stride_vb, stride_vh, stride_vl, stride_vd,
@@ -541,6 +553,7 @@ def _flow_causal_bwd_kernel(
     n_heads, length, head_dim, value_dim, n_blocks,
     eps, sum_eps,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FP32_DOT: tl.constexpr,
+    CHUNK_DV: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
     b = bh // n_heads
@@ -554,13 +567,16 @@ def _flow_causal_bwd_kernel(
     dv_base = DV + b * stride_dvb + h * stride_dvh
     offs_l = tl.arange(0, BLOCK_L)
     offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_DV)
+    offs_c = tl.arange(0, CHUNK_DV)
     d_mask = offs_d < head_dim
-    e_mask = offs_e < value_dim
     visible = offs_l[:, None] >= offs_l[None, :]
+    # the value dim is swept in CHUNK_DV-wide slices; the carried d x dv gradient state lives in D_KV (zeros, one
+    # per program, L2-resident), not in registers: with it and the loaded prefix state kv both whole in registers
+    # beside ~20 (tokens x d) tiles the kernel spilled up to 14.9 KB on sm_80 (docs/kernels/README.md)
+    d_kv_base = D_KV + bh * BLOCK_D * BLOCK_DV
 
     # suffix sums of the gradients flowing into each prefix sum, carried backwards from block to block
-    d_kv = tl.zeros([BLOCK_D, BLOCK_DV], dtype=tl.float32)  # sum_{i >= j} q_i^T d(out_i) scale_i
+    # (D_KV: sum_{i >= j} q_i^T d(out_i) scale_i)
     d_exp_sum = tl.sum(tl.zeros([BLOCK_L], dtype=tl.float32), axis=0)
     d_q_in = tl.zeros([BLOCK_D], dtype=tl.float32)
     d_k_out = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -574,15 +590,13 @@ def _flow_causal_bwd_kernel(
         k_out = tl.load(state + 2 * BLOCK_D + offs_d)
         q_in = tl.load(state + 3 * BLOCK_D + offs_d)
         exp_sum = tl.load(STATES_Z + bh * n_blocks + block)
-        kv = tl.load(STATES_KV + (bh * n_blocks + block) * BLOCK_D * BLOCK_DV + offs_d[:, None] * BLOCK_DV + offs_e[None, :])
+        kv_base = STATES_KV + (bh * n_blocks + block) * BLOCK_D * BLOCK_DV
 
         # recompute the block's forward quantities exactly as the forward kernel did
         rows = block * BLOCK_L + offs_l
         row_mask = rows < length
         q = _load_features(q_base, rows, offs_d, stride_ql, stride_qd, row_mask, d_mask)
         k = _load_features(k_base, rows, offs_d, stride_kl, stride_kd, row_mask, d_mask)
-        v = _load_rows(v_base, rows, offs_e, stride_vl, stride_vd, row_mask, e_mask)
-        grad = _load_rows(g_base, rows, offs_e, stride_gl, stride_gd, row_mask, e_mask)
         q_eps = tl.where(d_mask[None, :], q + eps, 0.0)
         k_eps = tl.where(d_mask[None, :], k + eps, 0.0)
         visible_tokens = (rows + 1).to(tl.float32)
@@ -602,24 +616,46 @@ def _flow_causal_bwd_kernel(
         weight = tl.where(row_mask, tl.exp(source), 0.0)
         exp_sum_rows = tl.where(row_mask, exp_sum + tl.cumsum(weight, axis=0), 1.0)
         competition = tl.where(row_mask, weight / exp_sum_rows * visible_tokens, 0.0)
-        weighted_v = v * competition[:, None]
         scores = tl.where(visible, _mm(q, tl.trans(k), FP32_DOT), 0.0)
-        product = _mm(q, kv, FP32_DOT) + _mm(scores, weighted_v, FP32_DOT)
         scale = allocation / incoming
 
-        # output scale: out = product * allocation / incoming
-        d_product = grad * scale[:, None]
-        d_scale = tl.sum(grad * product, axis=1)
+        # the value-dim slices: output scale (out = product * allocation / incoming) and the causal product (prefix
+        # state kv entering the block plus the masked in-block scores); every sum over the value dim is accumulated
+        # slice by slice (d_scale, d_competition, d_scores, dq, dk), the rest is per slice
+        d_scale = tl.zeros([BLOCK_L], dtype=tl.float32)
+        d_competition = tl.zeros([BLOCK_L], dtype=tl.float32)
+        d_scores = tl.zeros([BLOCK_L, BLOCK_L], dtype=tl.float32)
+        dq = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+        dk = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+        for c in range(0, BLOCK_DV, CHUNK_DV):
+            cols = c + offs_c
+            c_mask = cols < value_dim
+            v = _load_rows(v_base, rows, cols, stride_vl, stride_vd, row_mask, c_mask)
+            grad = _load_rows(g_base, rows, cols, stride_gl, stride_gd, row_mask, c_mask)
+            state_ptrs = offs_d[:, None] * BLOCK_DV + cols[None, :]
+            kv = tl.load(kv_base + state_ptrs)
+            d_kv = tl.load(d_kv_base + state_ptrs)
+            weighted_v = v * competition[:, None]
+            product = _mm(q, kv, FP32_DOT) + _mm(scores, weighted_v, FP32_DOT)
+            d_product = grad * scale[:, None]
+            d_scale += tl.sum(grad * product, axis=1)
+            d_scores += _mm(d_product, tl.trans(weighted_v), FP32_DOT)
+            dq += _mm(d_product, tl.trans(kv), FP32_DOT)
+            dk += _mm(weighted_v, tl.trans(d_kv), FP32_DOT)
+            d_weighted_v = _mm(k, d_kv, FP32_DOT) + _mm(tl.trans(scores), d_product, FP32_DOT)
+            d_competition += tl.sum(d_weighted_v * v, axis=1)
+            dv = d_weighted_v * competition[:, None]
+            mask = row_mask[:, None] & c_mask[None, :]
+            tl.store(dv_base + rows[:, None] * stride_dvl + cols[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=mask)
+            d_kv += _mm(tl.trans(q), d_product, FP32_DOT)  # carry the suffix sum into the previous block
+            tl.debug_barrier()  # every thread has read this slice of D_KV before any thread overwrites it
+            tl.store(d_kv_base + state_ptrs, d_kv)
+        tl.debug_barrier()  # the next block's threads read what other threads stored
         d_sink = d_scale / incoming * allocation * (1.0 - allocation)
         d_incoming = -d_scale * scale / incoming
-
-        # the causal product: prefix state kv (entering the block) plus the masked in-block scores
-        d_scores = tl.where(visible, _mm(d_product, tl.trans(weighted_v), FP32_DOT), 0.0)
-        dq = _mm(d_product, tl.trans(kv), FP32_DOT) + _mm(d_scores, k, FP32_DOT)
-        dk = _mm(weighted_v, tl.trans(d_kv), FP32_DOT) + _mm(tl.trans(d_scores), q, FP32_DOT)
-        d_weighted_v = _mm(k, d_kv, FP32_DOT) + _mm(tl.trans(scores), d_product, FP32_DOT)
-        dv = d_weighted_v * competition[:, None]
-        d_competition = tl.sum(d_weighted_v * v, axis=1)
+        d_scores = tl.where(visible, d_scores, 0.0)
+        dq += _mm(d_scores, k, FP32_DOT)
+        dk += _mm(tl.trans(d_scores), q, FP32_DOT)
 
         # competition = n * exp(source) / running sum of exp
         d_exp_sum_rows = tl.where(row_mask, -d_competition * competition / exp_sum_rows, 0.0)
@@ -658,11 +694,8 @@ def _flow_causal_bwd_kernel(
         mask = row_mask[:, None] & d_mask[None, :]
         tl.store(dq_base + rows[:, None] * stride_dql + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=mask)
         tl.store(dk_base + rows[:, None] * stride_dkl + offs_d[None, :] * stride_dkd, dk.to(DK.dtype.element_ty), mask=mask)
-        mask = row_mask[:, None] & e_mask[None, :]
-        tl.store(dv_base + rows[:, None] * stride_dvl + offs_e[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=mask)
 
         # carry the suffix sums into the previous block
-        d_kv += _mm(tl.trans(q), d_product, FP32_DOT)
         d_exp_sum += tl.sum(d_exp_sum_rows, axis=0)
         d_q_in += tl.sum(d_source_n[:, None] * k_eps, axis=0)
         d_k_out += tl.sum(d_sink_n[:, None] * q_eps, axis=0)
@@ -679,22 +712,45 @@ def _block_l(block_d: int, block_dv: int, causal: bool, fp32_dot: bool = False) 
     if interpreting():
         # the CPU interpreter pays per loop step, not per element: fewer, larger steps (same code, same masks)
         return 128
-    # at d = 64 the kernels keep 64 x 64 fp32 states in registers besides the token tiles: 16-token tiles, or the
-    # backward spills (tools/kernel_check.py, sm_90: fp32 680 B at 64 tokens, 144 B at 32; half 240 B at 64)
-    if max(block_d, block_dv) == 64:
+    # the kernels keep d x dv fp32 states and d-vectors besides the token tiles: 16-token tiles at head dim 64, and
+    # at head dim 32 for the causal kernels and fp32 (tools/kernel_check.py: 64-token tiles spilled there, e.g. the
+    # fp32 backward 168 B on sm_80 / 96 B on sm_90, the causal backward 368 B-13.8 KB on sm_80 and 32-736 B on sm_90)
+    wide = max(block_d, block_dv)
+    if wide == 64 or (wide == 32 and (causal or fp32_dot)):
         return 16
-    # the causal kernels hold (block x block) scores and several (block x d) prefix tiles: smaller blocks for big d
-    # (sm_90 compile of the causal backward, 3xTF32, d = 64: 64-token blocks need 322 KiB of shared memory, over
-    # the H100's 227 KiB)
-    if causal:
-        return 32 if max(block_d, block_dv) == 64 else 64
     return 64
 
 
-# every flow kernel: 8 warps, no software pipelining. The token sweeps are bound by the on-chip states, not by load
-# latency, and the 3-stage 4-warp launches spilled (fp32 backward: 2.3-3 KB) and took 192 KB of shared memory (over
-# the A100's 163 KB); see docs/kernels/compile_report.md.
-_LAUNCH = dict(num_warps=8, num_stages=1)
+def _launch(kind: str, dtype: torch.dtype, block_d: int, block_dv: int, device: torch.device) -> dict:
+    """The launch table: FP32_DOT (and CHUNK_DV for the causal kernels), num_warps, num_stages of one flow kernel
+    ("fwd", "bwd", "causal_fwd", "causal_bwd") for the input dtype, the padded head dims and the target GPU.
+
+    Every kernel: 8 warps, no software pipelining (the token sweeps are bound by the on-chip states, not by load
+    latency; 3-stage 4-warp launches spilled 2.3-3 KB and took 192 KB of shared memory, over the A100's 163 KB).
+    Dots: 3xTF32 for fp32 inputs, one TF32 pass for half inputs (``tiles.matmul``), except where the tensor-core
+    operands do not fit beside the states: the sm_80 backward at head dim 64 (504 B of spills in fp32, 32 B in half),
+    the sm_80 fp32 forward at head dim 16 (8 B), the sm_80 causal backward at head dims 32 and 64 (0.4-14.9 KB) and
+    the fp32 causal backward at head dim 32 on every target (sm_90: 16 B, sm_100: 24-40 B) take exact fp32 FMA dots
+    ("ieee") there, 0 spills. The causal kernels sweep the value dim in CHUNK_DV-wide slices (32; 16 where the
+    backward takes FMA dots).
+    tools/kernel_check.py measured each row (docs/kernels/compile_report.md).
+    """
+    options = dict(FP32_DOT=dtype == torch.float32, num_warps=8, num_stages=1)
+    # (the CPU interpreter takes the table of attnzoo.kernels.launch.compiling_for's target, sm_90 by default: the
+    # tests run both tables' code paths)
+    sm80 = target_capability(device) < 90
+    widest = max(block_d, block_dv)
+    chunk = 32
+    if kind == "bwd" and sm80 and widest == 64:
+        options["FP32_DOT"] = "ieee"
+    if kind == "fwd" and sm80 and dtype == torch.float32 and widest == 16:  # 3xTF32: 8 B of spills (Flowformer)
+        options["FP32_DOT"] = "ieee"
+    if kind == "causal_bwd" and widest >= 32:
+        if sm80 or (dtype == torch.float32 and widest == 32):  # sm_90 / sm_100 fp32 at head dim 32: 16-40 B else
+            options["FP32_DOT"], chunk = "ieee", 16
+    if kind.startswith("causal"):
+        options["CHUNK_DV"] = min(chunk, block_dv)
+    return options
 
 
 class FlowAttentionFunction(torch.autograd.Function):
@@ -705,8 +761,7 @@ class FlowAttentionFunction(torch.autograd.Function):
         b, h, n_queries, head_dim = q.shape
         n_keys, value_dim = k.shape[2], v.shape[3]
         block_d, block_dv = _padded(head_dim), _padded(value_dim)
-        fp32_dot = q.dtype == torch.float32
-        block_l = _block_l(block_d, block_dv, causal, fp32_dot)
+        block_l = _block_l(block_d, block_dv, causal, q.dtype == torch.float32)
         out = _new_output(q, value_dim)
         grid = (b * h,)
         f32 = dict(dtype=torch.float32, device=q.device)
@@ -719,12 +774,13 @@ class FlowAttentionFunction(torch.autograd.Function):
                 states_kv = torch.empty(b * h, n_blocks, block_d, block_dv, **f32)
             else:
                 states_vec = states_z = states_kv = torch.empty(1, **f32)
+            kv = torch.zeros(b * h, block_d, block_dv, **f32)  # the kernel's workspace: the carried state
             _flow_causal_fwd_kernel[grid](
-                q, k, v, out, states_vec, states_z, states_kv,
+                q, k, v, out, states_vec, states_z, states_kv, kv,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, n_queries, head_dim, value_dim, n_blocks, eps, sum_eps,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot, SAVE_STATES=save,
-                **_LAUNCH,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, SAVE_STATES=save,
+                **_launch("causal_fwd", q.dtype, block_d, block_dv, q.device),
             )  # fmt: skip
             ctx.save_for_backward(q, k, v, states_vec, states_z, states_kv)
             ctx.n_blocks = n_blocks
@@ -737,19 +793,19 @@ class FlowAttentionFunction(torch.autograd.Function):
                 q, k, v, out, stats_vec, stats_kv, stats_z,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, n_queries, n_keys, float(n_keys), head_dim, value_dim, eps, sum_eps, length_ratio,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-                **_LAUNCH,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv,
+                **_launch("fwd", q.dtype, block_d, block_dv, q.device),
             )  # fmt: skip
             ctx.save_for_backward(q, k, v, stats_vec, stats_kv, stats_z)
             ctx.length_ratio = length_ratio
         ctx.causal, ctx.eps, ctx.sum_eps = causal, eps, sum_eps
-        ctx.blocks = (block_l, block_d, block_dv, fp32_dot)
+        ctx.blocks = (block_l, block_d, block_dv)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, *stats = ctx.saved_tensors
-        block_l, block_d, block_dv, fp32_dot = ctx.blocks
+        block_l, block_d, block_dv = ctx.blocks
         b, h, n_queries, head_dim = q.shape
         n_keys, value_dim = k.shape[2], v.shape[3]
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -759,18 +815,19 @@ class FlowAttentionFunction(torch.autograd.Function):
         common = (*_strides(q), *_strides(k), *_strides(v), *_strides(grad_out),
                   *_strides(dq), *_strides(dk), *_strides(dv))  # fmt: skip
         if ctx.causal:
+            d_kv = torch.zeros(b * h, block_d, block_dv, dtype=torch.float32, device=q.device)  # the kernel's workspace
             _flow_causal_bwd_kernel[grid](
-                q, k, v, grad_out, dq, dk, dv, *stats, *common,
+                q, k, v, grad_out, dq, dk, dv, *stats, d_kv, *common,
                 h, n_queries, head_dim, value_dim, ctx.n_blocks, ctx.eps, ctx.sum_eps,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-                **_LAUNCH,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv,
+                **_launch("causal_bwd", q.dtype, block_d, block_dv, q.device),
             )  # fmt: skip
         else:
             _flow_bwd_kernel[grid](
                 q, k, v, grad_out, dq, dk, dv, *stats, *common,
                 h, n_queries, n_keys, float(n_keys), head_dim, value_dim, ctx.eps, ctx.sum_eps, ctx.length_ratio,
-                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-                **_LAUNCH,
+                BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv,
+                **_launch("bwd", q.dtype, block_d, block_dv, q.device),
             )  # fmt: skip
         return dq, dk, dv, None, None, None
 

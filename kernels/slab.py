@@ -66,6 +66,7 @@ from .backend import (
     kernel_op,
     recompute_path,
 )
+from .launch import target_capability
 from .tiles import jit as _jit
 from .tiles import load_rows as _load_rows
 from .tiles import matmul as _mm
@@ -270,9 +271,19 @@ def _block_l(block_d: int = 0, block_dv: int = 0, fp32_dot: bool = False) -> int
     return 16 if fp32_dot and max(block_d, block_dv) == 64 else 64
 
 
-# both SLAB kernels: 8 warps, no software pipelining (the sweeps are bound by the on-chip state; the 3-stage 4-warp
-# launches spilled up to 2.6 KB on sm_80 and took 160 KB of shared memory; docs/kernels/compile_report.md)
-_LAUNCH = dict(num_warps=8, num_stages=1)
+def _launch(kind: str, dtype: torch.dtype, device: torch.device) -> dict:
+    """The launch table: FP32_DOT, num_warps, num_stages of the "fwd" / "bwd" kernel for the input dtype and target.
+
+    Both kernels: 8 warps, no software pipelining (the sweeps are bound by the on-chip state; the 3-stage 4-warp
+    launches spilled up to 2.6 KB on sm_80 and took 160 KB of shared memory). Dots: 3xTF32 for fp32 inputs, one TF32
+    pass for half inputs, except the fp32 backward on sm_80, whose 3xTF32 operands spill (72 B at head dim 32,
+    64-token tiles; 8-64 B at 16 / 32 tokens or 4 warps): exact fp32 FMA dots ("ieee") there, 102 registers, 0
+    spills. tools/kernel_check.py measured each row (docs/kernels/compile_report.md).
+    """
+    options = dict(FP32_DOT=dtype == torch.float32, num_warps=8, num_stages=1)
+    if kind == "bwd" and dtype == torch.float32 and target_capability(device) < 90:
+        options["FP32_DOT"] = "ieee"
+    return options
 
 
 class SimplifiedLinearAttentionFunction(torch.autograd.Function):
@@ -292,8 +303,7 @@ class SimplifiedLinearAttentionFunction(torch.autograd.Function):
             q, k, v, out, state, key_sum,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
             h, n_queries, n_keys, head_dim, value_dim, eps,
-            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-            **_LAUNCH,
+            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, **_launch("fwd", q.dtype, q.device),
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, state, key_sum)
         ctx.eps = eps
@@ -314,8 +324,7 @@ class SimplifiedLinearAttentionFunction(torch.autograd.Function):
             *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out),
             *_strides(dq), *_strides(dk), *_strides(dv),
             h, n_queries, n_keys, head_dim, value_dim, ctx.eps,
-            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, FP32_DOT=fp32_dot,
-            **_LAUNCH,
+            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_DV=block_dv, **_launch("bwd", q.dtype, q.device),
         )  # fmt: skip
         return dq, dk, dv, None
 

@@ -31,9 +31,14 @@ __all__ = ["jit", "load_rows", "matmul", "new_heads_last_output", "padded_dim", 
 
 @jit
 def matmul(a, b, FP32_DOT: tl.constexpr):
-    # fp32 inputs: 3xTF32 (fp32-accurate on tensor cores; "ieee" FMA dots took >10 min to compile flow's causal
-    # backward). Half inputs: one TF32 pass (the operands are fp32 after the feature map either way).
-    if FP32_DOT:
+    # FP32_DOT True: 3xTF32 (fp32-accurate on tensor cores; "ieee" FMA dots took >10 min to compile flow's causal
+    # backward while it held its whole state in registers; 7-13 s with value slices). False: one TF32 pass (half
+    # inputs: the operands are fp32 after the feature map either way).
+    # "ieee": fp32 FMA dots (exact fp32; no tensor-core operand copies, so far fewer registers: the launch tables of
+    # flow and SLAB pick it where 3xTF32 spills, docs/kernels/README.md).
+    if FP32_DOT == "ieee":
+        return tl.dot(a, b, input_precision="ieee")
+    elif FP32_DOT:
         return tl.dot(a, b, input_precision="tf32x3")
     else:
         return tl.dot(a, b, input_precision="tf32")

@@ -9,7 +9,9 @@ How: the dispatcher is forced to the Triton path (every ``attnzoo.kernels`` modu
 for a CUDA launch (same specialisation of ints and pointer alignment, same options) and compiled with Triton's CUDA
 backend for each target -- ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32), options=...)`` -- instead
 of launched. The kernel's outputs are left as allocated, so values downstream are garbage; only shapes, dtypes and the
-launch options matter here. ``cuobjdump -res-usage`` (from the Triton wheel) reads registers and the stack frame (the
+launch options matter here. Launchers whose options depend on the GPU (flow and SLAB: ``attnzoo.kernels.launch``) are
+told the target being recorded (``compiling_for``): a workload whose launchers asked is recorded once per target, and
+each configuration is compiled only for the targets whose launchers chose it. ``cuobjdump -res-usage`` (from the Triton wheel) reads registers and the stack frame (the
 register spills) of each cubin; shared memory is Triton's dynamic allocation (``metadata.shared``). Occupancy is the
 number of warps per SM those registers, that shared memory and num_warps allow (64 warps, 64K registers per SM on
 sm_80/sm_90/sm_100; 164 KB shared per SM on sm_80, 228 KB on sm_90/sm_100).
@@ -93,6 +95,7 @@ class Launch:
     signature: dict
     key: str
     sources: list = field(default_factory=list)
+    targets: list = field(default_factory=list)  # the compute capabilities whose launchers chose this configuration
     # what compile() needs (not serialised)
     fn: object = None
     attrs: dict = None
@@ -109,7 +112,8 @@ class Recorder:
     def __init__(self, bind_capability: int = 90):
         self.launches: dict[str, Launch] = {}
         self.source = "?"
-        self.bind_capability = bind_capability
+        self.bind_capability = bind_capability  # the target being recorded (launchers see it: compiling_for)
+        self.touched: set = set()  # keys launched since the last reset
         self._binders: dict = {}
 
     def _bind(self, fn, args, kwargs):
@@ -117,10 +121,11 @@ class Recorder:
         from triton.compiler import make_backend
         from triton.runtime.jit import create_function_from_signature
 
-        if fn not in self._binders:
+        if (fn, self.bind_capability) not in self._binders:
             backend = make_backend(GPUTarget("cuda", self.bind_capability, 32))
-            self._binders[fn] = (backend, create_function_from_signature(fn.signature, fn.params, backend))
-        backend, binder = self._binders[fn]
+            binder = create_function_from_signature(fn.signature, fn.params, backend)
+            self._binders[fn, self.bind_capability] = (backend, binder)
+        backend, binder = self._binders[fn, self.bind_capability]
         kwargs = dict(kwargs)
         kwargs.setdefault("debug", False)
         bound_args, specialization, options = binder(*args, **kwargs)
@@ -152,6 +157,9 @@ class Recorder:
             self.launches[key] = launch
         if self.source not in launch.sources:
             launch.sources.append(self.source)
+        if self.bind_capability not in launch.targets:
+            launch.targets.append(self.bind_capability)
+        self.touched.add(key)
 
     @contextlib.contextmanager
     def active(self):
@@ -268,7 +276,7 @@ def compile_all(launches, targets, jobs: int = 1, log=print) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    work = [(i, cc) for i in range(len(launches)) for cc in targets]
+    work = [(i, cc) for i in range(len(launches)) for cc in targets if cc in launches[i].targets]
     results = {}
 
     def report(index, cc, result):
@@ -415,8 +423,13 @@ def quick_workloads():
             ("transnext_micro+moh_transnext_small_75@32", transnext_run)]  # fmt: skip
 
 
-def record(workloads, dtypes, recorder: Recorder, log=print) -> list[dict]:
+def record(workloads, dtypes, recorder: Recorder, targets=(90,), log=print) -> list[dict]:
+    """Run each workload in each dtype with every launch recorded for ``targets[0]``; again for each further target
+    only if a launcher asked which target it launches for (attnzoo.kernels.launch: flow and SLAB choose per target),
+    else the configurations recorded hold for every target."""
     import torch
+
+    from attnzoo.kernels.launch import compiling_for, target_queries
 
     problems = []
     for source, run in workloads:
@@ -425,9 +438,17 @@ def record(workloads, dtypes, recorder: Recorder, log=print) -> list[dict]:
             start = time.perf_counter()
             before = len(recorder.launches)
             try:
-                with recorder.active():
-                    torch.manual_seed(0)
-                    run(dtype)
+                for i, cc in enumerate(targets):
+                    recorder.bind_capability, recorder.touched = cc, set()
+                    queries = target_queries()
+                    with recorder.active(), compiling_for(cc):
+                        torch.manual_seed(0)
+                        run(dtype)
+                    if i == 0 and target_queries() == queries:  # the same launches whatever the target
+                        for key in recorder.touched:
+                            launch = recorder.launches[key]
+                            launch.targets += [t for t in targets if t not in launch.targets]
+                        break
             except Exception as error:  # noqa: BLE001 - a workload that stops is reported, the others go on
                 problems.append(dict(source=recorder.source, error=f"{type(error).__name__}: {error}"[:500]))
                 log(f"  {recorder.source}: FAILED {type(error).__name__}: {str(error)[:200]}")
@@ -451,7 +472,7 @@ def rows_of(launches, results, targets) -> list[dict]:
     for launch in sorted(launches, key=lambda x: (x.op, x.kernel, x.dtype, x.key)):
         row = dict(kernel=launch.kernel, op=launch.op, dtype=launch.dtype, constexprs=launch.constexprs,
                    num_warps=launch.num_warps, num_stages=launch.num_stages, sources=launch.sources,
-                   targets={f"sm_{cc}": results[(launch.key, cc)] for cc in targets})  # fmt: skip
+                   targets={f"sm_{cc}": results[(launch.key, cc)] for cc in targets if (launch.key, cc) in results})  # fmt: skip
         rows.append(row)
     return rows
 
@@ -460,8 +481,9 @@ def summary_of(rows, targets) -> dict:
     out = dict(configurations=len(rows), kernels=len({r["kernel"] for r in rows}))
     for cc in targets:
         t = f"sm_{cc}"
-        results = [r["targets"][t] for r in rows]
+        results = [r["targets"][t] for r in rows if t in r["targets"]]
         out[t] = dict(
+            configurations=len(results),
             compile_failures=sum(not x["ok"] for x in results),
             spilling=sum(x["ok"] and x["spill_bytes"] > 0 for x in results),
             worst_spill=max((x["spill_bytes"] for x in results if x["ok"]), default=0),
@@ -472,7 +494,9 @@ def summary_of(rows, targets) -> dict:
     return out
 
 
-def _cell(result: dict) -> str:
+def _cell(result: dict | None) -> str:
+    if result is None:  # the launchers choose another configuration for this target
+        return "-"
     if not result["ok"]:
         return f"**FAIL** {result['error'][:60]}"
     spill = f"**{result['spill_bytes']}**" if result["spill_bytes"] else "0"
@@ -487,7 +511,8 @@ def markdown(rows, summary, targets, meta) -> str:
         f"Generated by `{meta['command']}` on {meta['machine']} ({meta['date']}; triton {meta['triton']}, torch "
         f"{meta['torch']}). Every kernel launch of the workloads below, with the launch options the zoo's launchers "
         "pick on a GPU, compiled with Triton's CUDA backend (no GPU needed). Cells: registers / spill bytes (stack "
-        "frame) / shared memory / occupancy in warps per SM (of 64).",
+        "frame) / shared memory / occupancy in warps per SM (of 64); `-`: on that target the launchers choose "
+        "another configuration (a row of its own).",
         "",
         "Workloads: " + meta["workloads"],
         "",
@@ -497,13 +522,13 @@ def markdown(rows, summary, targets, meta) -> str:
     ]
     for cc in targets:
         s = summary[f"sm_{cc}"]
-        lines.append(f"| sm_{cc} | {summary['configurations']} | {s['compile_failures']} | {s['spilling']} | "
+        lines.append(f"| sm_{cc} | {s['configurations']} | {s['compile_failures']} | {s['spilling']} | "
                      f"{s['worst_spill']} B | {s['shared_over']} | {s['most_shared'] / 1024:.0f} KB | "
                      f"{s['min_occupancy_warps']} warps |")  # fmt: skip
     lines += ["", "| kernel | dtype | constexprs | warps / stages | " + " | ".join(f"sm_{cc}" for cc in targets) + " |",
               "|---|---|---|---|" + "---|" * len(targets)]  # fmt: skip
     for row in rows:
-        cells = " | ".join(_cell(row["targets"][f"sm_{cc}"]) for cc in targets)
+        cells = " | ".join(_cell(row["targets"].get(f"sm_{cc}")) for cc in targets)
         lines.append(f"| `{row['kernel']}` | {row['dtype']} | {_constexpr_text(row['constexprs'])} | "
                      f"{row['num_warps']} / {row['num_stages']} | {cells} |")  # fmt: skip
     if meta.get("problems"):
@@ -564,18 +589,25 @@ def main(argv=None) -> int:
 
     print(f"recording launches: {len(workloads)} workloads x {len(dtypes)} dtypes", flush=True)
     recorder = Recorder()
-    problems = record(workloads, dtypes, recorder)
+    problems = record(workloads, dtypes, recorder, targets)
     launches = list(recorder.launches.values())
-    if args.quick:  # one configuration per kernel and dtype: the first the launchers chose
+    if args.quick:  # one configuration per kernel, dtype and target: the first the launchers chose
         first = {}
         for launch in launches:
-            first.setdefault((launch.kernel, launch.dtype), launch)
-        launches = list(first.values())
+            for cc in launch.targets:
+                first.setdefault((launch.kernel, launch.dtype, cc), launch)
+        chosen = {}
+        for (_, _, cc), launch in first.items():
+            chosen.setdefault(launch.key, (launch, []))[1].append(cc)
+        for launch, ccs in chosen.values():
+            launch.targets = sorted(ccs)
+        launches = [launch for launch, _ in chosen.values()]
     print(f"{len(launches)} distinct configurations; compiling for {', '.join(f'sm_{t}' for t in targets)}", flush=True)
     if args.list:
         for launch in sorted(launches, key=lambda x: (x.op, x.kernel, x.dtype, x.key)):
             print(f"  {launch.kernel} {launch.dtype} {_constexpr_text(launch.constexprs)} "
-                  f"w{launch.num_warps}/s{launch.num_stages} <- {'; '.join(launch.sources[:3])}")
+                  f"w{launch.num_warps}/s{launch.num_stages} [{','.join(f'sm_{t}' for t in launch.targets)}] "
+                  f"<- {'; '.join(launch.sources[:3])}")
         return 1 if problems else 0
     results = compile_all(launches, targets, args.jobs)
     rows = rows_of(launches, results, targets)

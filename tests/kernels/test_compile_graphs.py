@@ -45,11 +45,6 @@ MODELS = {
                                 "attnzoo::aggregated_forward"}),
 }  # fmt: skip
 
-# The MoH attentions take their official dense-then-gate form while torch.compiler.is_compiling() (backbones/
-# moh_transnext.py, from before the head-sparse ops were torch.library ops: the selection's data-dependent sizes are
-# now inside the ops' kernels); these tests trace the head-sparse form, the one eager runs, by answering False there.
-SPARSE_UNDER_COMPILE = {"moh_transnext_small_75"}
-
 EXPORTED = ["biformer_tiny", "agent_pvt_tiny", "flowformer", "slab_swin_tiny", "transnext_micro",
             "moh_transnext_small_75"]  # fmt: skip  (one model per op: BRA, SDPA, flow, SLAB, aggregated, MoH)
 
@@ -102,16 +97,8 @@ def _eager_calls(model, x) -> dict[str, int]:
     return counter.counts
 
 
-@pytest.fixture
-def eager_forms(monkeypatch, request):
-    if request.node.callspec.params["name"] in SPARSE_UNDER_COMPILE:
-        from attnzoo.backbones import moh_transnext
-
-        monkeypatch.setattr(moh_transnext.torch.compiler, "is_compiling", lambda: False)
-
-
 @pytest.mark.parametrize("name", list(MODELS))
-def test_fullgraph_compile_holds_the_ops_and_matches_eager(name, eager_forms):
+def test_fullgraph_compile_holds_the_ops_and_matches_eager(name):
     model, x = _model(name)
     graphs = []
 
@@ -136,7 +123,7 @@ def test_fullgraph_compile_holds_the_ops_and_matches_eager(name, eager_forms):
 
 
 @pytest.mark.parametrize("name", EXPORTED)
-def test_export_keeps_the_ops(name, eager_forms):
+def test_export_keeps_the_ops(name):
     model, x = _model(name)
     program = torch.export.export(model, (x,))
     family_ops = MODELS[name][2]

@@ -111,6 +111,23 @@ def test_triton_matches_reference_half(case):
         assert_close_relative(g, r, TOLERANCE[dtype], name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_sm80_launch_table_matches_reference(causal, dtype):
+    """The A100's table (fp32 FMA dots in the backward at head dim 64, 16-wide value slices in the causal backward)
+    is the same math: run in the interpreter with the launchers choosing for sm_80."""
+    from attnzoo.kernels.flow import _launch
+    from attnzoo.kernels.launch import compiling_for
+
+    with compiling_for(80):
+        chosen = _launch("causal_bwd" if causal else "bwd", dtype, 64, 64, torch.device("cpu"))
+        assert chosen["FP32_DOT"] == "ieee" and chosen.get("CHUNK_DV", 16) == 16
+        got, ref = run_both((1, 2, 150, 150, 64, 64, causal, VISION_EPS, False), dtype)
+    for name, g, r in zip(("out", "grad q", "grad k", "grad v"), got, ref):
+        assert g.dtype == dtype and torch.isfinite(g).all(), f"{name}: non-finite values"
+        assert_close_relative(g, r, TOLERANCE[dtype], name)
+
+
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 200])
 @pytest.mark.parametrize("chunk", [16, 64])
 def test_chunked_causal_reference_is_the_official_cumsum(length, chunk):

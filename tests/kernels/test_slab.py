@@ -194,6 +194,20 @@ def test_triton_matches_reference_half(case):
         assert_close_relative(g, r, TOLERANCE[dtype], name)
 
 
+def test_sm80_launch_table_matches_reference():
+    """The A100's table (fp32 FMA dots in the fp32 backward) is the same math: run in the interpreter with the
+    launchers choosing for sm_80."""
+    from attnzoo.kernels.launch import compiling_for
+    from attnzoo.kernels.slab import _launch
+
+    with compiling_for(80):
+        assert _launch("bwd", torch.float32, torch.device("cpu"))["FP32_DOT"] == "ieee"
+        got, ref = run_both((1, 2, 130, 129, 32, 32, False), torch.float32)
+    for name, g, r in zip(("out", "grad q", "grad k", "grad v"), got, ref):
+        assert torch.isfinite(g).all(), f"{name}: non-finite values"
+        assert_close_relative(g, r, TOLERANCE[torch.float32], name)
+
+
 def test_triton_op_gradients_without_the_relu():
     """The op's own dq and dk (not masked by a ReLU backward), on strictly positive features."""
     got, ref = run_both((1, 2, 90, 75, 16, 8, False), torch.float32, feature_map=lambda x: x.abs() + 0.1)
