@@ -67,19 +67,19 @@ class MoHAggregatedAttention(_HeadGates, transnext.AggregatedAttention):
     """Stages 1-3: aggregated attention with MoH head gates (official ``attention_native.AggregatedAttention``).
 
     With routed heads (and no attention dropout) it passes the router's selection to
-    :func:`attnzoo.kernels.aggregated_attention.head_sparse_aggregated_attention` in eager mode, which on CUDA attends only
-    the selected (token, head) pairs; the official form (every head, then the gates: the path taken under
-    torch.compile / export) gives the same output and gradients."""
+    :func:`attnzoo.kernels.aggregated_attention.head_sparse_aggregated_attention` (a torch.library op: eager,
+    torch.compile and torch.export all call it), which attends only the selected (token, head) pairs where that pays;
+    the official form (every head, then the gates: the path taken with attention dropout or an empty batch) gives the
+    same output and gradients."""
 
     def __init__(self, dim, num_heads=8, shared_heads=0, routed_heads=0, **kwargs):
         super().__init__(dim, num_heads, **kwargs)
         self._build_gates(dim, shared_heads, routed_heads)
 
     def forward(self, x, H, W):
-        if (not self.routed_head or not x.numel() or (self.attn_drop > 0 and self.training)
-                or torch.compiler.is_compiling()):  # (an empty batch too: the dense form gives empty out)
-            # dense-then-gate (the official form): the head-sparse kernel's selection has data-dependent sizes, which
-            # torch.compile(fullgraph=True) and torch.export (ONNX) cannot trace; the op has no attention dropout
+        if not self.routed_head or not x.numel() or (self.attn_drop > 0 and self.training):
+            # dense-then-gate (the official form): the op has no attention dropout; an empty batch gives empty out.
+            # (The selection's data-dependent sizes live inside the op's kernels, so compile and export trace the op.)
             return super().forward(x, H, W)
         b, n, c = x.shape
         gates, self.moh_balance, heads = moh_head_gates(self, x, return_heads=True)
@@ -95,27 +95,24 @@ class MoHFullAttention(_HeadGates, transnext.FullAttention):
     """Stage 4: full attention with MoH head gates (official ``attention.Attention``).
 
     With routed heads (and no attention dropout) it attends only the (token, head) pairs the router selected,
-    through :func:`attnzoo.kernels.moh.head_sparse_attention`, in eager mode; the official code computes every head and
-    zeroes the unselected ones (the path taken under torch.compile / export), which gives the same output and
-    gradients."""
+    through :func:`attnzoo.kernels.moh.head_sparse_attention` (a torch.library op, also under torch.compile and
+    torch.export); the official code computes every head and zeroes the unselected ones (the path taken with
+    attention dropout or an empty batch), which gives the same output and gradients."""
 
     def __init__(self, dim, num_heads=8, shared_heads=0, routed_heads=0, **kwargs):
         super().__init__(dim, num_heads, **kwargs)
         self._build_gates(dim, shared_heads, routed_heads)
 
     def forward(self, x, H, W):
-        if (not self.routed_head or not x.numel() or (self.attn_drop > 0 and self.training)
-                or torch.compiler.is_compiling()):  # (an empty batch too: the dense form gives empty out)
-            # dense-then-mask (the official form): the head-sparse op's gathers have data-dependent sizes, which
-            # torch.compile(fullgraph=True) and torch.export (ONNX) cannot trace
+        if not self.routed_head or not x.numel() or (self.attn_drop > 0 and self.training):
+            # dense-then-mask (the official form): the op has no attention dropout; an empty batch gives empty out
             return super().forward(x, H, W)
         b, n, c = x.shape
         gates, self.moh_balance, heads = moh_head_gates(self, x, return_heads=True)
         q, k, v = self.qkv(x).reshape(b, n, 3 * self.num_heads, self.head_dim).permute(0, 2, 1, 3).chunk(3, dim=1)
-        index, table = transnext.relative_position_cpb((H, W), (H, W), self.pretrain_hw, device=x.device)
         q_scaled = self.scaled_queries(F.normalize(q, dim=-1), math.log(n))
         out = head_sparse_attention(q_scaled, F.normalize(k, dim=-1), v, heads, gates.gather(2, heads),
-                                    self.position_bias(index, table, n, n), 1.0)
+                                    self.grid_bias((H, W), (H, W), device=x.device), 1.0)
         return self.proj_drop(self.proj(out.reshape(b, n, c)))
 
 

@@ -11,8 +11,9 @@ for R rounds (the first a warm-up), so a load that comes and goes on a shared ma
 imports what its side needs, then builds the backbone (random weights, train mode, no drop path), then runs
 ``--repeats`` forward + backward passes of batch 1 at ``size x size`` (the loss: the sum of the means of the four
 feature maps) and reports the median step as wall-clock and as process CPU seconds, and the peak resident set
-(``ru_maxrss``) above the resident set after its imports (so the parameters, their gradients and the activations
-count; the libraries do not).
+(VmHWM) above the resident set after its imports (so the parameters, their gradients and the activations count; the
+libraries do not). With a warm-up step (``--warm-up``, ``--interleave`` R > 1, ``compile:``) the peak restarts after
+it: the zoo builds its size tables on its first call, the official code in its constructor, and neither is a step.
 
 Sides (``--sides``, comma-separated ``kind:name``):
 
@@ -63,9 +64,25 @@ def _rss_mib() -> float:
 
 
 def _peak_mib() -> float:
-    import resource
+    """The resident set's high-water mark (Linux VmHWM, which :func:`_reset_peak` restarts; else ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    """Restart the high-water mark from the present resident set (Linux: 5 into /proc/self/clear_refs), so a
+    warm-up step's peak (the zoo builds its size tables on its first call) is not counted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _trim() -> None:
@@ -224,11 +241,19 @@ def worker(side: str, size: int, args) -> dict:
     model, step = _build(kind, name, size, args)
     walls, cpus = [], []
 
+    # a compiling step, the interleaved warm-up round, or --warm-up (the zoo's size tables built on its first call)
+    warms_up = kind == "compile" or args.serve or (args.warm_up and args.repeats > 1)
+    peak_reset = False
+
     def timed_step():
+        nonlocal peak_reset
         w0, c0 = time.perf_counter(), time.process_time()
         step()
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
+        if warms_up and len(walls) == 1:  # the warm-up's peak is not the step's
+            _trim()
+            peak_reset = _reset_peak()
         return dict(wall_s=walls[-1], cpu_s=cpus[-1])
 
     if args.serve:  # interleaved: one step per "step" line on stdin, until "quit"
@@ -242,10 +267,11 @@ def worker(side: str, size: int, args) -> dict:
     else:
         for _ in range(args.repeats):
             timed_step()
-    warm = 1 if (kind == "compile" or args.serve) and len(walls) > 1 else 0  # compiling / interleaved warm-up round
+    warm = 1 if warms_up and len(walls) > 1 else 0
     timed = slice(warm, None)
     result = dict(side=side, size=size, wall_s=statistics.median(walls[timed]), cpu_s=statistics.median(cpus[timed]),
-                  steps_wall_s=walls, steps_cpu_s=cpus, peak_mib=_peak_mib() - base, peak_abs_mib=_peak_mib(), base_mib=base)
+                  steps_wall_s=walls, steps_cpu_s=cpus, peak_mib=_peak_mib() - base, peak_abs_mib=_peak_mib(), base_mib=base,
+                  peak_after_warm_up=peak_reset)
     if kind == "before":
         import attnzoo.kernels.aggregated_attention as agg
 
@@ -275,6 +301,8 @@ def run_side(side: str, size: int, args) -> dict:
 def _worker_command(side: str, size: int, args) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--size", str(size),
                "--threads", str(args.threads), "--repeats", str(args.repeats), "--det-size", args.det_size]
+    if args.warm_up:
+        command.append("--warm-up")
     if args.official_file:
         command += ["--official-file", args.official_file]
     if args.before_tree:
@@ -327,12 +355,14 @@ def markdown(results: list[dict], args) -> str:
 
     sides = list(dict.fromkeys(r["side"] for r in results))
     rounds = (f"{max(1, args.interleave - 1)} interleaved round(s) after {min(1, args.interleave - 1)} warm-up"
-              if args.interleave else f"{args.repeats} step(s)")
+              if args.interleave else f"{args.repeats - 1} step(s) after 1 warm-up" if args.warm_up and args.repeats > 1
+              else f"{args.repeats} step(s)")
     how = "stepped in turn" if args.interleave else "run one after another"
     lines = [f"Machine: {platform.machine()} CPU, {os.cpu_count()} logical cores (shared), torch {torch.__version__}, "
              f"{args.threads} thread(s); batch 1, one forward + backward of the backbone's four maps (train mode, "
              f"random weights), median of {rounds}; each row its own process, {how}. Peak: "
-             "ru_maxrss above the resident set after the imports (parameters, gradients, activations).", ""]
+             "the resident set's high-water mark above the resident set after the imports (parameters, gradients, "
+             "activations), restarted after the warm-up step where there is one (VmHWM).", ""]
     ref_side = next((s for s in sides if s.startswith("official:")), None)
     swin_side = next((s for s in sides if "swin" in s), None)
     lines.append("| size | side | peak MiB | CPU s | wall s | memory vs official | time vs official | memory vs Swin-T "
@@ -370,6 +400,9 @@ def parse_args(argv=None):
                         help="R > 0: per size, start every side's process, then step them in turn for R rounds "
                              "(the first a warm-up when R > 1; median of the others per side); 0: one process "
                              "after another, --repeats steps each")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="one process after another: the first of the --repeats steps is a warm-up (the zoo "
+                             "builds its size tables on its first call, the official code in its constructor)")
     parser.add_argument("--print-only", action="store_true")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
