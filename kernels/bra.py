@@ -621,8 +621,10 @@ def _launch_config(query_tokens: int, routed_tokens: int, head_dim_qk: int, head
     if fp32:
         options = dict(num_warps=4 if kernel == "dkv" and widest <= 32 else 8, num_stages=1)
     else:
-        # 8 warps from 64 x 64 tiles on (dK/dV at 64 x 64 on 4 warps: 88 B of spills on sm_80)
-        options = dict(num_warps=4 if block_m * widest < 64 * 64 else 8, num_stages=3)
+        # 8 warps from 64 x 64 tiles on (dK/dV at 64 x 64 on 4 warps: 88 B of spills on sm_80), and for dK/dV at
+        # head dims above 32 (its 32 x 64 tiles on 4 warps: 16 B on sm_100)
+        wide_dkv = kernel == "dkv" and widest == 64 and not interpreting()
+        options = dict(num_warps=4 if block_m * widest < 64 * 64 and not wide_dkv else 8, num_stages=3)
     return block_m, block_n, block_dqk, block_dv, options
 
 

@@ -175,6 +175,23 @@ def test_triton_matches_reference_fp32(case):
         assert_close_relative(g, r, TOLERANCE[torch.float32], name)
 
 
+@pytest.mark.parametrize("target", [80, 100])
+def test_per_target_launch_tables_match_reference_fp32(target):
+    """The A100's and Blackwell's choices (fp32 FMA dots in the forward on sm_80, in the query backward on sm_100,
+    where tensor-core operands spilled) are the same math: run in the interpreter with the launchers choosing for
+    that target."""
+    from attnzoo.kernels.aggregated_attention import _query_dots
+    from attnzoo.kernels.launch import compiling_for
+
+    kind = "fwd" if target == 80 else "bwd_query"
+    with compiling_for(target):
+        assert _query_dots(kind, torch.float32, False, torch.device("cpu"))[0] == "ieee"
+        got, ref, lw = run_both(KERNEL_CASES[0], torch.float32)
+    for name, g, r in zip(NAMES, got, ref):
+        assert torch.isfinite(g).all(), f"{name}: non-finite values"
+        assert_close_relative(g, r, TOLERANCE[torch.float32], name)
+
+
 @pytest.mark.parametrize("case", HALF_CASES, ids=lambda c: _case_id(c[:-1]) + "-" + str(c[-1]).split(".")[-1])
 def test_triton_matches_reference_half(case):
     dtype = case[-1]
