@@ -858,12 +858,11 @@ def _blocks(head_dim: int, value_dim: int, window_size: int, dtype: torch.dtype 
     )  # fmt: skip
 
 
-def _query_dots(kind: str, dtype: torch.dtype, sparse: bool, device: torch.device) -> tuple[object, int]:
+def _query_dots(kind: str, dtype: torch.dtype, sparse: bool, device: torch.device, block_m: int) -> tuple[object, int]:
     """(FP32_DOT, BLOCK_M) of the query-side kernels (``"fwd"``, ``"bwd_query"``) on the launch's target: where the
     tensor-core dots' register operands spilled (tools/kernel_check.py: 8-16 B; the fp32 forward on sm_80, the fp32
     query backward on sm_100), fp32 FMA dots (``"ieee"``: exact fp32, no operand copies); the head-sparse bf16
-    forward on 16-row tiles (32 spilled on sm_90 / sm_100)."""
-    block_m = _blocks(32, 32, 3, dtype)["BLOCK_M"]  # (the interpreter's large tiles stay)
+    forward on 16-row tiles (32 spilled on sm_90 / sm_100). ``block_m``: :func:`_blocks`' choice, kept otherwise."""
     target = target_capability(device)
     if dtype == torch.float32:
         spills = (kind == "fwd" and target < 90) or (kind == "bwd_query" and target >= 100)
@@ -892,7 +891,7 @@ class AggregatedAttentionFunction(torch.autograd.Function):
         dv, pool_len = v_local.shape[3], k_pool.shape[2]
         blocks = _blocks(d, dv, window_size, q.dtype)
         sparse = slots is not None  # head-sparse: only the (token, head) pairs listed in slots/counts; zero elsewhere
-        fp32_dot, blocks["BLOCK_M"] = _query_dots("fwd", q.dtype, sparse, q.device)
+        fp32_dot, blocks["BLOCK_M"] = _query_dots("fwd", q.dtype, sparse, q.device, blocks["BLOCK_M"])
         new = torch.zeros if sparse else torch.empty
         out = new(b, n, h, dv, dtype=q.dtype, device=q.device).transpose(1, 2)
         lse = torch.zeros(b * h, n, dtype=torch.float32, device=q.device)
@@ -940,7 +939,7 @@ class AggregatedAttentionFunction(torch.autograd.Function):
             chosen = lse
         dlb = torch.zeros(h, blocks["BLOCK_L"], dtype=torch.float32, device=dev)
         dpb = torch.zeros(h, n, pool_len, dtype=torch.float32, device=dev)
-        query_dot, query_m = _query_dots("bwd_query", q.dtype, sparse, dev)
+        query_dot, query_m = _query_dots("bwd_query", q.dtype, sparse, dev, blocks["BLOCK_M"])
         _agg_bwd_query_kernel[(triton.cdiv(n, query_m), b * h)](
             q, k_local, v_local, k_pool, v_pool, local_bias, pool_bias, grad_out, lse, delta, dq, dlw, dlb, dpb,
             *slot_args, *_s4(q), *_s4(k_local), *_s4(v_local), *_s4(k_pool), *_s4(v_pool),

@@ -123,8 +123,8 @@ CPB_ROWS_PER_STEP = 2048
 
 class _GridPositionBias(torch.autograd.Function):
     """The continuous position bias on the CPU: the bias MLP over the coordinate table, gathered for every (query,
-    key) pair, with its own backward. Same numbers as ``cpb_fc2(relu(cpb_fc1(table)))[:, index]`` and its autograd
-    (the weight gradients summed in another order), but the MLP runs :data:`CPB_ROWS_PER_STEP` rows at a time and is
+    key) pair, with its own backward. The numbers of ``cpb_fc2(relu(cpb_fc1(table)))[:, index]`` and its autograd, to
+    rounding (the MLP and its weight gradients are summed a chunk at a time), but the MLP runs :data:`CPB_ROWS_PER_STEP` rows at a time and is
     recomputed in the backward, so its (T, 512) hidden layer is never kept (about 1 GiB over TransNeXt-T's blocks at
     800 x 800); the gather goes row offsets first, then column offsets (:func:`_separable_layout`), and its gradient
     is one ``index_add_`` per head. Measured at TransNeXt-T stage 1, 800 x 800 (3 heads, 40000 x 625 pairs, one

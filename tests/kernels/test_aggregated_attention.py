@@ -185,7 +185,7 @@ def test_per_target_launch_tables_match_reference_fp32(target):
 
     kind = "fwd" if target == 80 else "bwd_query"
     with compiling_for(target):
-        assert _query_dots(kind, torch.float32, False, torch.device("cpu"))[0] == "ieee"
+        assert _query_dots(kind, torch.float32, False, torch.device("cpu"), 16)[0] == "ieee"
         got, ref, lw = run_both(KERNEL_CASES[0], torch.float32)
     for name, g, r in zip(NAMES, got, ref):
         assert torch.isfinite(g).all(), f"{name}: non-finite values"

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     # the output paths before any work (attnzoo.outputs: a file where a folder belongs, a name too long, read-only)
     if args.out:
         output_folder(args.out, "--out", create=False)
-    output_folder(args.cache or default_cache_dir(), "--cache", create=False)
+    cache_dir = output_folder(args.cache or default_cache_dir(), "--cache", create=False)
     if args.random_init and args.pretrained:
         raise UserError("--random-init and --pretrained contradict each other; pass one of them.")
     methods = parse_methods(args.method)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     specs = [ModelSpec(name, checkpoint=args.pretrained, random_init=args.random_init, model_kwargs=args.model_kwargs)
              for name in names]
     processes = start_processes(args.device, args.workers)  # torchrun's process group, or this one process
-    board = run_probe(specs, args.data, methods, cache_dir=args.cache or default_cache_dir(), img_size=args.img_size,
+    board = run_probe(specs, args.data, methods, cache_dir=cache_dir, img_size=args.img_size,
                       crop_pct=args.crop_pct, batch_size=args.batch_size, workers=processes.workers,
                       device=args.device, seed=args.seed, epochs=args.epochs, val_fraction=args.val_fraction,
                       probe_threads=args.probe_threads or None, progress=not args.quiet, max_pixels=args.max_pixels,
